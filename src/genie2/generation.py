@@ -1,0 +1,204 @@
+"""Cached generation: frames are sampled one code at a time over a key/value cache, so each
+new token costs one position. Classifier-free guidance runs the action-conditioned and the
+null-action rows in one batch, each row with its own cache entries.
+
+Dimension legend: b batch, t time (frames), h w latent height and width, a keys pressed at
+once, d feature, l logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from genie2.helpers import exists, guide, gumbel_sample, min_p_filter
+from genie2.interactive import QuitInteractive, prompt_action, save_frame
+from genie2.transformer import KVCache
+
+
+@dataclass
+class Sampling:
+    """How codes are drawn from the logits."""
+
+    temperature: float = 0.9
+    min_p: float | None = 0.1
+    cond_scale: float = 1.0
+    parallel_keep_frac: float = 0.0
+    generator: torch.Generator | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
+            raise ValueError(f"temperature must be a number >= 0, got {self.temperature!r}")
+        if exists(self.min_p) and not 0.0 <= self.min_p <= 1.0:
+            raise ValueError(f"min_p must be in [0, 1] or None, got {self.min_p!r}")
+
+
+class Rollout:
+    """Step-by-step decoding state for a batch of videos: the cache and the tokens still to feed."""
+
+    def __init__(self, model, prompt_codes: Tensor, prompt_actions: Tensor | None, sampling: Sampling, guided: bool):
+        self.model, self.sampling, self.guided = model, sampling, guided
+        self.cache = KVCache()
+        b, t, h, w = prompt_codes.shape
+        self.batch, self.latent_shape, self.num_frames = b, (h, w), t
+        latents = model.codes_to_latents(prompt_codes)
+        if guided:
+            latents = torch.cat((latents, latents))
+        tokens = model.frame_tokens(latents, self._action_tokens(prompt_actions, t))
+        self.pending = (tokens, model.frame_positions(t, h * w))
+
+    def _action_tokens(self, actions: Tensor | None, t: int) -> Tensor:
+        """Action tokens (B t d), the null-action rows appended when guiding."""
+        embed = self.model.action_embed
+        tokens = embed(actions, shape=(self.batch, t))
+        if self.guided:
+            tokens = torch.cat((tokens, embed(None, shape=(self.batch, t))))
+        return tokens
+
+    def _logits(self, features: Tensor) -> Tensor:
+        """Logits (b l) for the next code from the features of the last position (B d)."""
+        logits = self.model.code_logits(features)
+        if self.guided:
+            logits = guide(*logits.chunk(2), self.sampling.cond_scale, self.sampling.parallel_keep_frac)
+        return logits
+
+    def _sample(self, logits: Tensor) -> Tensor:
+        """Draw one code per video (b) after min-p filtering."""
+        s = self.sampling
+        if exists(s.min_p):
+            logits = min_p_filter(logits, s.min_p)
+        return gumbel_sample(logits, s.temperature, keepdim=False, generator=s.generator)
+
+    def step(self, actions: Tensor | None, codes: Tensor | None = None, return_logits: bool = False):
+        """Generate the next frame's codes (b h w) given the keys pressed into it (b a, or None).
+        With `codes` (b h w) the frame is teacher-forced instead of sampled; `return_logits`
+        also returns the logits of every code (b h w l)."""
+        model, frame = self.model, self.num_frames
+        h, w = self.latent_shape
+        tokens, pos = self.pending
+        action = rearrange(actions, "b a -> b 1 a") if exists(actions) else None
+        tokens = torch.cat((tokens, self._action_tokens(action, 1)), dim=1)
+        pos = torch.cat((pos, model.frame_positions(1, 0, start=frame)), dim=0)
+        given = rearrange(codes, "b h w -> b (h w)") if exists(codes) else None
+        sampled, all_logits = [], []
+        for slot in range(1, h * w + 1):
+            logits = self._logits(model.transformer(tokens, pos=pos, cache=self.cache)[:, -1])
+            code = given[:, slot - 1] if exists(given) else self._sample(logits)
+            sampled.append(code)
+            all_logits.append(logits)
+            tokens = model.latent_to_model(model.codes_to_latents(code))[:, None]
+            if self.guided:
+                tokens = torch.cat((tokens, tokens))
+            pos = model.positions(torch.tensor([frame], device=model.device), torch.tensor([slot], device=model.device))
+        self.pending = (tokens, pos)  # the last code is fed with the next action token
+        self.num_frames += 1
+        codes = rearrange(torch.stack(sampled, dim=-1), "b (h w) -> b h w", h=h)
+        if not return_logits:
+            return codes
+        return codes, rearrange(torch.stack(all_logits, dim=1), "b (h w) l -> b h w l", h=h)
+
+
+def _pad_keys(actions: list[Tensor]) -> Tensor:
+    """Stack per-step keys (b a_i) into b t a, -1 padded."""
+    width = max(a.shape[-1] for a in actions)
+    padded = [torch.nn.functional.pad(a, (0, width - a.shape[-1]), value=-1) for a in actions]
+    return torch.stack(padded, dim=1)
+
+
+def _init_keys(model, init_action, device) -> Tensor:
+    """The initial action as keys (1 a)."""
+    keys = [init_action] if isinstance(init_action, int) else list(init_action)
+    if not keys or not all(isinstance(k, int) and 0 <= k < model.num_actions for k in keys):
+        raise ValueError(f"init_action must be an action id (or ids) in [0, {model.num_actions}), got {init_action!r}")
+    if len(keys) > model.max_num_actions:
+        raise ValueError(f"init_action has {len(keys)} keys; at most {model.max_num_actions} allowed")
+    return torch.tensor([sorted(set(keys))], device=device)
+
+
+@torch.no_grad()
+def generate(
+    self,
+    image: Tensor,
+    num_frames: int,
+    filter_kwargs: dict | None = None,
+    temperature: float = 0.9,
+    init_action: int | list[int] | None = None,
+    interactive: bool = False,
+    interactive_save_last_frame: bool = True,
+    cond_scale: float = 1.0,
+    actions: Tensor | None = None,
+    parallel_keep_frac: float = 0.0,
+    interactive_save_path: str = "./last-frame.png",
+    input_fn: Callable[[str], str] = input,
+    print_fn: Callable[[str], None] = print,
+    generator: torch.Generator | None = None,
+):
+    """Dream `num_frames` frames after `image` (b c h w); returns the video `b c (1 + num_frames) h w`
+    (and the actions b t a when interactive). `actions` (b t or b t a, t = num_frames + 1) rolls
+    out under given actions, with classifier-free guidance when cond_scale != 1."""
+    if not isinstance(num_frames, int) or num_frames < 0:
+        raise ValueError(f"num_frames must be an int >= 0, got {num_frames!r}")
+    if not isinstance(image, Tensor) or image.ndim != 4:
+        raise ValueError("image must be a batch of frames (b, c, h, w)")
+    filter_kwargs = dict(filter_kwargs or {})
+    if set(filter_kwargs) - {"min_p"}:
+        raise ValueError(f"filter_kwargs supports only min_p, got {sorted(filter_kwargs)}")
+    b, device = image.shape[0], self.device
+    if interactive:
+        if actions is not None:
+            raise ValueError("pass either actions or interactive=True, not both")
+        if b != 1:
+            raise ValueError(f"interactive generation plays one video at a time, got a batch of {b}")
+        if not exists(self.num_actions) or init_action is None:
+            raise ValueError(f"interactive generation needs init_action, an id in [0, {self.num_actions})")
+
+    step_actions: list[Tensor | None] = [None] * (num_frames + 1)
+    if exists(actions):
+        checked = self._prepare_actions(actions, b, num_frames + 1, sort_actions=True)
+        step_actions = list(checked.unbind(dim=1))
+    elif init_action is not None:
+        step_actions[0] = _init_keys(self, init_action, device).expand(b, -1)
+    conditioned = any(exists(a) for a in step_actions) or interactive
+    sampling = Sampling(temperature, filter_kwargs.get("min_p", 0.1), cond_scale, parallel_keep_frac, generator)
+
+    was_training = self.training
+    self.eval()
+    try:
+        frame = rearrange(image.to(device), "b c h w -> b c 1 h w")
+        _, prompt_codes, _ = self.encode_state(frame)
+        first = step_actions[0][:, None] if exists(step_actions[0]) else None
+        rollout = Rollout(self, prompt_codes, first, sampling, guided=conditioned and cond_scale != 1)
+        codes = [prompt_codes]
+        for index in range(1, num_frames + 1):
+            if interactive:
+                if interactive_save_last_frame:
+                    save_frame(self._last_frame(codes)[0], interactive_save_path)
+                try:
+                    keys = prompt_action(
+                        index, self.num_actions, self.allow_multiple_actions, self.max_num_actions, input_fn, print_fn
+                    )
+                except QuitInteractive:
+                    print_fn(f"stopped after {index - 1} generated frames")
+                    step_actions = step_actions[:index]
+                    break
+                step_actions[index] = torch.tensor([keys], device=device)
+            codes.append(rearrange(rollout.step(step_actions[index]), "b h w -> b 1 h w"))
+        if interactive and interactive_save_last_frame:
+            save_frame(self._last_frame(codes)[0], interactive_save_path)
+        video = self.decode_codes(torch.cat(codes, dim=1))
+    finally:
+        self.train(was_training)
+
+    if not interactive:
+        return video
+    return video, _pad_keys([a if exists(a) else torch.full((b, 1), -1, device=device) for a in step_actions])
+
+
+def _last_frame(self, codes: list[Tensor]) -> Tensor:
+    """Decode the newest frame (b c h w); temporal models decode the history they need."""
+    history = torch.cat(codes, dim=1) if self.need_recon_loss or self.is_video_enc_dec else codes[-1]
+    return self.decode_codes(history)[:, :, -1]

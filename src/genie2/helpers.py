@@ -1,0 +1,105 @@
+"""Small tensor helpers shared by the model code: the seed's building blocks and sampling.
+
+Dimension legend: b batch, n sequence, d feature, l logits (codebook entries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from einops import pack, unpack
+from torch import Tensor
+
+
+def exists(v) -> bool:
+    """True when `v` is not None."""
+    return v is not None
+
+
+def default(v, d):
+    """`v` when it exists, else `d`."""
+    return v if exists(v) else d
+
+
+def l2norm(t: Tensor, dim: int = -1) -> Tensor:
+    """Unit-normalise `t` along `dim`."""
+    return F.normalize(t, dim=dim, p=2)
+
+
+def pack_one(t: Tensor, pattern: str) -> tuple[Tensor, Callable[..., Tensor]]:
+    """Pack one tensor with an einops pattern; return it and the function that undoes it."""
+    packed, packed_shape = pack([t], pattern)
+
+    def inverse(out: Tensor, inv_pattern: str | None = None) -> Tensor:
+        return unpack(out, packed_shape, default(inv_pattern, pattern))[0]
+
+    return packed, inverse
+
+
+def project(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Split `x` into parts parallel and orthogonal to `y`, per batch element, in float64."""
+    dtype = x.dtype
+    x, inverse = pack_one(x, "b *")
+    y, _ = pack_one(y, "b *")
+    x, y = x.double(), y.double()
+    unit = l2norm(y, dim=-1)
+    parallel = (x * unit).sum(dim=-1, keepdim=True) * unit
+    orthogonal = x - parallel
+    return inverse(parallel).to(dtype), inverse(orthogonal).to(dtype)
+
+
+def guide(logits: Tensor, null_logits: Tensor, cond_scale: float, parallel_keep_frac: float = 0.0):
+    """Classifier-free guidance, keeping only part of the update parallel to the logits
+    (adaptive projected guidance, arXiv 2410.02416)."""
+    update = logits - null_logits
+    parallel, orthogonal = project(update, logits)
+    update = parallel * parallel_keep_frac + orthogonal
+    return logits + update * (cond_scale - 1.0)
+
+
+# sampling
+
+
+def log(t: Tensor, eps: float = 1e-20) -> Tensor:
+    """Logarithm clamped away from zero."""
+    return torch.log(t.clamp(min=eps))
+
+
+def gumbel_noise(t: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Standard Gumbel noise shaped like `t`."""
+    noise = torch.rand(t.shape, device=t.device, dtype=t.dtype, generator=generator)
+    return -log(-log(noise))
+
+
+def gumbel_sample(
+    logits: Tensor,
+    temperature: float = 1.0,
+    dim: int = -1,
+    keepdim: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Sample indices from `logits` by the Gumbel-max trick; temperature 0 is greedy argmax."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        return logits.argmax(dim=dim, keepdim=keepdim)
+    noise = gumbel_noise(logits, generator=generator)
+    return (logits / temperature + noise).argmax(dim=dim, keepdim=keepdim)
+
+
+def gumbel_softmax(logits: Tensor, temperature: float = 1.0, dim: int = -1) -> Tensor:
+    """The relaxed (differentiable) Gumbel-softmax distribution over `dim`."""
+    if temperature <= 0:
+        raise ValueError(f"gumbel_softmax needs temperature > 0, got {temperature}")
+    return ((logits + gumbel_noise(logits)) / temperature).softmax(dim=dim)
+
+
+def min_p_filter(logits: Tensor, min_p: float = 0.1) -> Tensor:
+    """Min-p filtering (arXiv 2407.01082): drop tokens below `min_p` times the top probability."""
+    if not 0.0 <= min_p <= 1.0:
+        raise ValueError(f"min_p must be in [0, 1], got {min_p}")
+    probs = logits.softmax(dim=-1)
+    limit = min_p * probs.amax(dim=-1, keepdim=True)
+    return logits.masked_fill(probs < limit, float("-inf"))

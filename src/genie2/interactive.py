@@ -1,0 +1,82 @@
+"""Interactive generation from standard input: read actions, show the last dreamed frame."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+
+class QuitInteractive(Exception):
+    """Raised when the player ends an interactive session (typing q, or end of input)."""
+
+
+def parse_action_input(text: str, num_actions: int, allow_multiple_actions: bool, max_num_actions: int) -> list[int]:
+    """Parse "3" or "1,3,24" into sorted distinct action ids, or raise ValueError saying why."""
+    parts = [part.strip() for part in text.split(",")]
+    if not text.strip() or any(not part.lstrip("-").isdigit() for part in parts):
+        raise ValueError(
+            f"{text!r} is not an action: type one integer id like 3"
+            + (" or several separated by commas like 1,3,24" if allow_multiple_actions else "")
+        )
+    ids = sorted({int(part) for part in parts})
+    bad = [i for i in ids if not 0 <= i < num_actions]
+    if bad:
+        raise ValueError(f"action ids must be between 0 and {num_actions - 1}, got {bad}")
+    if len(ids) > 1 and not allow_multiple_actions:
+        raise ValueError("this model takes one action per step (allow_multiple_actions=False)")
+    if len(ids) > max_num_actions:
+        raise ValueError(f"at most {max_num_actions} actions at once, got {len(ids)}")
+    return ids
+
+
+def prompt_action(
+    frame: int,
+    num_actions: int,
+    allow_multiple_actions: bool,
+    max_num_actions: int,
+    input_fn: Callable[[str], str] = input,
+    print_fn: Callable[[str], None] = print,
+) -> list[int]:
+    """Ask for the next action until the answer is valid; 'q' or end of input quits."""
+    keys = "ids separated by commas (1,3,24)" if allow_multiple_actions else "one id"
+    while True:
+        try:
+            text = input_fn(f"[frame {frame}] next action, 0-{num_actions - 1} ({keys}; q quits): ")
+        except EOFError as error:
+            raise QuitInteractive from error
+        if text.strip().lower() in {"q", "quit", "exit"}:
+            raise QuitInteractive
+        try:
+            return parse_action_input(text, num_actions, allow_multiple_actions, max_num_actions)
+        except ValueError as error:
+            print_fn(f"invalid action: {error}")
+
+
+def save_frame(frame: Tensor, path: str | os.PathLike) -> Path:
+    """Save one decoded frame (c h w): PNG for 1, 3 or 4 channels in [0, 1], else safetensors."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = frame.detach().float().cpu()
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=path.suffix, delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+    try:
+        if frame.ndim == 3 and frame.shape[0] in (1, 3, 4) and path.suffix.lower() == ".png":
+            from PIL import Image
+
+            pixels = (frame.clamp(0.0, 1.0) * 255).round().to(torch.uint8)
+            array = pixels.permute(1, 2, 0).squeeze(-1).numpy()
+            Image.fromarray(array).save(tmp_path, format="PNG")
+        else:
+            path = path.with_suffix(".safetensors")
+            save_file({"frame": frame.contiguous()}, str(tmp_path))
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,261 @@
+"""A causal transformer on scaled_dot_product_attention with a key/value cache.
+
+It honours the x-transformers options the reference turns on: value residual (ResFormer,
+arXiv 2410.17897) with a learned per-token mix, GLU feed-forward, RMSNorm and several
+residual streams (static hyper-connections, arXiv 2409.19606). Positions are given per token
+on one or more axes (time, space) and enter through multi-axis rotary embeddings.
+
+Dimension legend: b batch, n query tokens, m cached + new keys, h heads, d feature,
+s residual streams, a position axes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from einops import einsum, rearrange, repeat
+from torch import Tensor, nn
+
+from genie2.helpers import exists
+
+SUPPORTED_TRANSFORMER_KWARGS = frozenset(
+    {
+        "depth",
+        "heads",
+        "attn_dim_head",
+        "ff_mult",
+        "ff_glu",
+        "use_rmsnorm",
+        "add_value_residual",
+        "learned_value_residual_mix",
+        "num_residual_streams",
+        "attn_dropout",
+        "ff_dropout",
+        "rotary_theta",
+    }
+)
+
+
+def check_transformer_kwargs(kwargs: dict, name: str = "transformer_kwargs") -> None:
+    """Raise a clear error for a transformer option this implementation does not support."""
+    if not isinstance(kwargs, dict):
+        raise TypeError(f"{name} must be a dict, got {type(kwargs).__name__}")
+    unknown = sorted(set(kwargs) - SUPPORTED_TRANSFORMER_KWARGS)
+    if unknown:
+        raise ValueError(
+            f"{name} has unsupported keys {unknown}; supported keys are {sorted(SUPPORTED_TRANSFORMER_KWARGS)}"
+        )
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far (b h m d each)."""
+
+    keys: list[Tensor | None] = field(default_factory=list)
+    values: list[Tensor | None] = field(default_factory=list)
+
+    @property
+    def length(self) -> int:
+        """Number of cached positions."""
+        return 0 if not self.keys or self.keys[0] is None else self.keys[0].shape[-2]
+
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add this step's keys and values for `layer`; return all keys and values so far."""
+        while len(self.keys) <= layer:
+            self.keys.append(None)
+            self.values.append(None)
+        if exists(self.keys[layer]):
+            k = torch.cat((self.keys[layer], k), dim=-2)
+            v = torch.cat((self.values[layer], v), dim=-2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+    def keep(self, index: Tensor) -> None:
+        """Keep only the cached positions in `index` (a 1-d index over m), in every layer."""
+        self.keys = [k.index_select(-2, index) for k in self.keys]
+        self.values = [v.index_select(-2, index) for v in self.values]
+
+
+class RMSNorm(nn.Module):
+    """RMS normalisation with a learned gain."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.scale = dim**0.5
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(x, dim=-1) * self.scale * self.gamma
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary embeddings over several position axes, each axis rotating its own slice of dims."""
+
+    def __init__(self, dim_head: int, num_axes: int = 1, theta: float = 10000.0):
+        super().__init__()
+        dim_per_axis = (dim_head // num_axes) // 2 * 2
+        if dim_per_axis < 2:
+            raise ValueError(f"attn_dim_head {dim_head} is too small for {num_axes} rotary axes")
+        freqs = 1.0 / theta ** (torch.arange(0, dim_per_axis, 2).float() / dim_per_axis)
+        self.register_buffer("freqs", freqs, persistent=False)
+        self.num_axes = num_axes
+
+    def forward(self, pos: Tensor) -> Tensor:
+        """Angles (n, rotated dims) for positions `pos` (n a)."""
+        if pos.ndim != 2 or pos.shape[-1] != self.num_axes:
+            raise ValueError(f"positions must be (n, {self.num_axes}), got {tuple(pos.shape)}")
+        angles = einsum(pos.float(), self.freqs, "n a, f -> n a f")
+        angles = repeat(angles, "n a f -> n (a f r)", r=2)
+        return angles
+
+
+def apply_rotary(angles: Tensor, t: Tensor) -> Tensor:
+    """Rotate the leading dims of `t` (b h n d) by `angles` (n r); the rest pass through."""
+    rot_dim = angles.shape[-1]
+    t_rot, t_pass = t[..., :rot_dim], t[..., rot_dim:]
+    x1, x2 = rearrange(t_rot, "... (f r) -> r ... f", r=2)
+    rotated_half = rearrange(torch.stack((-x2, x1)), "r ... f -> ... (f r)")
+    t_rot = t_rot * angles.cos().to(t.dtype) + rotated_half * angles.sin().to(t.dtype)
+    return torch.cat((t_rot, t_pass), dim=-1)
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention with an optional cache and value residual."""
+
+    def __init__(self, dim, heads, dim_head, dropout=0.0, value_residual=False, learned_mix=False):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
+        self.to_out = nn.Linear(heads * dim_head, dim, bias=False)
+        self.value_residual = value_residual
+        self.to_mix = nn.Linear(dim, heads) if value_residual and learned_mix else None
+
+    def forward(self, x, angles=None, first_values=None, cache=None, layer=0):
+        q, k, v = rearrange(self.to_qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads)
+        orig_v = v
+        if self.value_residual and exists(first_values):
+            if exists(self.to_mix):
+                mix = rearrange(self.to_mix(x).sigmoid(), "b n h -> b h n 1")
+                v = v.lerp(first_values, mix)
+            else:
+                v = 0.5 * (v + first_values)
+        if exists(angles):
+            q, k = apply_rotary(angles, q), apply_rotary(angles, k)
+
+        past = cache.length if exists(cache) else 0
+        if exists(cache):
+            k, v = cache.append(layer, k, v)
+
+        n, m = q.shape[-2], k.shape[-2]
+        mask, is_causal = None, past == 0 and n > 1
+        if past > 0 and n > 1:  # new queries sit at the end of the key sequence
+            mask = torch.ones(n, m, dtype=torch.bool, device=x.device).tril(m - n)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout * self.training
+        )
+        return self.to_out(rearrange(out, "b h n d -> b n (h d)")), orig_v
+
+
+class FeedForward(nn.Module):
+    """Feed-forward block, optionally gated (GEGLU)."""
+
+    def __init__(self, dim, mult=4, glu=False, dropout=0.0):
+        super().__init__()
+        inner = int(dim * mult)
+        self.glu = glu
+        self.proj_in = nn.Linear(dim, inner * (2 if glu else 1))
+        self.proj_out = nn.Sequential(nn.Dropout(dropout), nn.Linear(inner, dim))
+
+    def forward(self, x):
+        x = self.proj_in(x)
+        if self.glu:
+            x, gate = x.chunk(2, dim=-1)
+            x = x * F.gelu(gate)
+        else:
+            x = F.gelu(x)
+        return self.proj_out(x)
+
+
+class Residual(nn.Module):
+    """Static hyper-connections over s residual streams; with one stream a plain residual."""
+
+    def __init__(self, num_streams: int, layer_index: int):
+        super().__init__()
+        self.num_streams = num_streams
+        if num_streams > 1:
+            read = torch.zeros(num_streams)
+            read[layer_index % num_streams] = 1.0
+            self.read = nn.Parameter(read)
+            self.mix = nn.Parameter(torch.eye(num_streams))
+            self.write = nn.Parameter(torch.ones(num_streams))
+
+    def forward(self, streams: Tensor, branch) -> tuple[Tensor, ...]:
+        """Run `branch` on the read-out of `streams` (b n s d) and write its output back."""
+        if self.num_streams == 1:
+            out, *rest = branch(streams[..., 0, :])
+            return (streams + rearrange(out, "b n d -> b n 1 d"), *rest)
+        inp = einsum(streams, self.read, "b n s d, s -> b n d")
+        out, *rest = branch(inp)
+        mixed = einsum(streams, self.mix, "b n s d, s t -> b n t d")
+        return (mixed + einsum(out, self.write, "b n d, t -> b n t d"), *rest)
+
+
+class Transformer(nn.Module):
+    """Pre-norm causal transformer; `forward(x, pos, cache)` returns the final normed features."""
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        heads: int = 8,
+        attn_dim_head: int = 64,
+        ff_mult: float = 4,
+        ff_glu: bool = False,
+        use_rmsnorm: bool = False,
+        add_value_residual: bool = False,
+        learned_value_residual_mix: bool = False,
+        num_residual_streams: int = 1,
+        attn_dropout: float = 0.0,
+        ff_dropout: float = 0.0,
+        rotary_theta: float = 10000.0,
+        rotary_axes: int = 1,
+    ):
+        super().__init__()
+        for name, value in dict(
+            dim=dim, depth=depth, heads=heads, attn_dim_head=attn_dim_head, num_residual_streams=num_residual_streams
+        ).items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"transformer {name} must be a positive int, got {value!r}")
+        self.dim, self.num_streams = dim, num_residual_streams
+        norm = RMSNorm if use_rmsnorm else nn.LayerNorm
+        self.rotary = RotaryEmbedding(attn_dim_head, rotary_axes, rotary_theta)
+        self.layers = nn.ModuleList()
+        for i in range(depth):
+            attn = Attention(dim, heads, attn_dim_head, attn_dropout, add_value_residual, learned_value_residual_mix)
+            ff = FeedForward(dim, ff_mult, ff_glu, ff_dropout)
+            self.layers.append(
+                nn.ModuleList(
+                    [
+                        norm(dim),
+                        attn,
+                        Residual(num_residual_streams, 2 * i),
+                        norm(dim),
+                        ff,
+                        Residual(num_residual_streams, 2 * i + 1),
+                    ]
+                )
+            )
+        self.final_norm = norm(dim)
+
+    def forward(self, x: Tensor, pos: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        """Attend causally over `x` (b n d) after the cached tokens; positions `pos` are (n a)."""
+        angles = self.rotary(pos) if exists(pos) else None
+        streams = repeat(x, "b n d -> b n s d", s=self.num_streams)
+        first_values = None
+        for layer, (attn_norm, attn, attn_res, ff_norm, ff, ff_res) in enumerate(self.layers):
+            streams, values = attn_res(streams, lambda t: attn(attn_norm(t), angles, first_values, cache, layer))
+            first_values = values if first_values is None else first_values
+            (streams,) = ff_res(streams, lambda t: (ff(ff_norm(t)),))
+        return self.final_norm(streams.sum(dim=-2))
