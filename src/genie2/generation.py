@@ -133,8 +133,8 @@ def generate(
     actions: Tensor | None = None,
     parallel_keep_frac: float = 0.0,
     interactive_save_path: str = "./last-frame.png",
-    input_fn: Callable[[str], str] = input,
-    print_fn: Callable[[str], None] = print,
+    input_fn: Callable[[str], str] | None = None,
+    print_fn: Callable[[str], None] | None = None,
     generator: torch.Generator | None = None,
 ):
     """Dream `num_frames` frames after `image` (b c h w); returns the video `b c (1 + num_frames) h w`
@@ -148,6 +148,7 @@ def generate(
     if set(filter_kwargs) - {"min_p"}:
         raise ValueError(f"filter_kwargs supports only min_p, got {sorted(filter_kwargs)}")
     b, device = image.shape[0], self.device
+    input_fn, print_fn = input_fn or input, print_fn or print  # looked up now, so tests can patch them
     if interactive:
         if actions is not None:
             raise ValueError("pass either actions or interactive=True, not both")

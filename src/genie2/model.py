@@ -147,8 +147,7 @@ class Genie2(nn.Module):
 
         # the dynamics transformer over (action token, codes) per frame
         self.latent_to_model = nn.Linear(dim_latent, dim)
-        self.model_to_latent = nn.Linear(dim, dim_latent)
-        self.logit_scale = nn.Parameter(torch.zeros(()))  # learned sharpness of -distance logits
+        self.to_logits = nn.Linear(dim, vq_codebook_size)  # a classifier over code ids
         self.action_embed = ActionEmbed(dim, num_actions)
         transformer = Transformer(dim, depth, heads, attn_dim_head, rotary_axes=2, **transformer_kwargs)
         self.num_meta_tokens = num_meta_tokens
@@ -305,13 +304,8 @@ class Genie2(nn.Module):
         return rearrange(tokens, "b t k d -> b (t k) d")
 
     def code_logits(self, features: Tensor) -> Tensor:
-        """Logits over the codebook (... l): negative distance to each code's latent, measured
-        after scaling the codebook to unit RMS so the logits' range does not hinge on its scale."""
-        codebook = self.vq.project_out(self.vq.codebook).detach()
-        codebook = codebook / codebook.pow(2).mean().sqrt().clamp(min=1e-6)
-        pred = self.model_to_latent(features)
-        distance = torch.cdist(pred.flatten(0, -2), codebook.to(pred.dtype))
-        return (-distance * self.logit_scale.exp()).reshape(*pred.shape[:-1], -1)
+        """Logits over the codebook (... l) from transformer features (... d)."""
+        return self.to_logits(features)
 
     def _prepare_actions(self, actions, b, t, sort_actions):
         """Checked actions b t a with padding last (sorted keys when asked), or None."""
