@@ -19,6 +19,8 @@ from genie2.helpers import exists, guide, gumbel_sample, min_p_filter
 from genie2.interactive import QuitInteractive, prompt_action, save_frame
 from genie2.transformer import KVCache
 
+DEFAULT_CONTEXT_FRAMES = 16
+
 
 @dataclass
 class Sampling:
@@ -40,11 +42,22 @@ class Sampling:
 class Rollout:
     """Step-by-step decoding state for a batch of videos: the cache and the tokens still to feed."""
 
-    def __init__(self, model, prompt_codes: Tensor, prompt_actions: Tensor | None, sampling: Sampling, guided: bool):
+    def __init__(
+        self,
+        model,
+        prompt_codes: Tensor,
+        prompt_actions: Tensor | None,
+        sampling: Sampling,
+        guided: bool,
+        max_context_frames: int | None = None,
+    ):
+        if exists(max_context_frames) and (not isinstance(max_context_frames, int) or max_context_frames < 1):
+            raise ValueError(f"max_context_frames must be a positive int or None, got {max_context_frames!r}")
         self.model, self.sampling, self.guided = model, sampling, guided
-        self.cache = KVCache()
+        self.cache, self.max_context_frames = KVCache(), max_context_frames
         b, t, h, w = prompt_codes.shape
         self.batch, self.latent_shape, self.num_frames = b, (h, w), t
+        self.first_cached_frame = 0
         latents = model.codes_to_latents(prompt_codes)
         if guided:
             latents = torch.cat((latents, latents))
@@ -96,10 +109,27 @@ class Rollout:
             pos = model.positions(torch.tensor([frame], device=model.device), torch.tensor([slot], device=model.device))
         self.pending = (tokens, pos)  # the last code is fed with the next action token
         self.num_frames += 1
+        self._forget_old_frames()
         codes = rearrange(torch.stack(sampled, dim=-1), "b (h w) -> b h w", h=h)
         if not return_logits:
             return codes
         return codes, rearrange(torch.stack(all_logits, dim=1), "b (h w) l -> b h w l", h=h)
+
+    def _forget_old_frames(self) -> None:
+        """Keep at most max_context_frames frames in the cache, so an endless session runs in
+        constant memory and time. The meta tokens move along to sit just before the oldest
+        kept frame, where training put them (relative to the first frame of a clip)."""
+        if not exists(self.max_context_frames):
+            return
+        model, (h, w) = self.model, self.latent_shape
+        num_meta, slots = model.num_meta_tokens, h * w + 1
+        transformer = getattr(model.transformer, "fn", model.transformer)
+        while self.num_frames - self.first_cached_frame > self.max_context_frames:
+            self.cache.remove(num_meta, slots)
+            self.first_cached_frame += 1
+            if num_meta > 0:
+                one_frame = torch.tensor([[1.0, 0.0]], device=model.device)
+                self.cache.rotate(num_meta, transformer.rotary(one_frame))
 
 
 def _pad_keys(actions: list[Tensor]) -> Tensor:
@@ -136,10 +166,12 @@ def generate(
     input_fn: Callable[[str], str] | None = None,
     print_fn: Callable[[str], None] | None = None,
     generator: torch.Generator | None = None,
+    max_context_frames: int | None = DEFAULT_CONTEXT_FRAMES,
 ):
     """Dream `num_frames` frames after `image` (b c h w); returns the video `b c (1 + num_frames) h w`
     (and the actions b t a when interactive). `actions` (b t or b t a, t = num_frames + 1) rolls
-    out under given actions, with classifier-free guidance when cond_scale != 1."""
+    out under given actions, with classifier-free guidance when cond_scale != 1. The model
+    attends to at most `max_context_frames` past frames (None: all of them)."""
     if not isinstance(num_frames, int) or num_frames < 0:
         raise ValueError(f"num_frames must be an int >= 0, got {num_frames!r}")
     if not isinstance(image, Tensor) or image.ndim != 4:
@@ -172,7 +204,8 @@ def generate(
         frame = rearrange(image.to(device), "b c h w -> b c 1 h w")
         _, prompt_codes, _ = self.encode_state(frame)
         first = step_actions[0][:, None] if exists(step_actions[0]) else None
-        rollout = Rollout(self, prompt_codes, first, sampling, guided=conditioned and cond_scale != 1)
+        guided = conditioned and cond_scale != 1
+        rollout = Rollout(self, prompt_codes, first, sampling, guided, max_context_frames)
         codes = [prompt_codes]
         for index in range(1, num_frames + 1):
             if interactive:

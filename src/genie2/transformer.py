@@ -11,8 +11,6 @@ s residual streams, a position axes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange, repeat
@@ -49,33 +47,52 @@ def check_transformer_kwargs(kwargs: dict, name: str = "transformer_kwargs") -> 
         )
 
 
-@dataclass
 class KVCache:
-    """Keys and values of every layer for the tokens seen so far (b h m d each)."""
+    """Keys and values of every layer for the tokens seen so far, in buffers that grow by
+    doubling, so a new token costs a write, not a copy of the whole cache (b h m d each)."""
 
-    keys: list[Tensor | None] = field(default_factory=list)
-    values: list[Tensor | None] = field(default_factory=list)
-
-    @property
-    def length(self) -> int:
-        """Number of cached positions."""
-        return 0 if not self.keys or self.keys[0] is None else self.keys[0].shape[-2]
+    def __init__(self):
+        self.keys: list[Tensor] = []
+        self.values: list[Tensor] = []
+        self.length = 0
 
     def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Add this step's keys and values for `layer`; return all keys and values so far."""
-        while len(self.keys) <= layer:
-            self.keys.append(None)
-            self.values.append(None)
-        if exists(self.keys[layer]):
-            k = torch.cat((self.keys[layer], k), dim=-2)
-            v = torch.cat((self.values[layer], v), dim=-2)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
+        """Write this step's keys and values for `layer`; return views of all of them so far."""
+        end = self.length + k.shape[-2]
+        if layer == len(self.keys):
+            self.keys.append(k.new_empty(*k.shape[:-2], max(end, 64), k.shape[-1]))
+            self.values.append(v.new_empty(*v.shape[:-2], max(end, 64), v.shape[-1]))
+        if end > self.keys[layer].shape[-2]:
+            self.keys[layer] = self._grow(self.keys[layer], end)
+            self.values[layer] = self._grow(self.values[layer], end)
+        self.keys[layer][..., self.length : end, :] = k
+        self.values[layer][..., self.length : end, :] = v
+        return self.keys[layer][..., :end, :], self.values[layer][..., :end, :]
 
-    def keep(self, index: Tensor) -> None:
-        """Keep only the cached positions in `index` (a 1-d index over m), in every layer."""
-        self.keys = [k.index_select(-2, index) for k in self.keys]
-        self.values = [v.index_select(-2, index) for v in self.values]
+    def _grow(self, buffer: Tensor, needed: int) -> Tensor:
+        """A buffer at least twice as long holding the same first `length` entries."""
+        grown = buffer.new_empty(*buffer.shape[:-2], max(needed, 2 * buffer.shape[-2]), buffer.shape[-1])
+        grown[..., : self.length, :] = buffer[..., : self.length, :]
+        return grown
+
+    def advance(self, n: int) -> None:
+        """Commit the n positions every layer has just written."""
+        self.length += n
+
+    def remove(self, start: int, count: int) -> None:
+        """Forget positions start..start + count - 1 in every layer (dropping an old frame)."""
+        for buffer in (*self.keys, *self.values):
+            buffer[..., start : self.length - count, :] = buffer[..., start + count : self.length, :].clone()
+        self.length -= count
+
+    def rotate(self, stop: int, rotation: tuple[Tensor, Tensor]) -> None:
+        """Rotate the cached keys at positions < stop by a rotary (cos, sin) of one position."""
+        for keys in self.keys:
+            keys[..., :stop, :] = apply_rotary(rotation, keys[..., :stop, :])
+
+    def nbytes(self) -> int:
+        """Bytes held by the cache buffers."""
+        return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
 
 
 class RMSNorm(nn.Module):
@@ -102,22 +119,23 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("freqs", freqs, persistent=False)
         self.num_axes = num_axes
 
-    def forward(self, pos: Tensor) -> Tensor:
-        """Angles (n, rotated dims) for positions `pos` (n a)."""
+    def forward(self, pos: Tensor) -> tuple[Tensor, Tensor]:
+        """Cosines and sines (n, rotated dims) for positions `pos` (n a)."""
         if pos.ndim != 2 or pos.shape[-1] != self.num_axes:
             raise ValueError(f"positions must be (n, {self.num_axes}), got {tuple(pos.shape)}")
-        angles = einsum(pos.float(), self.freqs, "n a, f -> n a f")
+        angles = einsum(pos.double(), self.freqs.double(), "n a, f -> n a f")  # exact for long sessions
         angles = repeat(angles, "n a f -> n (a f r)", r=2)
-        return angles
+        return angles.cos().float(), angles.sin().float()
 
 
-def apply_rotary(angles: Tensor, t: Tensor) -> Tensor:
-    """Rotate the leading dims of `t` (b h n d) by `angles` (n r); the rest pass through."""
-    rot_dim = angles.shape[-1]
+def apply_rotary(rotation: tuple[Tensor, Tensor], t: Tensor) -> Tensor:
+    """Rotate the leading dims of `t` (b h n d) by (cos, sin) (n r each); the rest pass through."""
+    cos, sin = rotation
+    rot_dim = cos.shape[-1]
     t_rot, t_pass = t[..., :rot_dim], t[..., rot_dim:]
     x1, x2 = rearrange(t_rot, "... (f r) -> r ... f", r=2)
     rotated_half = rearrange(torch.stack((-x2, x1)), "r ... f -> ... (f r)")
-    t_rot = t_rot * angles.cos().to(t.dtype) + rotated_half * angles.sin().to(t.dtype)
+    t_rot = t_rot * cos.to(t.dtype) + rotated_half * sin.to(t.dtype)
     return torch.cat((t_rot, t_pass), dim=-1)
 
 
@@ -132,7 +150,7 @@ class Attention(nn.Module):
         self.value_residual = value_residual
         self.to_mix = nn.Linear(dim, heads) if value_residual and learned_mix else None
 
-    def forward(self, x, angles=None, first_values=None, cache=None, layer=0):
+    def forward(self, x, rotation=None, first_values=None, cache=None, layer=0):
         q, k, v = rearrange(self.to_qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads)
         orig_v = v
         if self.value_residual and exists(first_values):
@@ -141,8 +159,8 @@ class Attention(nn.Module):
                 v = v.lerp(first_values, mix)
             else:
                 v = 0.5 * (v + first_values)
-        if exists(angles):
-            q, k = apply_rotary(angles, q), apply_rotary(angles, k)
+        if exists(rotation):
+            q, k = apply_rotary(rotation, q), apply_rotary(rotation, k)
 
         past = cache.length if exists(cache) else 0
         if exists(cache):
@@ -251,11 +269,13 @@ class Transformer(nn.Module):
 
     def forward(self, x: Tensor, pos: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
         """Attend causally over `x` (b n d) after the cached tokens; positions `pos` are (n a)."""
-        angles = self.rotary(pos) if exists(pos) else None
+        rotation = self.rotary(pos) if exists(pos) else None
         streams = repeat(x, "b n d -> b n s d", s=self.num_streams)
         first_values = None
         for layer, (attn_norm, attn, attn_res, ff_norm, ff, ff_res) in enumerate(self.layers):
-            streams, values = attn_res(streams, lambda t: attn(attn_norm(t), angles, first_values, cache, layer))
+            streams, values = attn_res(streams, lambda t: attn(attn_norm(t), rotation, first_values, cache, layer))
             first_values = values if first_values is None else first_values
             (streams,) = ff_res(streams, lambda t: (ff(ff_norm(t)),))
+        if exists(cache):
+            cache.advance(x.shape[1])
         return self.final_norm(streams.sum(dim=-2))

@@ -1,0 +1,114 @@
+"""Play inside a world model one frame at a time: `reset(frame)`, then `step(action) -> frame`.
+
+The session owns the decoding state (a Rollout with its key/value cache) and the codes of the
+recent frames; players and `generate` share the same Rollout machinery.
+
+Dimension legend: b batch, c channels, h w height and width, a keys pressed at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from genie2.actions import check_actions
+from genie2.generation import DEFAULT_CONTEXT_FRAMES, Rollout, Sampling
+from genie2.helpers import exists
+
+
+class WorldModelSession:
+    """A live session over a Genie2: each `step(action)` dreams and returns the next frame."""
+
+    def __init__(
+        self,
+        model,
+        frame: Tensor | None = None,
+        *,
+        codes: Tensor | None = None,
+        action: int | Sequence[int] | Tensor | None = None,
+        temperature: float = 0.9,
+        min_p: float | None = 0.1,
+        cond_scale: float = 1.0,
+        max_context_frames: int | None = DEFAULT_CONTEXT_FRAMES,
+        generator: torch.Generator | None = None,
+    ):
+        self.model = model.eval()
+        self.sampling = Sampling(temperature, min_p, cond_scale, generator=generator)
+        self.max_context_frames = max_context_frames
+        self.guided = cond_scale != 1 and exists(model.num_actions)
+        self.rollout: Rollout | None = None
+        if exists(frame) or exists(codes):
+            self.reset(frame, codes=codes, action=action)
+
+    @torch.no_grad()
+    def reset(self, frame: Tensor | None = None, *, codes: Tensor | None = None, action=None) -> Tensor:
+        """Start over from a frame (c h w or b c h w) or its codes (h w or b h w); returns the
+        frame as the model sees it (decoded from its codes)."""
+        if exists(frame) == exists(codes):
+            raise ValueError("reset needs exactly one of frame or codes")
+        self.unbatched = (frame.ndim == 3) if exists(frame) else (codes.ndim == 2)
+        if exists(frame):
+            frames = frame[None] if self.unbatched else frame
+            if frames.ndim != 4:
+                raise ValueError(f"frame must be (c, h, w) or (b, c, h, w), got {tuple(frame.shape)}")
+            _, codes, _ = self.model.encode_state(rearrange(frames.to(self.model.device), "b c h w -> b c 1 h w"))
+        else:
+            codes = codes[None] if self.unbatched else codes
+            codes = self.model._check_codes(rearrange(codes.to(self.model.device), "b h w -> b 1 h w"), None)
+        self.batch = codes.shape[0]
+        keys = self._keys(action)
+        self.rollout = Rollout(
+            self.model,
+            codes,
+            keys[:, None] if exists(keys) else None,
+            self.sampling,
+            self.guided,
+            self.max_context_frames,
+        )
+        self.codes = [codes]
+        return self._frame()
+
+    @torch.no_grad()
+    def step(self, action: int | Sequence[int] | Tensor | None = None) -> Tensor:
+        """Dream the next frame given the action leading into it (an id, several ids, a tensor
+        b or b a, or None for no action); returns it (c h w, or b c h w for a batch)."""
+        if not exists(self.rollout):
+            raise RuntimeError("call reset(frame) before step(action)")
+        codes = self.rollout.step(self._keys(action))
+        self.codes = (self.codes + [rearrange(codes, "b h w -> b 1 h w")])[-self._history :]
+        return self._frame()
+
+    @property
+    def _history(self) -> int:
+        """How many frames of codes the decoder may need."""
+        return self.max_context_frames or len(self.codes) + 1
+
+    def _frame(self) -> Tensor:
+        """The newest frame, decoded."""
+        frame = self.model._last_frame(self.codes)
+        return frame[0] if self.unbatched else frame
+
+    def _keys(self, action) -> Tensor | None:
+        """Normalise a user action into keys (b a), checked against the model."""
+        if action is None:
+            return None
+        model = self.model
+        if isinstance(action, int):
+            action = [action]
+        if not isinstance(action, Tensor):
+            action = torch.tensor(list(action), dtype=torch.long)
+            action = action.expand(self.batch, -1)
+        if action.ndim == 1:
+            action = action[:, None] if action.shape[0] == self.batch and self.batch > 1 else action[None]
+        keys = check_actions(
+            rearrange(action.to(model.device), "b a -> b 1 a"),
+            self.batch,
+            1,
+            model.num_actions,
+            model.allow_multiple_actions,
+            model.max_num_actions,
+        )
+        return rearrange(keys, "b 1 a -> b a")

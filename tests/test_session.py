@@ -1,0 +1,75 @@
+"""The step-by-step session and the bounded context window."""
+
+import time
+
+import pytest
+import torch
+
+from conftest import tiny
+from genie2.generation import Rollout, Sampling
+from genie2.session import WorldModelSession
+
+
+@pytest.mark.parametrize("meta", [0, 3])
+def test_sliding_window_equals_full_forward_over_the_window(meta):
+    """With one layer, cached keys depend only on their token and position, so a slid window
+    must equal a fresh full forward over the frames it keeps (meta tokens moved along)."""
+    model = tiny(depth=1, num_meta_tokens=meta).eval()
+    window, frames = 2, 7
+    codes = torch.randint(0, 32, (1, frames, 2, 2))
+    actions = torch.randint(0, 5, (1, frames, 1))
+    rollout = Rollout(model, codes[:, :1], actions[:, :1], Sampling(), False, max_context_frames=window)
+    for t in range(1, frames):
+        _, cached = rollout.step(actions[:, t], codes=codes[:, t], return_logits=True)
+        start = max(0, t - window)
+        full = model(state_codes=codes[:, start : t + 1], actions=actions[:, start : t + 1], return_loss=False)
+        assert (cached.flatten(1, 2) - full[:, -4:]).abs().max() < 1e-4, t
+
+
+def test_two_hundred_frames_keep_memory_and_time_flat():
+    model = tiny().eval()
+    session = WorldModelSession(model, torch.randn(16, 2, 2), max_context_frames=4)
+    lengths, sizes, seconds = [], [], []
+    for t in range(200):
+        start = time.perf_counter()
+        session.step(t % 5)
+        seconds.append(time.perf_counter() - start)
+        lengths.append(session.rollout.cache.length)
+        sizes.append(session.rollout.cache.nbytes())
+    assert len(set(lengths[10:])) == 1 and len(set(sizes[10:])) == 1
+    assert len(session.codes) <= 4
+    early, late = sorted(seconds[10:60])[25], sorted(seconds[150:])[25]
+    assert late < 2 * early, (early, late)
+
+
+def test_session_matches_generate_and_returns_frames():
+    model = tiny().eval()
+    image = torch.randn(1, 16, 2, 3)
+    actions = torch.randint(0, 5, (1, 5))
+    video = model.generate(image, 4, actions=actions, temperature=0.0)
+    session = WorldModelSession(model, image[0], action=int(actions[0, 0]), temperature=0.0)
+    frames = [session.step(int(a)) for a in actions[0, 1:]]
+    assert frames[0].shape == (16, 2, 3)
+    assert torch.allclose(torch.stack(frames, dim=1), video[0, :, 1:])
+    first = session.reset(image[0])
+    assert torch.allclose(first, video[0, :, 0])
+    batched = WorldModelSession(model, image.expand(2, -1, -1, -1), temperature=0.0)
+    assert batched.step(torch.tensor([1, 2])).shape == (2, 16, 2, 3)
+
+
+def test_session_rejects_bad_use():
+    model = tiny()
+    session = WorldModelSession(model)
+    with pytest.raises(RuntimeError, match="reset"):
+        session.step(0)
+    session.reset(torch.randn(16, 2, 2))
+    with pytest.raises(ValueError):
+        session.step(7)
+    with pytest.raises(ValueError):
+        session.step([1, 2])  # several keys on a single-action model
+    with pytest.raises(ValueError):
+        session.reset(torch.randn(2, 2))
+    with pytest.raises(ValueError):
+        session.reset()
+    with pytest.raises(ValueError, match="max_context_frames"):
+        WorldModelSession(model, torch.randn(16, 2, 2), max_context_frames=0)
