@@ -131,12 +131,19 @@ def test_8_multi_action_padding_is_not_label_zero():
     assert not torch.allclose(missing, loss(torch.tensor([[1, 2, 0]])))
 
 
-def test_9_tokens_of_a_frame_get_distinct_positions():
+def test_9_tokens_of_a_frame_get_distinct_positions(monkeypatch):
     model = tiny().eval()
-    codes = torch.full((1, 2, 2, 2), 7)  # every token of every frame identical
-    logits = model(state_codes=codes, return_loss=False)[0, 4:]  # frame 1
-    for i in range(1, 4):
-        assert not torch.allclose(logits[i], logits[i - 1], atol=1e-5)
+    pos = model.frame_positions(2, 4)
+    assert len({tuple(p) for p in pos.tolist()}) == 10  # (frame, slot) unique for every token
+    assert pos[:5, 0].eq(0).all() and pos[:5, 1].tolist() == [0, 1, 2, 3, 4]
+    codes = torch.randint(0, 32, (1, 2, 2, 2))
+    logits = model(state_codes=codes, return_loss=False)
+    # the reference's behaviour: one position per frame; the model must notice the difference
+    one_per_frame = lambda t, s, start=0: torch.stack(  # noqa: E731
+        (torch.arange(start, start + t).repeat_interleave(s + 1), torch.zeros(t * (s + 1))), dim=-1
+    ).float()
+    monkeypatch.setattr(model, "frame_positions", one_per_frame)
+    assert not torch.allclose(model(state_codes=codes, return_loss=False), logits, atol=1e-4)
 
 
 def test_10_first_token_of_a_frame_sees_its_action():
@@ -201,6 +208,33 @@ def test_11_bad_codes_state_and_config_raise_clear_errors():
         tiny(dim=0)
     with pytest.raises(ValueError):
         tiny(add_temporal_convs=True, is_video_enc_dec=True)
+
+
+def test_11_odd_types_raise_clear_errors():
+    model = tiny()
+    video = torch.randn(1, 16, 2, 2, 2)
+    with pytest.raises(TypeError, match="actions"):
+        model(video, actions=[[1, 2]])
+    with pytest.raises(TypeError, match="state_codes"):
+        model(state_codes=[[1, 2]])
+    with pytest.raises(TypeError, match="state_codes"):
+        model(state_codes=torch.ones(1, 2, 2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="no keys"):
+        model(video, actions=torch.zeros(1, 2, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match="non-empty"):
+        model(torch.randn(1, 16, 0, 2, 2))
+    loss, _ = model(video.double())  # float64 frames are cast, not a dtype crash
+    assert torch.isfinite(loss)
+    unconditional = tiny(num_actions=None)
+    with pytest.raises(ValueError, match="num_actions is None"):
+        unconditional.generate(torch.randn(1, 16, 2, 2), 2, init_action=0)
+    with pytest.raises(ValueError, match="num_actions is None"):
+        unconditional.generate(torch.randn(1, 16, 2, 2), 2, interactive=True, init_action=0)
+    with pytest.raises(ValueError, match="init_action"):
+        model.generate(torch.randn(1, 16, 2, 2), 2, init_action=True)
+    with pytest.raises(ValueError, match="either actions"):
+        model.generate(torch.randn(1, 16, 2, 2), 1, init_action=1, actions=torch.zeros(1, 2, dtype=torch.long))
+    assert model.generate(torch.randn(1, 16, 2, 2), 1, init_action=torch.tensor(2)).shape == (1, 16, 2, 2, 2)
 
 
 def test_11_bad_generate_input_raises_clear_errors():

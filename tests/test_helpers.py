@@ -9,6 +9,7 @@ from genie2 import (
     MetaTokenWrapper,
     default,
     exists,
+    guide,
     gumbel_sample,
     gumbel_softmax,
     l2norm,
@@ -101,3 +102,18 @@ def test_causal_conv3d_is_causal_in_time_only():
     with pytest.raises(ValueError):
         CausalConv3d(4, 4, kernel_size=0)
     assert isinstance(conv.conv, nn.Conv3d)
+
+
+def test_guide_ignores_a_constant_logit_offset_and_is_identity_at_scale_one():
+    logits, null = torch.randn(3, 8), torch.randn(3, 8)
+    guided = guide(logits, null, 3.0).softmax(-1)
+    assert torch.allclose(guided, guide(logits + 5.0, null - 2.0, 3.0).softmax(-1), atol=1e-5)
+    assert torch.allclose(guide(logits, null, 1.0).softmax(-1), logits.softmax(-1), atol=1e-6)
+
+
+def test_gumbel_sample_in_bf16_keeps_the_temperature():
+    logits = torch.zeros(20000, 4)
+    logits[:, 0] = 2.0
+    samples = gumbel_sample(logits.bfloat16(), temperature=1.0, keepdim=False)
+    expected = torch.tensor(2.0).exp() / (torch.tensor(2.0).exp() + 3)
+    assert abs((samples == 0).float().mean() - expected) < 0.02

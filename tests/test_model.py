@@ -1,7 +1,5 @@
 """Genie2 invariants: causality, cached == full decoding, shapes, learning, reproducibility."""
 
-import copy
-
 import pytest
 import torch
 
@@ -106,10 +104,11 @@ def test_seeded_runs_are_reproducible():
         results.append((loss.detach(), generated))
     assert torch.equal(results[0][0], results[1][0])
     assert torch.equal(results[0][1], results[1][1])
-    generator = torch.Generator().manual_seed(3)
-    model = tiny()
-    a = model.generate(torch.randn(1, 16, 2, 2), 2, generator=generator)
-    assert a.shape == (1, 16, 3, 2, 2)
+    model, image = tiny(), torch.randn(1, 16, 2, 2)
+    a = model.generate(image, 4, generator=torch.Generator().manual_seed(3))
+    b = model.generate(image, 4, generator=torch.Generator().manual_seed(3))
+    c = model.generate(image, 4, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def train(model, batch_fn, steps, lr=3e-3):
@@ -174,10 +173,3 @@ def test_generate_rolls_out_under_given_actions():
     guided = model.generate(image, num_frames=3, actions=actions, temperature=0.0, cond_scale=3.0)
     _, codes, _ = model.encode_state(guided)
     assert torch.equal(codes.flatten(2), table[actions])
-
-
-def test_training_does_not_alias_between_copies():
-    model = tiny()
-    clone = copy.deepcopy(model)
-    video = torch.randn(1, 16, 2, 2, 2)
-    assert torch.equal(model(video)[0], clone(video)[0])

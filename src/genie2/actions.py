@@ -42,6 +42,8 @@ def check_actions(
     if actions.ndim == 2:
         actions = rearrange(actions, "b t -> b t 1")
     num_keys = actions.shape[-1]
+    if num_keys < 1:
+        raise ValueError("actions of shape (b, t, 0) carry no keys; use -1 for 'no key pressed'")
     if num_keys > 1 and not allow_multiple_actions:
         raise ValueError(f"actions carry {num_keys} keys per step; set allow_multiple_actions=True to use several")
     if num_keys > max_num_actions:

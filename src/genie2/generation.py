@@ -141,8 +141,13 @@ def _pad_keys(actions: list[Tensor]) -> Tensor:
 
 def _init_keys(model, init_action, device) -> Tensor:
     """The initial action as keys (1 a)."""
+    if not exists(model.num_actions):
+        raise ValueError("init_action needs a model with actions (num_actions is None)")
+    if isinstance(init_action, Tensor):
+        init_action = init_action.tolist()
     keys = [init_action] if isinstance(init_action, int) else list(init_action)
-    if not keys or not all(isinstance(k, int) and 0 <= k < model.num_actions for k in keys):
+    valid = [isinstance(k, int) and not isinstance(k, bool) and 0 <= k < model.num_actions for k in keys]
+    if not keys or not all(valid):
         raise ValueError(f"init_action must be an action id (or ids) in [0, {model.num_actions}), got {init_action!r}")
     if len(keys) > model.max_num_actions:
         raise ValueError(f"init_action has {len(keys)} keys; at most {model.max_num_actions} allowed")
@@ -186,9 +191,13 @@ def generate(
             raise ValueError("pass either actions or interactive=True, not both")
         if b != 1:
             raise ValueError(f"interactive generation plays one video at a time, got a batch of {b}")
-        if not exists(self.num_actions) or init_action is None:
+        if not exists(self.num_actions):
+            raise ValueError("interactive generation needs a model with actions (num_actions is None)")
+        if init_action is None:
             raise ValueError(f"interactive generation needs init_action, an id in [0, {self.num_actions})")
 
+    if exists(actions) and init_action is not None:
+        raise ValueError("pass either actions (whose first entry is the initial action) or init_action")
     step_actions: list[Tensor | None] = [None] * (num_frames + 1)
     if exists(actions):
         checked = self._prepare_actions(actions, b, num_frames + 1, sort_actions=True)

@@ -53,6 +53,7 @@ def project(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 def guide(logits: Tensor, null_logits: Tensor, cond_scale: float, parallel_keep_frac: float = 0.0):
     """Classifier-free guidance, keeping only part of the update parallel to the logits
     (adaptive projected guidance, arXiv 2410.02416)."""
+    logits, null_logits = logits.log_softmax(dim=-1), null_logits.log_softmax(dim=-1)  # drop the free offset
     update = logits - null_logits
     parallel, orthogonal = project(update, logits)
     update = parallel * parallel_keep_frac + orthogonal
@@ -83,6 +84,7 @@ def gumbel_sample(
     """Sample indices from `logits` by the Gumbel-max trick; temperature 0 is greedy argmax."""
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    logits = logits.float()  # bf16 noise would be too coarse and clipped
     if temperature == 0:
         return logits.argmax(dim=dim, keepdim=keepdim)
     noise = gumbel_noise(logits, generator=generator)

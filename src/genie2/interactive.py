@@ -18,7 +18,7 @@ class QuitInteractive(Exception):
 def parse_action_input(text: str, num_actions: int, allow_multiple_actions: bool, max_num_actions: int) -> list[int]:
     """Parse "3" or "1,3,24" into sorted distinct action ids, or raise ValueError saying why."""
     parts = [part.strip() for part in text.split(",")]
-    if not text.strip() or any(not part.lstrip("-").isdigit() for part in parts):
+    if not text.strip() or any(not (part.lstrip("-").isascii() and part.lstrip("-").isdigit()) for part in parts):
         raise ValueError(
             f"{text!r} is not an action: type one integer id like 3"
             + (" or several separated by commas like 1,3,24" if allow_multiple_actions else "")

@@ -198,9 +198,9 @@ class Genie2(nn.Module):
 
     def _to_latents(self, state: Tensor) -> Tensor:
         """Run the encoder on `state` (b c t h w) and return latents b t h w d."""
-        if not isinstance(state, Tensor) or state.ndim != 5:
+        if not isinstance(state, Tensor) or state.ndim != 5 or 0 in state.shape:
             shape = tuple(state.shape) if isinstance(state, Tensor) else type(state).__name__
-            raise ValueError(f"state must be a video tensor (b, c, t, h, w), got {shape}")
+            raise ValueError(f"state must be a non-empty video tensor (b, c, t, h, w), got {shape}")
         b = state.shape[0]
         if self.is_video_enc_dec:
             latents = self.encoder(state)
@@ -212,7 +212,7 @@ class Genie2(nn.Module):
             raise ValueError(
                 f"the encoder returned latents of shape {tuple(latents.shape)}; expected 2d maps per frame"
             )
-        latents = rearrange(latents, pattern, b=b)
+        latents = rearrange(latents, pattern, b=b).to(self.to_logits.weight.dtype)
         if latents.shape[-1] != self.dim_latent:
             raise ValueError(
                 f"encoder latents have {latents.shape[-1]} features, dim_latent is {self.dim_latent}; "
@@ -266,7 +266,11 @@ class Genie2(nn.Module):
 
     def _check_codes(self, state_codes: Tensor, time_seq_len: int | None) -> Tensor:
         """Accept codes as b t h w, or b n with time_seq_len (one row of n / t codes per frame)."""
-        if not isinstance(state_codes, Tensor) or state_codes.dtype.is_floating_point:
+        if (
+            not isinstance(state_codes, Tensor)
+            or state_codes.dtype.is_floating_point
+            or state_codes.dtype == torch.bool
+        ):
             raise TypeError("state_codes must be an integer tensor of codebook indices")
         if state_codes.ndim == 2:
             if not exists(time_seq_len) or state_codes.shape[1] % time_seq_len != 0:
@@ -311,6 +315,8 @@ class Genie2(nn.Module):
         """Checked actions b t a with padding last (sorted keys when asked), or None."""
         if not exists(actions):
             return None
+        if not isinstance(actions, Tensor):
+            raise TypeError(f"actions must be a torch.Tensor of ints, got {type(actions).__name__}")
         actions = check_actions(
             actions.to(self.device), b, t, self.num_actions, self.allow_multiple_actions, self.max_num_actions
         )
@@ -349,13 +355,14 @@ class Genie2(nn.Module):
             time_mask = self._time_mask(video_time_len, state.shape[0], state.shape[2])
             latents, codes, commit_loss, recon_loss = self.encode_state(state, time_mask, return_recon_loss=True)
         else:
-            codes = self._check_codes(state_codes.to(self.device), time_seq_len)
+            codes = self._check_codes(state_codes, time_seq_len).to(self.device)
             time_mask = self._time_mask(video_time_len, *codes.shape[:2])
             latents = self.codes_to_latents(codes)
         b, t, h, w = codes.shape
 
         actions = self._prepare_actions(actions, b, t, sort_actions)
-        if exists(actions) and not exists(drop_actions) and self.training and self.cfg_train_action_dropout > 0:
+        dropout = return_loss and self.training and self.cfg_train_action_dropout > 0
+        if exists(actions) and not exists(drop_actions) and dropout:
             drop_actions = torch.rand(b, device=self.device) < self.cfg_train_action_dropout
         tokens = self.frame_tokens(latents, self.action_embed(actions, drop_actions, shape=(b, t)))
         features = self.transformer(tokens, pos=self.frame_positions(t, h * w))

@@ -1,0 +1,171 @@
+"""Generation speed: cached (our decoding path) vs uncached (the reference's way: the whole
+transformer over the whole history for every sampled token). Prints a table, writes JSON.
+
+    python benchmarks/generate.py                       # the issue's configuration, on CPU
+    python benchmarks/generate.py --device cuda --out benchmarks/results/generate-cuda.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from genie2 import Genie2, gumbel_sample, min_p_filter
+
+
+def build(args) -> Genie2:
+    """The benchmark model: dim 256, depth 6, 8 heads (the issue's configuration)."""
+    torch.manual_seed(0)
+    model = Genie2(
+        dim=args.dim,
+        depth=args.depth,
+        heads=args.heads,
+        dim_latent=args.dim_latent,
+        num_actions=8,
+        vq_codebook_size=args.codebook_size,
+        latent_channel_first=True,
+    )
+    return model.to(args.device).eval()
+
+
+@torch.no_grad()
+def uncached_rollout(model: Genie2, codes: torch.Tensor, actions: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Sample like the reference: a full forward over all frames so far for every token."""
+    b, _, h, w = codes.shape
+    for frame in range(1, num_frames + 1):
+        current = torch.zeros(b, 1, h, w, dtype=torch.long, device=codes.device)
+        codes = torch.cat((codes, current), dim=1)
+        for index in range(h * w):
+            logits = model(state_codes=codes, actions=actions[:, : frame + 1], return_loss=False)
+            logits = min_p_filter(logits[:, frame * h * w + index], 0.1)
+            codes[:, frame].view(b, -1)[:, index] = gumbel_sample(logits, 0.9, keepdim=False)
+    return codes
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure(fn, repeats: int, device: str, warmup: bool = True) -> float:
+    """Median seconds of `repeats` runs, after one warm-up run unless told otherwise."""
+    if warmup:
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(args) -> list[dict]:
+    model = build(args)
+    rows = []
+    for side in args.sides:
+        image = torch.randn(1, args.dim_latent, side, side, device=args.device)
+        _, prompt_codes, _ = model.encode_state(image[:, :, None])
+        for frames in args.frames:
+            actions = torch.randint(0, 8, (1, frames + 1), device=args.device)
+            tokens = frames * side * side
+            if args.device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+            cached = measure(
+                lambda: model.generate(image, frames, actions=actions, max_context_frames=None),
+                args.repeats,
+                args.device,
+            )
+            peak = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None
+            row = dict(
+                latent=f"{side}x{side}",
+                frames=frames,
+                tokens=tokens,
+                cached_s=cached,
+                cached_frames_per_s=frames / cached,
+                cached_tokens_per_s=tokens / cached,
+                cuda_peak_mib=peak,
+                uncached_s=None,
+                speedup=None,
+            )
+            if tokens <= args.max_uncached_tokens:
+                uncached = measure(
+                    lambda: uncached_rollout(model, prompt_codes, actions, frames),
+                    args.uncached_repeats,
+                    args.device,
+                    warmup=False,
+                )
+                row.update(uncached_s=uncached, uncached_frames_per_s=frames / uncached, speedup=uncached / cached)
+            rows.append(row)
+            print_row(row)
+    return rows
+
+
+def print_row(row: dict) -> None:
+    uncached = f"{row['uncached_frames_per_s']:>9.2f}" if row["uncached_s"] else f"{'skipped':>9}"
+    speedup = f"{row['speedup']:>8.1f}x" if row["speedup"] else f"{'-':>9}"
+    print(
+        f"{row['latent']:>6} {row['frames']:>6} {row['cached_frames_per_s']:>10.2f} "
+        f"{row['cached_tokens_per_s']:>10.0f} {uncached} {speedup}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="torch device to run on (cpu, cuda)")
+    parser.add_argument("--sides", type=int, nargs="+", default=[4, 8], help="latent map side lengths")
+    parser.add_argument("--frames", type=int, nargs="+", default=[4, 16, 64], help="rollout lengths in frames")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per cached measurement (median)")
+    parser.add_argument("--uncached-repeats", type=int, default=1, help="timed runs per uncached measurement")
+    parser.add_argument(
+        "--max-uncached-tokens",
+        type=int,
+        default=1024,
+        help="skip the uncached baseline above this many generated tokens (it is quadratic)",
+    )
+    parser.add_argument("--dim", type=int, default=256, help="model width")
+    parser.add_argument("--depth", type=int, default=6, help="transformer layers")
+    parser.add_argument("--heads", type=int, default=8, help="attention heads")
+    parser.add_argument("--dim-latent", type=int, default=32, help="latent (codebook vector) width")
+    parser.add_argument("--codebook-size", type=int, default=4096, help="codebook entries")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--out", default="benchmarks/results/generate-cpu.json", help="where to write the JSON")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    params = sum(p.numel() for p in build(args).parameters())
+    print(
+        f"genie2 generation, {params / 1e6:.1f}M parameters, device {args.device}, "
+        f"{torch.get_num_threads()} CPU threads, batch 1"
+    )
+    print(f"{'latent':>6} {'frames':>6} {'cached f/s':>10} {'tokens/s':>10} {'uncached':>9} {'speedup':>9}")
+    rows = run(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = dict(
+        config=vars(args),
+        parameters=params,
+        torch=torch.__version__,
+        machine=platform.platform(),
+        processor=platform.processor(),
+        threads=torch.get_num_threads(),
+        rows=rows,
+    )
+    if args.device.startswith("cuda"):
+        report["gpu"] = torch.cuda.get_device_name()
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
