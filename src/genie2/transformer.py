@@ -132,11 +132,13 @@ def apply_rotary(rotation: tuple[Tensor, Tensor], t: Tensor) -> Tensor:
     """Rotate the leading dims of `t` (b h n d) by (cos, sin) (n r each); the rest pass through."""
     cos, sin = rotation
     rot_dim = cos.shape[-1]
-    t_rot, t_pass = t[..., :rot_dim], t[..., rot_dim:]
-    x1, x2 = rearrange(t_rot, "... (f r) -> r ... f", r=2)
-    rotated_half = rearrange(torch.stack((-x2, x1)), "r ... f -> ... (f r)")
+    t_rot = t[..., :rot_dim]
+    pairs = t_rot.unflatten(-1, (-1, 2))
+    rotated_half = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
     t_rot = t_rot * cos.to(t.dtype) + rotated_half * sin.to(t.dtype)
-    return torch.cat((t_rot, t_pass), dim=-1)
+    if rot_dim == t.shape[-1]:
+        return t_rot
+    return torch.cat((t_rot, t[..., rot_dim:]), dim=-1)
 
 
 class Attention(nn.Module):
@@ -151,7 +153,8 @@ class Attention(nn.Module):
         self.to_mix = nn.Linear(dim, heads) if value_residual and learned_mix else None
 
     def forward(self, x, rotation=None, first_values=None, cache=None, layer=0):
-        q, k, v = rearrange(self.to_qkv(x), "b n (qkv h d) -> qkv b h n d", qkv=3, h=self.heads)
+        b, n, _ = x.shape
+        q, k, v = self.to_qkv(x).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # qkv b h n d
         orig_v = v
         if self.value_residual and exists(first_values):
             if exists(self.to_mix):
@@ -166,14 +169,14 @@ class Attention(nn.Module):
         if exists(cache):
             k, v = cache.append(layer, k, v)
 
-        n, m = q.shape[-2], k.shape[-2]
+        m = k.shape[-2]
         mask, is_causal = None, past == 0 and n > 1
         if past > 0 and n > 1:  # new queries sit at the end of the key sequence
             mask = torch.ones(n, m, dtype=torch.bool, device=x.device).tril(m - n)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout * self.training
         )
-        return self.to_out(rearrange(out, "b h n d -> b n (h d)")), orig_v
+        return self.to_out(out.transpose(1, 2).reshape(b, n, -1)), orig_v
 
 
 class FeedForward(nn.Module):
@@ -213,11 +216,11 @@ class Residual(nn.Module):
         """Run `branch` on the read-out of `streams` (b n s d) and write its output back."""
         if self.num_streams == 1:
             out, *rest = branch(streams[..., 0, :])
-            return (streams + rearrange(out, "b n d -> b n 1 d"), *rest)
-        inp = einsum(streams, self.read, "b n s d, s -> b n d")
-        out, *rest = branch(inp)
-        mixed = einsum(streams, self.mix, "b n s d, s t -> b n t d")
-        return (mixed + einsum(out, self.write, "b n d, t -> b n t d"), *rest)
+            return (streams + out.unsqueeze(-2), *rest)
+        # matmuls rather than einsum: this runs per layer per decoded token
+        out, *rest = branch(torch.matmul(self.read, streams))  # (s) @ (b n s d) -> b n d
+        mixed = torch.matmul(self.mix.t(), streams)  # (t s) @ (b n s d) -> b n t d
+        return (mixed + out.unsqueeze(-2) * self.write[:, None], *rest)
 
 
 class Transformer(nn.Module):
