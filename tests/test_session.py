@@ -71,5 +71,7 @@ def test_session_rejects_bad_use():
         session.reset(torch.randn(2, 2))
     with pytest.raises(ValueError):
         session.reset()
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        session.reset(codes=[[1, 2], [3, 4]])
     with pytest.raises(ValueError, match="max_context_frames"):
         WorldModelSession(model, torch.randn(16, 2, 2), max_context_frames=0)

@@ -49,6 +49,9 @@ class WorldModelSession:
         frame as the model sees it (decoded from its codes)."""
         if exists(frame) == exists(codes):
             raise ValueError("reset needs exactly one of frame or codes")
+        given = frame if exists(frame) else codes
+        if not isinstance(given, Tensor):
+            raise TypeError(f"reset takes a torch.Tensor frame or codes, got {type(given).__name__}")
         self.unbatched = (frame.ndim == 3) if exists(frame) else (codes.ndim == 2)
         if exists(frame):
             frames = frame[None] if self.unbatched else frame
