@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from genie2 import Genie2, gumbel_sample, min_p_filter
+from genie2 import Genie2, WorldModelSession, gumbel_sample, min_p_filter
+from genie2.generation import DEFAULT_CONTEXT_FRAMES
 
 
 def build(args) -> Genie2:
@@ -53,67 +55,75 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(fn, repeats: int, device: str, warmup: bool = True) -> float:
-    """Median seconds of `repeats` runs, after one warm-up run unless told otherwise."""
+def measure(fn, repeats: int, args, warmup: bool = True) -> float:
+    """Median seconds of `repeats` runs, after one warm-up run (which also compiles) unless told otherwise."""
     if warmup:
         fn()
     times = []
     for _ in range(repeats):
-        sync(device)
+        sync(args.device)
         start = time.perf_counter()
         fn()
-        sync(device)
+        sync(args.device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
+def cached_rollout(model: Genie2, image: torch.Tensor, actions: torch.Tensor, compile: bool, context) -> int:
+    """Our decoding path (a session, as players use it); returns the cache's bytes at the end."""
+    session = WorldModelSession(model, image, action=int(actions[0, 0]), max_context_frames=context, compile=compile)
+    for action in actions[0, 1:].tolist():
+        session.step(action)
+    return session.rollout.cache.nbytes()
+
+
 def run(args) -> list[dict]:
     model = build(args)
+    context = None if args.context == 0 else args.context
     rows = []
     for side in args.sides:
-        image = torch.randn(1, args.dim_latent, side, side, device=args.device)
-        _, prompt_codes, _ = model.encode_state(image[:, :, None])
+        image = torch.randn(args.dim_latent, side, side, device=args.device)
+        _, prompt_codes, _ = model.encode_state(image[None, :, None])
         for frames in args.frames:
             actions = torch.randint(0, 8, (1, frames + 1), device=args.device)
             tokens = frames * side * side
-            if args.device.startswith("cuda"):
-                torch.cuda.reset_peak_memory_stats()
-            cached = measure(
-                lambda: model.generate(image, frames, actions=actions, max_context_frames=None),
-                args.repeats,
-                args.device,
-            )
-            peak = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None
-            row = dict(
-                latent=f"{side}x{side}",
-                frames=frames,
-                tokens=tokens,
-                cached_s=cached,
-                cached_frames_per_s=frames / cached,
-                cached_tokens_per_s=tokens / cached,
-                cuda_peak_mib=peak,
-                uncached_s=None,
-                speedup=None,
-            )
+            row = dict(latent=f"{side}x{side}", frames=frames, tokens=tokens, context=context)
+            for name, compile in (("eager", False), ("compiled", True)):
+                if args.device.startswith("cuda"):
+                    torch.cuda.reset_peak_memory_stats()
+                seconds = measure(lambda: cached_rollout(model, image, actions, compile, context), args.repeats, args)
+                row[f"{name}_s"] = seconds
+                row[f"{name}_frames_per_s"] = frames / seconds
+                row[f"{name}_tokens_per_s"] = tokens / seconds
+            row["cache_mib"] = cached_rollout(model, image, actions, False, context) / 2**20
+            row["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None
+            row["uncached_s"] = row["speedup_eager"] = row["speedup_compiled"] = None
             if tokens <= args.max_uncached_tokens:
                 uncached = measure(
-                    lambda: uncached_rollout(model, prompt_codes, actions, frames),
-                    args.uncached_repeats,
-                    args.device,
-                    warmup=False,
+                    lambda: uncached_rollout(model, prompt_codes, actions, frames), args.uncached_repeats, args, False
                 )
-                row.update(uncached_s=uncached, uncached_frames_per_s=frames / uncached, speedup=uncached / cached)
+                row.update(uncached_s=uncached, uncached_frames_per_s=frames / uncached)
+                row.update(speedup_eager=uncached / row["eager_s"], speedup_compiled=uncached / row["compiled_s"])
             rows.append(row)
             print_row(row)
     return rows
 
 
+HEADER = (
+    f"{'latent':>6} {'frames':>6} {'eager f/s':>10} {'compiled f/s':>12} {'tokens/s':>9} "
+    f"{'uncached f/s':>12} {'speedup':>8} {'compiled':>9} {'cache MiB':>9}"
+)
+
+
 def print_row(row: dict) -> None:
-    uncached = f"{row['uncached_frames_per_s']:>9.2f}" if row["uncached_s"] else f"{'skipped':>9}"
-    speedup = f"{row['speedup']:>8.1f}x" if row["speedup"] else f"{'-':>9}"
+    """One line of the table: frames/s eager and compiled, and speedups over the uncached path."""
+    uncached = f"{row['uncached_frames_per_s']:>12.2f}" if row["uncached_s"] else f"{'skipped':>12}"
+    eager_x = f"{row['speedup_eager']:>7.1f}x" if row["uncached_s"] else f"{'-':>8}"
+    compiled_x = f"{row['speedup_compiled']:>8.1f}x" if row["uncached_s"] else f"{'-':>9}"
     print(
-        f"{row['latent']:>6} {row['frames']:>6} {row['cached_frames_per_s']:>10.2f} "
-        f"{row['cached_tokens_per_s']:>10.0f} {uncached} {speedup}"
+        f"{row['latent']:>6} {row['frames']:>6} {row['eager_frames_per_s']:>10.2f} "
+        f"{row['compiled_frames_per_s']:>12.2f} {row['compiled_tokens_per_s']:>9.0f} {uncached} "
+        f"{eager_x} {compiled_x} {row['cache_mib']:>9.1f}"
     )
 
 
@@ -129,6 +139,12 @@ def main() -> None:
         type=int,
         default=1024,
         help="skip the uncached baseline above this many generated tokens (it is quadratic)",
+    )
+    parser.add_argument(
+        "--context",
+        type=int,
+        default=DEFAULT_CONTEXT_FRAMES,
+        help="max_context_frames of the cached path (0: unbounded, like the uncached reference)",
     )
     parser.add_argument("--dim", type=int, default=256, help="model width")
     parser.add_argument("--depth", type=int, default=6, help="transformer layers")
@@ -146,7 +162,7 @@ def main() -> None:
         f"genie2 generation, {params / 1e6:.1f}M parameters, device {args.device}, "
         f"{torch.get_num_threads()} CPU threads, batch 1"
     )
-    print(f"{'latent':>6} {'frames':>6} {'cached f/s':>10} {'tokens/s':>10} {'uncached':>9} {'speedup':>9}")
+    print(HEADER)
     rows = run(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -157,6 +173,7 @@ def main() -> None:
         machine=platform.platform(),
         processor=platform.processor(),
         threads=torch.get_num_threads(),
+        rss_peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         rows=rows,
     )
     if args.device.startswith("cuda"):

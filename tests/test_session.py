@@ -75,3 +75,15 @@ def test_session_rejects_bad_use():
         session.reset(codes=[[1, 2], [3, 4]])
     with pytest.raises(ValueError, match="max_context_frames"):
         WorldModelSession(model, torch.randn(16, 2, 2), max_context_frames=0)
+
+
+def test_compiled_decoding_equals_eager():
+    """The compiled decode step is the same computation: same logits, teacher-forced, with CFG."""
+    model = tiny(num_meta_tokens=2).eval()
+    codes = torch.randint(0, 32, (1, 4, 2, 2))
+    actions = torch.randint(0, 5, (1, 4, 1))
+    logits = []
+    for compile in (False, True):
+        rollout = Rollout(model, codes[:, :1], actions[:, :1], Sampling(cond_scale=2.0), True, 2, compile=compile)
+        logits.append(torch.cat([rollout.step(actions[:, t], codes[:, t], True)[1] for t in range(1, 4)]))
+    assert (logits[0] - logits[1]).abs().max() < 1e-4

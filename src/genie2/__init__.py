@@ -13,6 +13,7 @@ from genie2.helpers import (
     project,
 )
 from genie2.model import CausalConv3d, Genie2, MetaTokenWrapper
+from genie2.session import WorldModelSession
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,7 @@ __all__ = [
     "CausalConv3d",
     "Genie2",
     "MetaTokenWrapper",
+    "WorldModelSession",
     "default",
     "exists",
     "guide",

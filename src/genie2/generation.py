@@ -39,8 +39,22 @@ class Sampling:
             raise ValueError(f"min_p must be in [0, 1] or None, got {self.min_p!r}")
 
 
+def compile_step(fn: Callable) -> Callable:
+    """torch.compile a decode step. Its shapes never change, so it compiles once per model
+    shape (then comes from the on-disk cache); module guards are skipped because a rollout
+    runs a model in eval mode that it does not modify, and checking them costs ~5% per token."""
+    return torch.compile(
+        fn, dynamic=False, options=dict(guard_filter_fn=torch.compiler.skip_guard_on_all_nn_modules_unsafe)
+    )
+
+
 class Rollout:
-    """Step-by-step decoding state for a batch of videos: the cache and the tokens still to feed."""
+    """Step-by-step decoding state for a batch of videos: the cache and the tokens still to feed.
+
+    A token at (frame f, slot j) lives in cache slot num_meta + (f mod R) * k + j, where k is
+    the slots per frame and R = max_context_frames + 1 (unbounded without a window), so the
+    frames of a sliding window take turns in a ring of fixed size. With `compile=True` the
+    one-token decode step runs through torch.compile (it pays off after a few hundred tokens)."""
 
     def __init__(
         self,
@@ -50,19 +64,30 @@ class Rollout:
         sampling: Sampling,
         guided: bool,
         max_context_frames: int | None = None,
+        compile: bool = False,
     ):
         if exists(max_context_frames) and (not isinstance(max_context_frames, int) or max_context_frames < 1):
             raise ValueError(f"max_context_frames must be a positive int or None, got {max_context_frames!r}")
+        if exists(max_context_frames) and prompt_codes.shape[1] > max_context_frames:  # older frames are out of view
+            prompt_codes = prompt_codes[:, -max_context_frames:]
+            prompt_actions = prompt_actions[:, -max_context_frames:] if exists(prompt_actions) else None
         self.model, self.sampling, self.guided = model, sampling, guided
-        self.cache, self.max_context_frames = KVCache(), max_context_frames
+        self.max_context_frames = max_context_frames
         b, t, h, w = prompt_codes.shape
         self.batch, self.latent_shape, self.num_frames = b, (h, w), t
         self.first_cached_frame = 0
+        self.num_meta, self.slots_per_frame = model.num_meta_tokens, h * w + 1
+        self.ring = max_context_frames + 1 if exists(max_context_frames) else None
+        self.cache = KVCache(self.num_meta + (self.ring or 2 * (t + 1)) * self.slots_per_frame)
+        self.core = getattr(model.transformer, "fn", model.transformer)  # the transformer without meta tokens
+        codebook = torch.arange(model.vq.codebook_size, device=model.device)
+        self.code_tokens = model.latent_to_model(model.codes_to_latents(codebook))  # (l d) model input per code
         latents = model.codes_to_latents(prompt_codes)
         if guided:
             latents = torch.cat((latents, latents))
         tokens = model.frame_tokens(latents, self._action_tokens(prompt_actions, t))
         self.pending = (tokens, model.frame_positions(t, h * w))
+        self.decode = compile_step(self._decode) if compile else self._decode
 
     def _action_tokens(self, actions: Tensor | None, t: int) -> Tensor:
         """Action tokens (B t d), the null-action rows appended when guiding."""
@@ -72,11 +97,33 @@ class Rollout:
             tokens = torch.cat((tokens, embed(None, shape=(self.batch, t))))
         return tokens
 
-    def _logits(self, features: Tensor) -> Tensor:
-        """Logits (b l) for the next code from the features of the last position (B d)."""
-        logits = self.model.code_logits(features)
+    def _slots(self, pos: Tensor) -> Tensor:
+        """Cache slots (n) of the tokens at positions `pos` (n 2: frame, slot)."""
+        frame, slot = pos.long().unbind(-1)
+        if exists(self.ring):
+            frame = frame % self.ring
+        return self.num_meta + frame * self.slots_per_frame + slot
+
+    def _decode(self, tokens: Tensor, pos: Tensor) -> Tensor:
+        """Feed placed tokens (B n d) to the cached transformer; logits (b l) for the next code."""
+        logits = self.model.code_logits(self.core(tokens, pos=pos, cache=self.cache)[:, -1])
         if self.guided:
             logits = guide(*logits.chunk(2), self.sampling.cond_scale, self.sampling.parallel_keep_frac)
+        return logits
+
+    def _forward(self, tokens: Tensor, pos: Tensor) -> Tensor:
+        """Place, decode and commit tokens; the first call also feeds the meta tokens."""
+        slots = self._slots(pos)
+        if self.cache.length == 0:  # prefill: meta tokens and the prompt, once, outside compile
+            self.cache.place(torch.cat((torch.arange(self.num_meta, device=slots.device), slots)))
+            features = self.model.transformer(tokens, pos=pos, cache=self.cache)[:, -1]
+            logits = self.model.code_logits(features)
+            if self.guided:
+                logits = guide(*logits.chunk(2), self.sampling.cond_scale, self.sampling.parallel_keep_frac)
+        else:
+            self.cache.place(slots)
+            logits = self.decode(tokens, pos)
+        self.cache.commit()
         return logits
 
     def _sample(self, logits: Tensor) -> Tensor:
@@ -99,11 +146,11 @@ class Rollout:
         given = rearrange(codes, "b h w -> b (h w)") if exists(codes) else None
         sampled, all_logits = [], []
         for slot in range(1, h * w + 1):
-            logits = self._logits(model.transformer(tokens, pos=pos, cache=self.cache)[:, -1])
+            logits = self._forward(tokens, pos)
             code = given[:, slot - 1] if exists(given) else self._sample(logits)
             sampled.append(code)
             all_logits.append(logits)
-            tokens = model.latent_to_model(model.codes_to_latents(code))[:, None]
+            tokens = self.code_tokens[code][:, None]
             if self.guided:
                 tokens = torch.cat((tokens, tokens))
             pos = model.positions(torch.tensor([frame], device=model.device), torch.tensor([slot], device=model.device))
@@ -121,15 +168,14 @@ class Rollout:
         kept frame, where training put them (relative to the first frame of a clip)."""
         if not exists(self.max_context_frames):
             return
-        model, (h, w) = self.model, self.latent_shape
-        num_meta, slots = model.num_meta_tokens, h * w + 1
-        transformer = getattr(model.transformer, "fn", model.transformer)
+        device = self.model.device
         while self.num_frames - self.first_cached_frame > self.max_context_frames:
-            self.cache.remove(num_meta, slots)
+            oldest = torch.tensor([[self.first_cached_frame, 0]], device=device)
+            self.cache.forget(self._slots(oldest) + torch.arange(self.slots_per_frame, device=device))
             self.first_cached_frame += 1
-            if num_meta > 0:
-                one_frame = torch.tensor([[1.0, 0.0]], device=model.device)
-                self.cache.rotate(num_meta, transformer.rotary(one_frame))
+            if self.num_meta > 0:
+                one_frame = torch.tensor([[1.0, 0.0]], device=device)
+                self.cache.rotate(torch.arange(self.num_meta, device=device), self.core.rotary(one_frame))
 
 
 def _pad_keys(actions: list[Tensor]) -> Tensor:
@@ -172,11 +218,13 @@ def generate(
     print_fn: Callable[[str], None] | None = None,
     generator: torch.Generator | None = None,
     max_context_frames: int | None = DEFAULT_CONTEXT_FRAMES,
+    compile: bool = False,
 ):
     """Dream `num_frames` frames after `image` (b c h w); returns the video `b c (1 + num_frames) h w`
     (and the actions b t a when interactive). `actions` (b t or b t a, t = num_frames + 1) rolls
     out under given actions, with classifier-free guidance when cond_scale != 1. The model
-    attends to at most `max_context_frames` past frames (None: all of them)."""
+    attends to at most `max_context_frames` past frames (None: all of them). `compile=True`
+    compiles the decode step (seconds up front, about 1.7x faster per token on CPU)."""
     if not isinstance(num_frames, int) or num_frames < 0:
         raise ValueError(f"num_frames must be an int >= 0, got {num_frames!r}")
     if not isinstance(image, Tensor) or image.ndim != 4:
@@ -214,7 +262,7 @@ def generate(
         _, prompt_codes, _ = self.encode_state(frame)
         first = step_actions[0][:, None] if exists(step_actions[0]) else None
         guided = conditioned and cond_scale != 1
-        rollout = Rollout(self, prompt_codes, first, sampling, guided, max_context_frames)
+        rollout = Rollout(self, prompt_codes, first, sampling, guided, max_context_frames, compile)
         codes = [prompt_codes]
         for index in range(1, num_frames + 1):
             if interactive:

@@ -20,7 +20,8 @@ from genie2.helpers import exists
 
 
 class WorldModelSession:
-    """A live session over a Genie2: each `step(action)` dreams and returns the next frame."""
+    """A live session over a Genie2: each `step(action)` dreams and returns the next frame.
+    `compile=True` compiles the decode step once (seconds) for ~1.7x faster frames on CPU."""
 
     def __init__(
         self,
@@ -34,10 +35,12 @@ class WorldModelSession:
         cond_scale: float = 1.0,
         max_context_frames: int | None = DEFAULT_CONTEXT_FRAMES,
         generator: torch.Generator | None = None,
+        compile: bool = False,
     ):
         self.model = model.eval()
         self.sampling = Sampling(temperature, min_p, cond_scale, generator=generator)
         self.max_context_frames = max_context_frames
+        self.compile = compile
         self.guided = cond_scale != 1 and exists(model.num_actions)
         self.rollout: Rollout | None = None
         if exists(frame) or exists(codes):
@@ -70,6 +73,7 @@ class WorldModelSession:
             self.sampling,
             self.guided,
             self.max_context_frames,
+            self.compile,
         )
         self.codes = [codes]
         return self._frame()

@@ -48,47 +48,70 @@ def check_transformer_kwargs(kwargs: dict, name: str = "transformer_kwargs") -> 
 
 
 class KVCache:
-    """Keys and values of every layer for the tokens seen so far, in buffers that grow by
-    doubling, so a new token costs a write, not a copy of the whole cache (b h m d each)."""
+    """Keys and values of every layer in a fixed number of slots (b h m d each), and which slots
+    hold a token. The caller places each forward's tokens (`place`), so a sliding window reuses
+    the slots of forgotten frames like a ring, and every decode step has the same shapes (which
+    is what lets the step be compiled)."""
 
-    def __init__(self):
+    def __init__(self, capacity: int):
+        if not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"cache capacity must be a positive int, got {capacity!r}")
+        self.capacity = capacity
         self.keys: list[Tensor] = []
         self.values: list[Tensor] = []
+        self.filled: Tensor | None = None  # (m) bool
+        self.slots: Tensor | None = None  # (n) where the next forward's tokens go
+        self.mask: Tensor | None = None  # (n m) what each of them may attend to
         self.length = 0
 
-    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Write this step's keys and values for `layer`; return views of all of them so far."""
-        end = self.length + k.shape[-2]
+    def place(self, slots: Tensor) -> None:
+        """Put the next forward's n tokens at `slots` (n, empty slots); each token sees the filled
+        slots and the new tokens up to itself."""
+        n = slots.shape[0]
+        if self.filled is None:
+            self.filled = torch.zeros(self.capacity, dtype=torch.bool, device=slots.device)
+        if int(slots.max()) >= self.capacity:
+            self.grow(2 * int(slots.max()) + 1)
+        mask = self.filled.expand(n, -1).clone()
+        mask[:, slots] = torch.ones(n, n, dtype=torch.bool, device=slots.device).tril()
+        self.slots, self.mask = slots, mask
+
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Write the placed tokens' keys and values (b h n d) for `layer`; return every slot's
+        keys and values and the attention mask (n m)."""
         if layer == len(self.keys):
-            self.keys.append(k.new_empty(*k.shape[:-2], max(end, 64), k.shape[-1]))
-            self.values.append(v.new_empty(*v.shape[:-2], max(end, 64), v.shape[-1]))
-        if end > self.keys[layer].shape[-2]:
-            self.keys[layer] = self._grow(self.keys[layer], end)
-            self.values[layer] = self._grow(self.values[layer], end)
-        self.keys[layer][..., self.length : end, :] = k
-        self.values[layer][..., self.length : end, :] = v
-        return self.keys[layer][..., :end, :], self.values[layer][..., :end, :]
+            shape = (*k.shape[:-2], self.capacity, k.shape[-1])
+            self.keys.append(k.new_zeros(shape))
+            self.values.append(v.new_zeros(shape))
+        self.keys[layer].index_copy_(-2, self.slots, k)
+        self.values[layer].index_copy_(-2, self.slots, v)
+        return self.keys[layer], self.values[layer], self.mask
 
-    def _grow(self, buffer: Tensor, needed: int) -> Tensor:
-        """A buffer at least twice as long holding the same first `length` entries."""
-        grown = buffer.new_empty(*buffer.shape[:-2], max(needed, 2 * buffer.shape[-2]), buffer.shape[-1])
-        grown[..., : self.length, :] = buffer[..., : self.length, :]
-        return grown
+    def commit(self) -> None:
+        """Mark the placed slots as filled once every layer has written them."""
+        self.filled[self.slots] = True
+        self.length += self.slots.shape[0]
 
-    def advance(self, n: int) -> None:
-        """Commit the n positions every layer has just written."""
-        self.length += n
+    def forget(self, slots: Tensor) -> None:
+        """Free `slots` (n): their tokens are no longer attended to and may be overwritten."""
+        self.length -= int(self.filled[slots].sum())
+        self.filled[slots] = False
 
-    def remove(self, start: int, count: int) -> None:
-        """Forget positions start..start + count - 1 in every layer (dropping an old frame)."""
-        for buffer in (*self.keys, *self.values):
-            buffer[..., start : self.length - count, :] = buffer[..., start + count : self.length, :].clone()
-        self.length -= count
+    def grow(self, capacity: int) -> None:
+        """Make room for `capacity` slots, keeping what is stored."""
+        extra = capacity - self.capacity
+        if extra <= 0:
+            return
+        pad = lambda t: F.pad(t, (0, 0, 0, extra))  # noqa: E731
+        self.keys, self.values = [pad(t) for t in self.keys], [pad(t) for t in self.values]
+        if exists(self.filled):
+            self.filled = F.pad(self.filled, (0, extra))
+        self.capacity = capacity
 
-    def rotate(self, stop: int, rotation: tuple[Tensor, Tensor]) -> None:
-        """Rotate the cached keys at positions < stop by a rotary (cos, sin) of one position."""
+    def rotate(self, slots: Tensor, rotation: tuple[Tensor, Tensor]) -> None:
+        """Rotate the cached keys at `slots` by a rotary (cos, sin) of one position."""
         for keys in self.keys:
-            keys[..., :stop, :] = apply_rotary(rotation, keys[..., :stop, :])
+            keys[..., slots, :] = apply_rotary(rotation, keys[..., slots, :])
 
     def nbytes(self) -> int:
         """Bytes held by the cache buffers."""
@@ -163,16 +186,12 @@ class Attention(nn.Module):
             else:
                 v = 0.5 * (v + first_values)
         if exists(rotation):
-            q, k = apply_rotary(rotation, q), apply_rotary(rotation, k)
+            q, k = apply_rotary(rotation, torch.stack((q, k))).unbind(0)
 
-        past = cache.length if exists(cache) else 0
+        mask, is_causal = None, n > 1
         if exists(cache):
-            k, v = cache.append(layer, k, v)
-
-        m = k.shape[-2]
-        mask, is_causal = None, past == 0 and n > 1
-        if past > 0 and n > 1:  # new queries sit at the end of the key sequence
-            mask = torch.ones(n, m, dtype=torch.bool, device=x.device).tril(m - n)
+            k, v, mask = cache.append(layer, k, v)
+            is_causal = False
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=self.dropout * self.training
         )
@@ -271,7 +290,8 @@ class Transformer(nn.Module):
         self.final_norm = norm(dim)
 
     def forward(self, x: Tensor, pos: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
-        """Attend causally over `x` (b n d) after the cached tokens; positions `pos` are (n a)."""
+        """Attend causally over `x` (b n d); positions `pos` are (n a). With a cache, `x` goes to
+        the slots placed beforehand and attends to the filled ones; the caller commits them."""
         rotation = self.rotary(pos) if exists(pos) else None
         streams = repeat(x, "b n d -> b n s d", s=self.num_streams)
         first_values = None
@@ -279,6 +299,4 @@ class Transformer(nn.Module):
             streams, values = attn_res(streams, lambda t: attn(attn_norm(t), rotation, first_values, cache, layer))
             first_values = values if first_values is None else first_values
             (streams,) = ff_res(streams, lambda t: (ff(ff_norm(t)),))
-        if exists(cache):
-            cache.advance(x.shape[1])
         return self.final_norm(streams.sum(dim=-2))
