@@ -43,9 +43,8 @@ def compile_step(fn: Callable) -> Callable:
     """torch.compile a decode step. Its shapes never change, so it compiles once per model
     shape (then comes from the on-disk cache); module guards are skipped because a rollout
     runs a model in eval mode that it does not modify, and checking them costs ~5% per token."""
-    return torch.compile(
-        fn, dynamic=False, options=dict(guard_filter_fn=torch.compiler.skip_guard_on_all_nn_modules_unsafe)
-    )
+    skip = getattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe", None)  # torch >= 2.8
+    return torch.compile(fn, dynamic=False, options=dict(guard_filter_fn=skip) if skip else None)
 
 
 class Rollout:

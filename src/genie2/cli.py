@@ -1,0 +1,88 @@
+"""The `genie2` command: one verb per pipeline stage (collect -> tokenizer -> train -> eval -> play)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from genie2.data.envs import DEFAULT_ENV, PRESETS
+
+
+def collect(args) -> None:
+    """genie2 collect: record episodes from an environment."""
+    from genie2.data.collect import collect as run
+
+    info = run(
+        args.out,
+        args.env,
+        args.episodes,
+        args.steps,
+        args.seed,
+        args.policy,
+        args.frame_size,
+        args.workers,
+        progress=not args.quiet,
+    )
+    print(f"{args.out}: {info.num_episodes} episodes, {info.num_frames} frames of {info.env_id}")
+
+
+def import_video(args) -> None:
+    """genie2 import-video: add a recording and its action log to a dataset."""
+    from genie2.data.video import import_video as run
+
+    names = args.action_names.split(",") if args.action_names else None
+    info = run(args.video, args.actions, args.out, args.frame_size, args.num_actions, names)
+    print(f"{args.out}: {info.num_episodes} episodes, {info.num_frames} frames")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every verb."""
+    parser = argparse.ArgumentParser(prog="genie2", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser(
+        "collect", help="record (frame, action) episodes from an environment", description=collect.__doc__
+    )
+    p.add_argument(
+        "--env",
+        default=DEFAULT_ENV,
+        help=f"a preset ({', '.join(PRESETS)}) or any Gymnasium env id with rgb_array frames (default {DEFAULT_ENV})",
+    )
+    p.add_argument("--episodes", type=int, default=100, help="episodes to have in the dataset (default 100)")
+    p.add_argument("--out", required=True, help="dataset folder; run again with the same arguments to resume")
+    p.add_argument("--steps", type=int, default=500, help="at most this many actions per episode (default 500)")
+    p.add_argument("--seed", type=int, default=0, help="episode i uses env seed SEED + i (default 0)")
+    p.add_argument(
+        "--policy",
+        default="sticky",
+        help="'sticky' (random, repeated; default), 'random', or 'module:function' returning a policy",
+    )
+    p.add_argument("--frame-size", type=int, default=None, help="frames are resized to this square size (default 64)")
+    p.add_argument("--workers", type=int, default=1, help="processes collecting in parallel (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=collect)
+
+    p = verbs.add_parser("import-video", help="turn a video and its action CSV into a dataset episode")
+    p.description = import_video.__doc__
+    p.add_argument("video", help="the video file (anything PyAV reads: mp4, webm, gif, ...)")
+    p.add_argument("--actions", required=True, help="CSV with an 'action' column, one row per frame (see docs)")
+    p.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
+    p.add_argument("--frame-size", type=int, default=64, help="frames are resized to this square size (default 64)")
+    p.add_argument("--num-actions", type=int, default=None, help="size of the action space (default: largest id + 1)")
+    p.add_argument("--action-names", default=None, help="comma-separated names of the actions, in id order")
+    p.set_defaults(fn=import_video)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `genie2` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
+        print(f"genie2 {args.verb}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Serve fixed-length clips of recorded episodes for training, split by episode.
+
+Dimension legend: t time (frames in a clip), h w frame height and width, a keys per step.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from torch.utils.data import Dataset
+
+from genie2.data.episode import CorruptEpisodeError, DatasetInfo, episode_indices, episode_path
+
+SPLITS = ("train", "val", "all")
+
+
+def split_episodes(indices: list[int], split: str, val_fraction: float = 0.1, seed: int = 0) -> list[int]:
+    """The episodes of a split: a seeded shuffle, the last val_fraction (at least one episode
+    when there are two or more) held out for validation. No episode is in both."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if split == "all":
+        return sorted(indices)
+    order = np.random.default_rng(seed).permutation(sorted(indices)).tolist()
+    num_val = int(round(val_fraction * len(order)))
+    if val_fraction > 0 and len(order) >= 2:
+        num_val = max(num_val, 1)
+    val, train = order[len(order) - num_val :], order[: len(order) - num_val]
+    return sorted(val if split == "val" else train)
+
+
+class ClipDataset(Dataset):
+    """Clips of `clip_frames` consecutive frames with their actions, from one split.
+
+    Each item: frames (t h w 3 uint8), actions (t a int64, -1 padded), length (the real
+    frames; an episode shorter than t is padded at the end, which `video_time_len` masks).
+    Clips start every `stride` frames; reading goes through memory-mapped safetensors slices.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        clip_frames: int = 16,
+        split: str = "train",
+        stride: int | None = None,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        skip_corrupt: bool = False,
+    ):
+        if not isinstance(clip_frames, int) or clip_frames < 1:
+            raise ValueError(f"clip_frames must be a positive int, got {clip_frames!r}")
+        self.root, self.clip_frames = Path(root), clip_frames
+        self.stride = stride or max(1, clip_frames // 2)
+        self.info = DatasetInfo.load(root)
+        self.episodes, lengths = [], []
+        for index in split_episodes(episode_indices(root), split, val_fraction, seed):
+            try:
+                lengths.append(self._length(index))
+                self.episodes.append(index)
+            except CorruptEpisodeError as error:
+                if not skip_corrupt:
+                    raise CorruptEpisodeError(f"{error} (or pass skip_corrupt / --skip-corrupt)") from error
+                warnings.warn(f"skipping {error}", stacklevel=2)
+        self.lengths = lengths
+        self.clips = [
+            (i, start)
+            for i, length in enumerate(lengths)
+            for start in range(0, max(length - clip_frames, 0) + 1, self.stride)
+        ]
+        if not self.clips:
+            raise ValueError(f"split {split!r} of {root} has no episodes; collect more or lower val_fraction")
+        self._files: dict[int, object] = {}
+
+    def _length(self, index: int) -> int:
+        """Frames in an episode, from its header (checking the file is whole)."""
+        path = episode_path(self.root, index)
+        try:
+            f = safe_open(str(path), "np")
+            lengths = {f.get_slice(k).get_shape()[0] for k in ("frames", "actions", "rewards")}
+        except (SafetensorError, OSError, KeyError) as error:
+            raise CorruptEpisodeError(f"episode file {path} is missing or damaged ({error})") from error
+        if len(lengths) != 1:
+            raise CorruptEpisodeError(f"episode file {path} has arrays of different lengths")
+        return lengths.pop()
+
+    def _file(self, index: int):
+        """An open (memory-mapped) episode file, kept per worker process."""
+        if index not in self._files:
+            self._files[index] = safe_open(str(episode_path(self.root, index)), "np")
+        return self._files[index]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, item: int) -> dict:
+        position, start = self.clips[item]
+        f = self._file(self.episodes[position])
+        stop = min(start + self.clip_frames, self.lengths[position])
+        frames = f.get_slice("frames")[start:stop]
+        actions = f.get_slice("actions")[start:stop]
+        length, pad = stop - start, self.clip_frames - (stop - start)
+        if pad:
+            frames = np.concatenate((frames, np.zeros((pad, *frames.shape[1:]), np.uint8)))
+            actions = np.concatenate((actions, np.full((pad, actions.shape[1]), -1, np.int64)))
+        return dict(
+            frames=torch.from_numpy(np.ascontiguousarray(frames)),
+            actions=torch.from_numpy(np.ascontiguousarray(actions)),
+            length=length,
+            episode=self.episodes[position],
+            start=start,
+        )
+
+    def __getstate__(self):  # open files do not cross process boundaries (DataLoader workers)
+        state = dict(self.__dict__)
+        state["_files"] = {}
+        return state

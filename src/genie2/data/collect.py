@@ -1,0 +1,185 @@
+"""Collect episodes from an environment with a simple policy, in parallel, resumably.
+
+Episode i is played with env seed `seed + i` and a policy generator seeded by (seed, i), so
+the dataset does not depend on how episodes were spread over workers, and a collect that
+was interrupted and run again with the same arguments ends with the same episodes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from genie2.data.envs import DEFAULT_ENV, GameEnv
+from genie2.data.episode import DatasetInfo, Episode, episode_indices, episode_path
+
+POLICIES = ("random", "sticky")
+STICKY_REPEAT = 0.8  # chance to repeat the last action: long runs of one action show its effect
+
+
+def random_policy(num_actions: int, rng: np.random.Generator) -> Callable[[np.ndarray], int]:
+    """Uniformly random actions."""
+    return lambda frame: int(rng.integers(num_actions))
+
+
+def sticky_policy(num_actions: int, rng: np.random.Generator) -> Callable[[np.ndarray], int]:
+    """Random actions, each repeated for a while (geometric, mean 1 / (1 - STICKY_REPEAT))."""
+    last = [int(rng.integers(num_actions))]
+
+    def act(frame: np.ndarray) -> int:
+        if rng.random() >= STICKY_REPEAT:
+            last[0] = int(rng.integers(num_actions))
+        return last[0]
+
+    return act
+
+
+def make_policy(name: str, num_actions: int, rng: np.random.Generator) -> Callable[[np.ndarray], int]:
+    """A policy by name ('random', 'sticky') or 'module:function', where function(num_actions,
+    rng) returns a callable from a frame (h w 3 uint8) to an action id."""
+    if name == "random":
+        return random_policy(num_actions, rng)
+    if name == "sticky":
+        return sticky_policy(num_actions, rng)
+    if ":" not in name:
+        raise ValueError(f"unknown policy {name!r}: use one of {POLICIES} or 'module:function'")
+    module, _, attr = name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"policy {name!r} could not be loaded: {error}") from error
+    return factory(num_actions, rng)
+
+
+def resize(frame: np.ndarray, size: int) -> np.ndarray:
+    """A frame (h w 3 uint8) at size x size (area filter when shrinking)."""
+    if frame.shape[:2] == (size, size):
+        return frame
+    shrink = frame.shape[0] >= size and frame.shape[1] >= size
+    return np.asarray(Image.fromarray(frame).resize((size, size), Image.BOX if shrink else Image.BILINEAR))
+
+
+def play_episode(env: GameEnv, policy, seed: int, max_steps: int, frame_size: int) -> Episode:
+    """Play one episode (at most max_steps actions) and record it."""
+    frames = [resize(env.reset(seed), frame_size)]
+    actions, rewards, terminated, truncated = [-1], [0.0], [False], [False]
+    for step in range(max_steps):
+        action = policy(frames[-1])
+        if not isinstance(action, (int, np.integer)) or not 0 <= action < env.num_actions:
+            raise ValueError(f"the policy returned {action!r}; actions are ints in [0, {env.num_actions})")
+        frame, reward, done, cut = env.step(action)
+        cut = cut or (step == max_steps - 1 and not done)
+        frames.append(resize(frame, frame_size))
+        actions.append(int(action))
+        rewards.append(reward)
+        terminated.append(done)
+        truncated.append(cut)
+        if done or cut:
+            break
+    return Episode(np.stack(frames), np.array(actions), np.array(rewards), np.array(terminated), np.array(truncated))
+
+
+def collect_episodes(out: str, env_name: str, indices: list[int], seed: int, max_steps: int, frame_size: int, policy):
+    """Collect and save the given episodes; yields each one's (index, frames). Runs in workers."""
+    env = GameEnv(env_name)
+    try:
+        for index in indices:
+            rng = np.random.default_rng([seed, index])
+            episode = play_episode(env, make_policy(policy, env.num_actions, rng), seed + index, max_steps, frame_size)
+            episode.save(episode_path(out, index))
+            yield index, len(episode)
+    finally:
+        env.close()
+
+
+def _collect_one(*args) -> int:
+    """Collect one episode in a worker process; returns its frame count."""
+    ((_, length),) = collect_episodes(*args)
+    return length
+
+
+def collect(
+    out: str | Path,
+    env: str = DEFAULT_ENV,
+    episodes: int = 100,
+    steps: int = 500,
+    seed: int = 0,
+    policy: str = "sticky",
+    frame_size: int | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> DatasetInfo:
+    """Collect `episodes` episodes into `out`, continuing a previous run with the same arguments."""
+    for name, value in dict(episodes=episodes, steps=steps, workers=workers).items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if policy not in POLICIES and ":" not in policy:
+        raise ValueError(f"unknown policy {policy!r}: use one of {POLICIES} or 'module:function'")
+    game = GameEnv(env)
+    frame_size = frame_size or game.preset.frame_size
+    if not isinstance(frame_size, int) or not 8 <= frame_size <= 1024:
+        raise ValueError(f"frame_size must be an int in [8, 1024], got {frame_size!r}")
+    source = dict(kind="collect", env=env, steps=steps, seed=seed, policy=policy)
+    info = DatasetInfo(env, game.preset.env_id, frame_size, game.num_actions, list(game.action_names), 1, source)
+    game.close()
+    out = Path(out)
+    _check_same_dataset(out, info)
+    done = set(episode_indices(out))
+    todo = [i for i in range(episodes) if i not in done]
+    args = (str(out), env, seed, steps, frame_size, policy)
+    bar = tqdm(total=episodes, initial=episodes - len(todo), unit="episode", disable=not progress, desc="collect")
+    frames, start = 0, time.perf_counter()
+    with bar:
+
+        def finished(length: int) -> None:
+            nonlocal frames
+            frames += length
+            bar.update(1)
+            bar.set_postfix(frames_per_s=f"{frames / max(time.perf_counter() - start, 1e-6):.0f}")
+
+        if workers == 1 or len(todo) <= 1:
+            for _, length in collect_episodes(args[0], args[1], todo, *args[2:]):
+                finished(length)
+        else:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                futures = [pool.submit(_collect_one, args[0], args[1], [i], *args[2:]) for i in todo]
+                for future in as_completed(futures):
+                    finished(future.result())
+    return finalize(out, info)
+
+
+def _check_same_dataset(out: Path, info: DatasetInfo) -> None:
+    """Refuse to mix two datasets in one folder."""
+    if (out / "dataset.json").exists():
+        old = DatasetInfo.load(out)
+        mine = (info.env, info.frame_size, info.source)
+        theirs = (old.env, old.frame_size, old.source)
+        if mine != theirs:
+            raise ValueError(
+                f"{out} holds a different dataset (env {old.env}, frame size {old.frame_size}, {old.source}); "
+                "use another --out, or the same arguments to continue it"
+            )
+    elif out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not a genie2 dataset; choose an empty or new folder")
+    info.save(out)
+
+
+def finalize(out: Path, info: DatasetInfo) -> DatasetInfo:
+    """Count what is on disk and rewrite dataset.json."""
+    from safetensors import safe_open
+
+    info.num_episodes, info.num_frames = 0, 0
+    for index in episode_indices(out):
+        with safe_open(str(episode_path(out, index)), "np") as f:
+            info.num_frames += f.get_slice("frames").get_shape()[0]
+        info.num_episodes += 1
+    info.save(out)
+    return info

@@ -1,0 +1,217 @@
+"""The data stage: environments, the episode format, resumable collection, clips, video import."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from genie2.data.clips import ClipDataset, split_episodes
+from genie2.data.collect import collect
+from genie2.data.envs import GameEnv
+from genie2.data.episode import CorruptEpisodeError, DatasetInfo, Episode, episode_indices, episode_path
+from genie2.data.video import import_video, read_actions_csv
+
+
+def random_episode(t=7, keys=1, size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    actions = rng.integers(-1, 4, (t, keys))
+    actions[0] = -1
+    return Episode(
+        rng.integers(0, 256, (t, size, size, 3), dtype=np.uint8),
+        actions,
+        rng.random(t).astype(np.float32),
+        np.arange(t) == t - 1,
+        np.zeros(t, dtype=bool),
+    )
+
+
+def test_episode_round_trip(tmp_path):
+    episode = random_episode(keys=3)
+    episode.save(tmp_path / "e.safetensors")
+    loaded = Episode.load(tmp_path / "e.safetensors")
+    for name in ("frames", "actions", "rewards", "terminated", "truncated"):
+        assert np.array_equal(getattr(loaded, name), getattr(episode, name)), name
+        assert getattr(loaded, name).dtype == getattr(episode, name).dtype
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
+
+
+def test_default_env_collects_two_episodes_quickly(tmp_path):
+    start = time.perf_counter()
+    info = collect(tmp_path / "d", episodes=2, steps=40, progress=False)
+    assert time.perf_counter() - start < 30
+    assert info.env_id == "MiniGrid-DoorKey-8x8-v0" and info.num_actions == 7
+    assert info.action_names[:3] == ["left", "right", "forward"]
+    episode = Episode.load(episode_path(tmp_path / "d", 0))
+    assert episode.frames.shape[1:] == (64, 64, 3) and episode.frames.dtype == np.uint8
+    assert episode.actions[0, 0] == -1 and (episode.actions[1:] >= 0).all()
+    assert len(episode) == info.num_frames - len(Episode.load(episode_path(tmp_path / "d", 1)))
+    assert episode.terminated[-1] or episode.truncated[-1]
+    assert DatasetInfo.load(tmp_path / "d").num_episodes == 2
+
+
+def test_collect_is_deterministic_across_workers_and_resumes(tmp_path):
+    collect(tmp_path / "one", episodes=3, steps=20, progress=False)
+    collect(tmp_path / "two", episodes=3, steps=20, workers=2, progress=False)
+    for i in range(3):
+        a, b = Episode.load(episode_path(tmp_path / "one", i)), Episode.load(episode_path(tmp_path / "two", i))
+        assert np.array_equal(a.frames, b.frames) and np.array_equal(a.actions, b.actions)
+    # a lost episode is collected again, the same as before
+    before = Episode.load(episode_path(tmp_path / "one", 1))
+    episode_path(tmp_path / "one", 1).unlink()
+    info = collect(tmp_path / "one", episodes=4, steps=20, progress=False)
+    assert info.num_episodes == 4 and episode_indices(tmp_path / "one") == [0, 1, 2, 3]
+    assert np.array_equal(Episode.load(episode_path(tmp_path / "one", 1)).frames, before.frames)
+
+
+def test_killed_collect_resumes_to_exactly_n_whole_episodes(tmp_path):
+    out = tmp_path / "d"
+    cmd = [sys.executable, "-m", "genie2.cli", "collect", "--out", str(out), "--episodes", "20", "--steps", "150"]
+    cmd += ["--quiet"]
+    proc = subprocess.Popen(cmd)
+    deadline = time.time() + 60
+    while len(episode_indices(out)) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(episode_indices(out)) < 20
+    for index in episode_indices(out):
+        Episode.load(episode_path(out, index))  # every file present is whole
+    subprocess.run(cmd, check=True)
+    assert episode_indices(out) == list(range(20))
+    assert DatasetInfo.load(out).num_episodes == 20
+
+
+def test_collect_refuses_another_dataset_and_bad_names(tmp_path):
+    collect(tmp_path / "d", episodes=1, steps=5, progress=False)
+    with pytest.raises(ValueError, match="different dataset"):
+        collect(tmp_path / "d", episodes=1, steps=5, seed=1, progress=False)
+    with pytest.raises(ValueError, match="minigrid"):  # the error lists the presets
+        GameEnv("NoSuchGame-v9")
+    with pytest.raises(ValueError, match="policy"):
+        collect(tmp_path / "e", episodes=1, policy="clever", progress=False)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a genie2 dataset"):
+        collect(tmp_path / "junk", episodes=1, progress=False)
+
+
+class TextOnlyEnv(gym.Env):
+    """An env that claims to render frames but renders text."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    action_space = gym.spaces.Discrete(2)
+    observation_space = gym.spaces.Discrete(1)
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def reset(self, seed=None, options=None):
+        return 0, {}
+
+    def render(self):
+        return "a text frame"
+
+
+@pytest.mark.filterwarnings("ignore:.*render_mode")
+def test_env_without_rgb_frames_is_refused():
+    gym.register("TextOnly-v0", entry_point=TextOnlyEnv)
+    env = GameEnv("TextOnly-v0")
+    with pytest.raises(ValueError, match="rgb_array"):
+        env.reset(0)
+    TextOnlyEnv.metadata = {"render_modes": ["ansi"]}
+    with pytest.raises(ValueError, match="rgb_array"):
+        GameEnv("TextOnly-v0")
+
+
+def test_format_version_and_corrupt_shards(tmp_path):
+    out = tmp_path / "d"
+    collect(out, episodes=3, steps=10, progress=False)
+    path = episode_path(out, 1)
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    with pytest.raises(CorruptEpisodeError, match="episode-000001"):
+        Episode.load(path)
+    with pytest.raises(CorruptEpisodeError, match="episode-000001"):
+        ClipDataset(out, clip_frames=4, split="all")
+    with pytest.warns(UserWarning, match="episode-000001"):
+        dataset = ClipDataset(out, clip_frames=4, split="all", skip_corrupt=True)
+    assert 1 not in dataset.episodes
+    data = json.loads((out / "dataset.json").read_text())
+    data["format_version"] = 99
+    (out / "dataset.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="format version 99"):
+        DatasetInfo.load(out)
+
+
+def make_dataset(root, lengths, keys=1):
+    info = DatasetInfo("test", "test", 8, 4, ["a", "b", "c", "d"], keys)
+    for i, t in enumerate(lengths):
+        random_episode(t, keys, seed=i).save(episode_path(root, i))
+    info.num_episodes, info.num_frames = len(lengths), sum(lengths)
+    info.save(root)
+
+
+def test_clips_windows_and_padding_at_episode_edges(tmp_path):
+    make_dataset(tmp_path, [10, 3], keys=2)
+    dataset = ClipDataset(tmp_path, clip_frames=4, split="all", stride=3)
+    starts = [(dataset.episodes[i], s) for i, s in dataset.clips]
+    assert starts == [(0, 0), (0, 3), (0, 6), (1, 0)]  # windows never run past an episode
+    episode = Episode.load(episode_path(tmp_path, 0))
+    item = dataset[2]
+    assert np.array_equal(item["frames"].numpy(), episode.frames[6:10]) and item["length"] == 4
+    assert np.array_equal(item["actions"].numpy(), episode.actions[6:10])
+    short = dataset[3]
+    assert short["length"] == 3 and short["frames"].shape == (4, 8, 8, 3)
+    assert (short["frames"][3] == 0).all() and (short["actions"][3] == -1).all()
+
+
+def test_split_is_disjoint_deterministic_and_by_episode():
+    indices = list(range(50))
+    train, val = split_episodes(indices, "train", 0.2, seed=3), split_episodes(indices, "val", 0.2, seed=3)
+    assert not set(train) & set(val) and sorted(train + val) == indices and len(val) == 10
+    assert val == split_episodes(indices, "val", 0.2, seed=3) != split_episodes(indices, "val", 0.2, seed=4)
+    assert len(split_episodes([0, 1], "val", 0.1)) == 1
+    with pytest.raises(ValueError, match="split"):
+        split_episodes(indices, "test")
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["frame", "action"])
+        writer.writerows(rows)
+
+
+def test_import_video_round_trip_and_length_check(tmp_path):
+    import imageio.v3 as iio
+
+    frames = np.zeros((5, 32, 32, 3), dtype=np.uint8)
+    for t in range(5):
+        frames[t, :, : 6 * (t + 1)] = 255
+    iio.imwrite(tmp_path / "v.gif", frames, duration=50, loop=0)
+    write_csv(tmp_path / "a.csv", [(0, ""), (1, "2"), (2, "1 3"), (3, "-1"), (4, "0")])
+    actions = read_actions_csv(tmp_path / "a.csv")
+    assert actions.tolist() == [[-1, -1], [2, -1], [1, 3], [-1, -1], [0, -1]]
+    info = import_video(tmp_path / "v.gif", tmp_path / "a.csv", tmp_path / "d", frame_size=16)
+    assert info.num_actions == 4 and info.max_keys == 2 and info.num_frames == 5
+    episode = Episode.load(episode_path(tmp_path / "d", 0))
+    assert episode.frames.shape == (5, 16, 16, 3)
+    assert episode.frames[4].mean() > episode.frames[0].mean()  # the bar widens
+    write_csv(tmp_path / "short.csv", [(0, ""), (1, "2")])
+    with pytest.raises(ValueError, match="2 action rows but"):
+        import_video(tmp_path / "v.gif", tmp_path / "short.csv", tmp_path / "e")
+
+
+def test_cli_help_and_errors(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "genie2.cli", "collect", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--episodes" in out.stdout and "sticky" in out.stdout
+    bad = [sys.executable, "-m", "genie2.cli", "collect", "--env", "Nope-v0", "--out", str(tmp_path / "x")]
+    out = subprocess.run(bad, capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown env" in out.stderr and "Traceback" not in out.stderr
