@@ -105,7 +105,7 @@ def test_collect_refuses_another_dataset_and_bad_names(tmp_path):
 class TextOnlyEnv(gym.Env):
     """An env that claims to render frames but renders text."""
 
-    metadata = {"render_modes": ["rgb_array"]}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     action_space = gym.spaces.Discrete(2)
     observation_space = gym.spaces.Discrete(1)
@@ -126,7 +126,7 @@ def test_env_without_rgb_frames_is_refused():
     env = GameEnv("TextOnly-v0")
     with pytest.raises(ValueError, match="rgb_array"):
         env.reset(0)
-    TextOnlyEnv.metadata = {"render_modes": ["ansi"]}
+    TextOnlyEnv.metadata = {"render_modes": ["ansi"], "render_fps": 10}
     with pytest.raises(ValueError, match="rgb_array"):
         GameEnv("TextOnly-v0")
 

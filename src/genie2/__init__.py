@@ -1,35 +1,38 @@
-"""genie2: action-conditioned generative world models in the style of Genie 2."""
+"""genie2: action-conditioned generative world models in the style of Genie 2.
 
-from genie2.helpers import (
-    default,
-    exists,
-    guide,
-    gumbel_noise,
-    gumbel_sample,
-    gumbel_softmax,
-    l2norm,
-    min_p_filter,
-    pack_one,
-    project,
-)
-from genie2.model import CausalConv3d, Genie2, MetaTokenWrapper
-from genie2.session import WorldModelSession
+Names are imported on first use, so the data stage (and its worker processes) start without
+loading torch.
+"""
+
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CausalConv3d",
-    "Genie2",
-    "MetaTokenWrapper",
-    "WorldModelSession",
-    "default",
-    "exists",
-    "guide",
-    "gumbel_noise",
-    "gumbel_sample",
-    "gumbel_softmax",
-    "l2norm",
-    "min_p_filter",
-    "pack_one",
-    "project",
-]
+_EXPORTS = {
+    "CausalConv3d": "genie2.model",
+    "Genie2": "genie2.model",
+    "MetaTokenWrapper": "genie2.model",
+    "WorldModelSession": "genie2.session",
+    "default": "genie2.helpers",
+    "exists": "genie2.helpers",
+    "guide": "genie2.helpers",
+    "gumbel_noise": "genie2.helpers",
+    "gumbel_sample": "genie2.helpers",
+    "gumbel_softmax": "genie2.helpers",
+    "l2norm": "genie2.helpers",
+    "min_p_filter": "genie2.helpers",
+    "pack_one": "genie2.helpers",
+    "project": "genie2.helpers",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'genie2' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])
