@@ -3,6 +3,7 @@ transformer over the whole history for every sampled token). Prints a table, wri
 
     python benchmarks/generate.py                       # the issue's configuration, on CPU
     python benchmarks/generate.py --device cuda --out benchmarks/results/generate-cuda.json
+    python benchmarks/generate.py --profile 8           # where the time of one 8x8 frame goes
 """
 
 from __future__ import annotations
@@ -75,6 +76,20 @@ def cached_rollout(model: Genie2, image: torch.Tensor, actions: torch.Tensor, co
     for action in actions[0, 1:].tolist():
         session.step(action)
     return session.rollout.cache.nbytes()
+
+
+def profile(args) -> None:
+    """Print torch.profiler's table for one compiled frame at --profile SIDE (after warm-up)."""
+    from torch.profiler import profile as torch_profile
+
+    model, side = build(args), args.profile
+    image = torch.randn(args.dim_latent, side, side, device=args.device)
+    session = WorldModelSession(model, image, action=0, max_context_frames=args.context or None, compile=True)
+    for _ in range(args.context or 16):  # fill the window
+        session.step(1)
+    with torch_profile() as prof:
+        session.step(2)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
 def run(args) -> list[dict]:
@@ -151,12 +166,16 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=8, help="attention heads")
     parser.add_argument("--dim-latent", type=int, default=32, help="latent (codebook vector) width")
     parser.add_argument("--codebook-size", type=int, default=4096, help="codebook entries")
+    parser.add_argument("--profile", type=int, default=None, help="only profile one compiled frame of SIDE x SIDE")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", default="benchmarks/results/generate-cpu.json", help="where to write the JSON")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    if args.profile:
+        profile(args)
+        return
     params = sum(p.numel() for p in build(args).parameters())
     print(
         f"genie2 generation, {params / 1e6:.1f}M parameters, device {args.device}, "

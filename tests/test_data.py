@@ -56,6 +56,14 @@ def test_default_env_collects_two_episodes_quickly(tmp_path):
     assert DatasetInfo.load(tmp_path / "d").num_episodes == 2
 
 
+@pytest.mark.parametrize("env, module", [("breakout", "ale_py"), ("crafter", "crafter"), ("doom-basic", "vizdoom")])
+def test_optional_presets_collect(tmp_path, env, module):
+    pytest.importorskip(module)
+    info = collect(tmp_path / env, env, episodes=1, steps=6, frame_size=32, progress=False)
+    episode = Episode.load(episode_path(tmp_path / env, 0))
+    assert episode.frames.shape == (7, 32, 32, 3) and len(info.action_names) == info.num_actions
+
+
 def test_collect_is_deterministic_across_workers_and_resumes(tmp_path):
     collect(tmp_path / "one", episodes=3, steps=20, progress=False)
     collect(tmp_path / "two", episodes=3, steps=20, workers=2, progress=False)
@@ -120,7 +128,7 @@ class TextOnlyEnv(gym.Env):
         return "a text frame"
 
 
-@pytest.mark.filterwarnings("ignore:.*render_mode")
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_env_without_rgb_frames_is_refused():
     gym.register("TextOnly-v0", entry_point=TextOnlyEnv)
     env = GameEnv("TextOnly-v0")
@@ -215,3 +223,10 @@ def test_cli_help_and_errors(tmp_path):
     bad = [sys.executable, "-m", "genie2.cli", "collect", "--env", "Nope-v0", "--out", str(tmp_path / "x")]
     out = subprocess.run(bad, capture_output=True, text=True)
     assert out.returncode == 2 and "unknown env" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_missing_extra_names_the_pip_command():
+    from genie2.data.envs import Preset, _import
+
+    with pytest.raises(ImportError, match=r"pip install 'genie2\[atari\]'"):
+        _import(Preset("ALE/Nothing-v5", extra="atari", module="no_such_module_for_genie2"))

@@ -95,7 +95,7 @@ class GameEnv:
         if not hasattr(space, "n"):
             raise ValueError(f"env {name!r} has action space {space}; genie2 collects from Discrete action spaces")
         self.num_actions = int(space.n)
-        names = self.preset.action_names or tuple(str(i) for i in range(self.num_actions))
+        names = self.preset.action_names or _action_meanings(self.env) or tuple(str(i) for i in range(self.num_actions))
         self.action_names = tuple(names[: self.num_actions])
 
     def _frame(self) -> np.ndarray:
@@ -117,6 +117,16 @@ class GameEnv:
 
     def close(self) -> None:
         self.env.close()
+
+
+def _action_meanings(env) -> tuple[str, ...] | None:
+    """The env's own action names where it has them (Atari, Crafter)."""
+    unwrapped = getattr(env, "unwrapped", env)
+    if hasattr(unwrapped, "get_action_meanings"):
+        return tuple(name.lower() for name in unwrapped.get_action_meanings())
+    if isinstance(env, CrafterAdapter):
+        return tuple(env.crafter.constants.actions)
+    return None
 
 
 class CrafterAdapter:
