@@ -102,6 +102,9 @@ def test_collect_refuses_another_dataset_and_bad_names(tmp_path):
         collect(tmp_path / "d", episodes=1, steps=5, seed=1, progress=False)
     with pytest.raises(ValueError, match="minigrid"):  # the error lists the presets
         GameEnv("NoSuchGame-v9")
+    with pytest.raises(ValueError, match="unknown env"):
+        GameEnv("MiniGrid-DoorKey-9x9-v0")
+    assert GameEnv("minigrid:MiniGrid-Empty-5x5-v0").num_actions == 7
     with pytest.raises(ValueError, match="policy"):
         collect(tmp_path / "e", episodes=1, policy="clever", progress=False)
     (tmp_path / "junk").mkdir()
@@ -151,6 +154,9 @@ def test_format_version_and_corrupt_shards(tmp_path):
     with pytest.warns(UserWarning, match="episode-000001"):
         dataset = ClipDataset(out, clip_frames=4, split="all", skip_corrupt=True)
     assert 1 not in dataset.episodes
+    with pytest.warns(UserWarning, match="collecting it again"):
+        info = collect(out, episodes=3, steps=10, progress=False)  # resume repairs the damaged episode
+    assert info.num_episodes == 3 and len(Episode.load(path)) > 1
     data = json.loads((out / "dataset.json").read_text())
     data["format_version"] = 99
     (out / "dataset.json").write_text(json.dumps(data))
@@ -183,7 +189,9 @@ def test_clips_windows_and_padding_at_episode_edges(tmp_path):
 def test_split_is_disjoint_deterministic_and_by_episode():
     indices = list(range(50))
     train, val = split_episodes(indices, "train", 0.2, seed=3), split_episodes(indices, "val", 0.2, seed=3)
-    assert not set(train) & set(val) and sorted(train + val) == indices and len(val) == 10
+    assert not set(train) & set(val) and sorted(train + val) == indices and 3 <= len(val) <= 20
+    grown = split_episodes(list(range(200)), "val", 0.2, seed=3)
+    assert [i for i in grown if i < 50] == val  # growing a dataset never moves an episode across
     assert val == split_episodes(indices, "val", 0.2, seed=3) != split_episodes(indices, "val", 0.2, seed=4)
     assert len(split_episodes([0, 1], "val", 0.1)) == 1
     with pytest.raises(ValueError, match="split"):
@@ -212,6 +220,11 @@ def test_import_video_round_trip_and_length_check(tmp_path):
     episode = Episode.load(episode_path(tmp_path / "d", 0))
     assert episode.frames.shape == (5, 16, 16, 3)
     assert episode.frames[4].mean() > episode.frames[0].mean()  # the bar widens
+    write_csv(tmp_path / "b.csv", [(0, ""), (1, "1"), (2, "1"), (3, "0"), (4, "0")])
+    info = import_video(tmp_path / "v.gif", tmp_path / "b.csv", tmp_path / "d", frame_size=16)  # appended
+    assert info.num_episodes == 2 and info.num_actions == 4
+    clips = ClipDataset(tmp_path / "d", clip_frames=3, split="all")
+    assert {tuple(clips[i]["actions"].shape) for i in range(len(clips))} == {(3, 2)}  # one key width
     write_csv(tmp_path / "short.csv", [(0, ""), (1, "2")])
     with pytest.raises(ValueError, match="2 action rows but"):
         import_video(tmp_path / "v.gif", tmp_path / "short.csv", tmp_path / "e")

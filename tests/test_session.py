@@ -87,3 +87,22 @@ def test_compiled_decoding_equals_eager():
         rollout = Rollout(model, codes[:, :1], actions[:, :1], Sampling(cond_scale=2.0), True, 2, compile=compile)
         logits.append(torch.cat([rollout.step(actions[:, t], codes[:, t], True)[1] for t in range(1, 4)]))
     assert (logits[0] - logits[1]).abs().max() < 1e-4
+
+
+def test_compiled_steps_of_two_models_do_not_mix():
+    """Each model has its own compiled graphs, even with identical shapes."""
+    codes = torch.randint(0, 32, (1, 3, 2, 2))
+    actions = torch.randint(0, 5, (1, 3, 1))
+    for residual in (True, False):
+        model = tiny(transformer_kwargs=dict(add_value_residual=residual, ff_glu=True, use_rmsnorm=True)).eval()
+        logits = []
+        for compile in (False, True):
+            rollout = Rollout(model, codes[:, :1], actions[:, :1], Sampling(), False, 2, compile=compile)
+            logits.append(torch.cat([rollout.step(actions[:, t], codes[:, t], True)[1] for t in range(1, 3)]))
+        assert (logits[0] - logits[1]).abs().max() < 1e-4, residual
+
+
+def test_compile_needs_a_bounded_context():
+    model = tiny().eval()
+    with pytest.raises(ValueError, match="max_context_frames"):
+        Rollout(model, torch.zeros(1, 1, 2, 2, dtype=torch.long), None, Sampling(), False, None, compile=True)

@@ -8,6 +8,8 @@ once, d feature, l logits.
 
 from __future__ import annotations
 
+import types
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,12 +41,29 @@ class Sampling:
             raise ValueError(f"min_p must be in [0, 1] or None, got {self.min_p!r}")
 
 
-def compile_step(fn: Callable) -> Callable:
-    """torch.compile a decode step. Its shapes never change, so it compiles once per model
-    shape (then comes from the on-disk cache); module guards are skipped because a rollout
-    runs a model in eval mode that it does not modify, and checking them costs ~5% per token."""
-    skip = getattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe", None)  # torch >= 2.8
-    return torch.compile(fn, dynamic=False, options=dict(guard_filter_fn=skip) if skip else None)
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def decode_step(rollout: Rollout, tokens: Tensor, pos: Tensor, transformer=None) -> Tensor:
+    """Feed placed tokens (B n d) to the cached transformer; logits (b l) for the next code."""
+    transformer = transformer or rollout.core
+    logits = rollout.model.code_logits(transformer(tokens, pos=pos, cache=rollout.cache)[:, -1])
+    if rollout.guided:
+        logits = guide(*logits.chunk(2), rollout.sampling.cond_scale, rollout.sampling.parallel_keep_frac)
+    return logits
+
+
+def compiled_decode_step(model) -> Callable:
+    """decode_step compiled for one model. Its shapes never change, so it compiles once (then
+    comes from torch's on-disk cache). Each model gets a copy of the function's code, and so its
+    own compiled graphs, which lets us skip the per-call module guards (~5% per token): a
+    rollout runs its model in eval mode and does not change it."""
+    if model not in _COMPILED:
+        code, defaults = decode_step.__code__.replace(), decode_step.__defaults__
+        fn = types.FunctionType(code, decode_step.__globals__, "decode_step", defaults)
+        skip = getattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe", None)  # torch >= 2.8
+        _COMPILED[model] = torch.compile(fn, dynamic=False, options=dict(guard_filter_fn=skip) if skip else None)
+    return _COMPILED[model]
 
 
 class Rollout:
@@ -77,7 +96,8 @@ class Rollout:
         self.first_cached_frame = 0
         self.num_meta, self.slots_per_frame = model.num_meta_tokens, h * w + 1
         self.ring = max_context_frames + 1 if exists(max_context_frames) else None
-        self.cache = KVCache(self.num_meta + (self.ring or 2 * (t + 1)) * self.slots_per_frame)
+        capacity = self.num_meta + (self.ring or 2 * (t + 1)) * self.slots_per_frame
+        self.cache = KVCache(capacity, growable=self.ring is None)
         self.core = getattr(model.transformer, "fn", model.transformer)  # the transformer without meta tokens
         codebook = torch.arange(model.vq.codebook_size, device=model.device)
         self.code_tokens = model.latent_to_model(model.codes_to_latents(codebook))  # (l d) model input per code
@@ -86,7 +106,12 @@ class Rollout:
             latents = torch.cat((latents, latents))
         tokens = model.frame_tokens(latents, self._action_tokens(prompt_actions, t))
         self.pending = (tokens, model.frame_positions(t, h * w))
-        self.decode = compile_step(self._decode) if compile else self._decode
+        if compile and not exists(max_context_frames):
+            raise ValueError(
+                "compile=True needs a bounded context: set max_context_frames (the cache has fixed shapes)"
+            )
+        self.decode = compiled_decode_step(model) if compile else decode_step
+        self.meta_keys: list[Tensor] | None = None  # the meta tokens' keys as first cached
 
     def _action_tokens(self, actions: Tensor | None, t: int) -> Tensor:
         """Action tokens (B t d), the null-action rows appended when guiding."""
@@ -103,25 +128,15 @@ class Rollout:
             frame = frame % self.ring
         return self.num_meta + frame * self.slots_per_frame + slot
 
-    def _decode(self, tokens: Tensor, pos: Tensor) -> Tensor:
-        """Feed placed tokens (B n d) to the cached transformer; logits (b l) for the next code."""
-        logits = self.model.code_logits(self.core(tokens, pos=pos, cache=self.cache)[:, -1])
-        if self.guided:
-            logits = guide(*logits.chunk(2), self.sampling.cond_scale, self.sampling.parallel_keep_frac)
-        return logits
-
     def _forward(self, tokens: Tensor, pos: Tensor) -> Tensor:
         """Place, decode and commit tokens; the first call also feeds the meta tokens."""
         slots = self._slots(pos)
         if self.cache.length == 0:  # prefill: meta tokens and the prompt, once, outside compile
             self.cache.place(torch.cat((torch.arange(self.num_meta, device=slots.device), slots)))
-            features = self.model.transformer(tokens, pos=pos, cache=self.cache)[:, -1]
-            logits = self.model.code_logits(features)
-            if self.guided:
-                logits = guide(*logits.chunk(2), self.sampling.cond_scale, self.sampling.parallel_keep_frac)
+            logits = decode_step(self, tokens, pos, self.model.transformer)
         else:
             self.cache.place(slots)
-            logits = self.decode(tokens, pos)
+            logits = self.decode(self, tokens, pos)
         self.cache.commit()
         return logits
 
@@ -172,9 +187,12 @@ class Rollout:
             oldest = torch.tensor([[self.first_cached_frame, 0]], device=device)
             self.cache.forget(self._slots(oldest) + torch.arange(self.slots_per_frame, device=device))
             self.first_cached_frame += 1
-            if self.num_meta > 0:
-                one_frame = torch.tensor([[1.0, 0.0]], device=device)
-                self.cache.rotate(torch.arange(self.num_meta, device=device), self.core.rotary(one_frame))
+            if self.num_meta > 0:  # rotated from their first keys, so no error piles up
+                meta = torch.arange(self.num_meta, device=device)
+                if self.meta_keys is None:
+                    self.meta_keys = [keys[..., meta, :].clone() for keys in self.cache.keys]
+                shift = torch.tensor([[float(self.first_cached_frame), 0.0]], device=device)
+                self.cache.set_keys(meta, self.meta_keys, self.core.rotary(shift))
 
 
 def _pad_keys(actions: list[Tensor]) -> Tensor:

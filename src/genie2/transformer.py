@@ -53,10 +53,10 @@ class KVCache:
     the slots of forgotten frames like a ring, and every decode step has the same shapes (which
     is what lets the step be compiled)."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, growable: bool = False):
         if not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"cache capacity must be a positive int, got {capacity!r}")
-        self.capacity = capacity
+        self.capacity, self.growable = capacity, growable
         self.keys: list[Tensor] = []
         self.values: list[Tensor] = []
         self.filled: Tensor | None = None  # (m) bool
@@ -70,7 +70,7 @@ class KVCache:
         n = slots.shape[0]
         if self.filled is None:
             self.filled = torch.zeros(self.capacity, dtype=torch.bool, device=slots.device)
-        if int(slots.max()) >= self.capacity:
+        if self.growable and int(slots.max()) >= self.capacity:
             self.grow(2 * int(slots.max()) + 1)
         mask = self.filled.expand(n, -1).clone()
         mask[:, slots] = torch.ones(n, n, dtype=torch.bool, device=slots.device).tril()
@@ -108,10 +108,10 @@ class KVCache:
             self.filled = F.pad(self.filled, (0, extra))
         self.capacity = capacity
 
-    def rotate(self, slots: Tensor, rotation: tuple[Tensor, Tensor]) -> None:
-        """Rotate the cached keys at `slots` by a rotary (cos, sin) of one position."""
-        for keys in self.keys:
-            keys[..., slots, :] = apply_rotary(rotation, keys[..., slots, :])
+    def set_keys(self, slots: Tensor, keys: list[Tensor], rotation: tuple[Tensor, Tensor]) -> None:
+        """Store `keys` (one b h n d per layer) at `slots`, rotated by a rotary (cos, sin)."""
+        for layer, new in enumerate(keys):
+            self.keys[layer][..., slots, :] = apply_rotary(rotation, new)
 
     def nbytes(self) -> int:
         """Bytes held by the cache buffers."""

@@ -10,29 +10,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from torch.utils.data import Dataset
 
-from genie2.data.episode import CorruptEpisodeError, DatasetInfo, episode_indices, episode_path
+from genie2.data.episode import CorruptEpisodeError, DatasetInfo, episode_indices, episode_length, episode_path
 
 SPLITS = ("train", "val", "all")
 
 
 def split_episodes(indices: list[int], split: str, val_fraction: float = 0.1, seed: int = 0) -> list[int]:
-    """The episodes of a split: a seeded shuffle, the last val_fraction (at least one episode
-    when there are two or more) held out for validation. No episode is in both."""
+    """The episodes of a split. Each episode's side is fixed by a seeded hash of its index, so
+    no episode is in both and growing a dataset never moves an episode across; at least one
+    episode is held out when there are two or more."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     if split == "all":
         return sorted(indices)
-    order = np.random.default_rng(seed).permutation(sorted(indices)).tolist()
-    num_val = int(round(val_fraction * len(order)))
-    if val_fraction > 0 and len(order) >= 2:
-        num_val = max(num_val, 1)
-    val, train = order[len(order) - num_val :], order[: len(order) - num_val]
-    return sorted(val if split == "val" else train)
+    draws = {i: np.random.default_rng([seed, i]).random() for i in indices}
+    val = {i for i, u in draws.items() if u < val_fraction}
+    if not val and val_fraction > 0 and len(indices) >= 2:
+        val = {min(draws, key=draws.get)}
+    return sorted(i for i in indices if (i in val) == (split == "val"))
 
 
 class ClipDataset(Dataset):
@@ -55,13 +55,15 @@ class ClipDataset(Dataset):
     ):
         if not isinstance(clip_frames, int) or clip_frames < 1:
             raise ValueError(f"clip_frames must be a positive int, got {clip_frames!r}")
+        if stride is not None and (not isinstance(stride, int) or stride < 1):
+            raise ValueError(f"stride must be a positive int or None, got {stride!r}")
         self.root, self.clip_frames = Path(root), clip_frames
         self.stride = stride or max(1, clip_frames // 2)
         self.info = DatasetInfo.load(root)
         self.episodes, lengths = [], []
         for index in split_episodes(episode_indices(root), split, val_fraction, seed):
             try:
-                lengths.append(self._length(index))
+                lengths.append(episode_length(episode_path(root, index)))
                 self.episodes.append(index)
             except CorruptEpisodeError as error:
                 if not skip_corrupt:
@@ -76,18 +78,6 @@ class ClipDataset(Dataset):
         if not self.clips:
             raise ValueError(f"split {split!r} of {root} has no episodes; collect more or lower val_fraction")
         self._files: dict[int, object] = {}
-
-    def _length(self, index: int) -> int:
-        """Frames in an episode, from its header (checking the file is whole)."""
-        path = episode_path(self.root, index)
-        try:
-            f = safe_open(str(path), "np")
-            lengths = {f.get_slice(k).get_shape()[0] for k in ("frames", "actions", "rewards")}
-        except (SafetensorError, OSError, KeyError) as error:
-            raise CorruptEpisodeError(f"episode file {path} is missing or damaged ({error})") from error
-        if len(lengths) != 1:
-            raise CorruptEpisodeError(f"episode file {path} has arrays of different lengths")
-        return lengths.pop()
 
     def _file(self, index: int):
         """An open (memory-mapped) episode file, kept per worker process."""
@@ -104,6 +94,8 @@ class ClipDataset(Dataset):
         stop = min(start + self.clip_frames, self.lengths[position])
         frames = f.get_slice("frames")[start:stop]
         actions = f.get_slice("actions")[start:stop]
+        if actions.shape[1] < self.info.max_keys:  # episodes may record fewer keys than the dataset
+            actions = np.pad(actions, ((0, 0), (0, self.info.max_keys - actions.shape[1])), constant_values=-1)
         length, pad = stop - start, self.clip_frames - (stop - start)
         if pad:
             frames = np.concatenate((frames, np.zeros((pad, *frames.shape[1:]), np.uint8)))

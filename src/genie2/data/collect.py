@@ -8,7 +8,10 @@ was interrupted and run again with the same arguments ends with the same episode
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -19,7 +22,14 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from genie2.data.envs import DEFAULT_ENV, GameEnv
-from genie2.data.episode import DatasetInfo, Episode, episode_indices, episode_path
+from genie2.data.episode import (
+    CorruptEpisodeError,
+    DatasetInfo,
+    Episode,
+    episode_indices,
+    episode_length,
+    episode_path,
+)
 
 POLICIES = ("random", "sticky")
 STICKY_REPEAT = 0.8  # chance to repeat the last action: long runs of one action show its effect
@@ -42,9 +52,11 @@ def sticky_policy(num_actions: int, rng: np.random.Generator) -> Callable[[np.nd
     return act
 
 
-def make_policy(name: str, num_actions: int, rng: np.random.Generator) -> Callable[[np.ndarray], int]:
-    """A policy by name ('random', 'sticky') or 'module:function', where function(num_actions,
-    rng) returns a callable from a frame (h w 3 uint8) to an action id."""
+def make_policy(name, num_actions: int, rng: np.random.Generator) -> Callable[[np.ndarray], int]:
+    """A policy by name ('random', 'sticky'), 'module:function', or a factory itself, where
+    factory(num_actions, rng) returns a callable from a frame (h w 3 uint8) to an action id."""
+    if callable(name):
+        return name(num_actions, rng)
     if name == "random":
         return random_policy(num_actions, rng)
     if name == "sticky":
@@ -52,6 +64,8 @@ def make_policy(name: str, num_actions: int, rng: np.random.Generator) -> Callab
     if ":" not in name:
         raise ValueError(f"unknown policy {name!r}: use one of {POLICIES} or 'module:function'")
     module, _, attr = name.partition(":")
+    if os.getcwd() not in sys.path:  # a policy file in the current folder, as `python -m` would find it
+        sys.path.append(os.getcwd())
     try:
         factory = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as error:
@@ -87,23 +101,48 @@ def play_episode(env: GameEnv, policy, seed: int, max_steps: int, frame_size: in
     return Episode(np.stack(frames), np.array(actions), np.array(rewards), np.array(terminated), np.array(truncated))
 
 
-def collect_episodes(out: str, env_name: str, indices: list[int], seed: int, max_steps: int, frame_size: int, policy):
-    """Collect and save the given episodes; yields each one's (index, frames). Runs in workers."""
-    env = GameEnv(env_name)
-    try:
-        for index in indices:
-            rng = np.random.default_rng([seed, index])
-            episode = play_episode(env, make_policy(policy, env.num_actions, rng), seed + index, max_steps, frame_size)
-            episode.save(episode_path(out, index))
-            yield index, len(episode)
-    finally:
-        env.close()
+def collect_episodes(out: str, env: GameEnv, indices: list[int], seed: int, max_steps: int, frame_size: int, policy):
+    """Collect and save the given episodes; yields each one's (index, frames)."""
+    for index in indices:
+        rng = np.random.default_rng([seed, index])
+        episode = play_episode(env, make_policy(policy, env.num_actions, rng), seed + index, max_steps, frame_size)
+        episode.save(episode_path(out, index))
+        yield index, len(episode)
 
 
-def _collect_one(*args) -> int:
+_WORKER_ENV: GameEnv | None = None
+
+
+def _start_worker(env_name: str) -> None:
+    """Each worker process makes its env once."""
+    global _WORKER_ENV
+    _WORKER_ENV = GameEnv(env_name)
+
+
+def _collect_one(out: str, index: int, *args) -> int:
     """Collect one episode in a worker process; returns its frame count."""
-    ((_, length),) = collect_episodes(*args)
+    ((_, length),) = collect_episodes(out, _WORKER_ENV, [index], *args)
     return length
+
+
+def _policy_name(policy) -> str:
+    """How a policy is recorded in dataset.json."""
+    if callable(policy):
+        return f"{getattr(policy, '__module__', '?')}:{getattr(policy, '__qualname__', repr(policy))}"
+    return policy
+
+
+def whole_episodes(out: Path) -> set[int]:
+    """Episodes already on disk and readable; damaged files are removed (to be collected again)."""
+    whole = set()
+    for index in episode_indices(out):
+        try:
+            episode_length(episode_path(out, index))
+            whole.add(index)
+        except CorruptEpisodeError as error:
+            warnings.warn(f"{error}; collecting it again", stacklevel=3)
+            episode_path(out, index).unlink(missing_ok=True)
+    return whole
 
 
 def collect(
@@ -112,7 +151,7 @@ def collect(
     episodes: int = 100,
     steps: int = 500,
     seed: int = 0,
-    policy: str = "sticky",
+    policy: str | Callable = "sticky",
     frame_size: int | None = None,
     workers: int = 1,
     progress: bool = True,
@@ -121,20 +160,21 @@ def collect(
     for name, value in dict(episodes=episodes, steps=steps, workers=workers).items():
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if policy not in POLICIES and ":" not in policy:
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0 (episode i uses env seed seed + i), got {seed!r}")
+    if not callable(policy) and policy not in POLICIES and ":" not in str(policy):
         raise ValueError(f"unknown policy {policy!r}: use one of {POLICIES} or 'module:function'")
     game = GameEnv(env)
-    frame_size = frame_size or game.preset.frame_size
+    frame_size = game.preset.frame_size if frame_size is None else frame_size
     if not isinstance(frame_size, int) or not 8 <= frame_size <= 1024:
         raise ValueError(f"frame_size must be an int in [8, 1024], got {frame_size!r}")
-    source = dict(kind="collect", env=env, steps=steps, seed=seed, policy=policy)
+    source = dict(kind="collect", env=env, steps=steps, seed=seed, policy=_policy_name(policy))
     info = DatasetInfo(env, game.preset.env_id, frame_size, game.num_actions, list(game.action_names), 1, source)
-    game.close()
     out = Path(out)
     _check_same_dataset(out, info)
-    done = set(episode_indices(out))
+    done = whole_episodes(out)
     todo = [i for i in range(episodes) if i not in done]
-    args = (str(out), env, seed, steps, frame_size, policy)
+    args = (seed, steps, frame_size, policy)
     bar = tqdm(total=episodes, initial=episodes - len(todo), unit="episode", disable=not progress, desc="collect")
     frames, start = 0, time.perf_counter()
     with bar:
@@ -146,13 +186,22 @@ def collect(
             bar.set_postfix(frames_per_s=f"{frames / max(time.perf_counter() - start, 1e-6):.0f}")
 
         if workers == 1 or len(todo) <= 1:
-            for _, length in collect_episodes(args[0], args[1], todo, *args[2:]):
-                finished(length)
+            try:
+                for _, length in collect_episodes(str(out), game, todo, *args):
+                    finished(length)
+            finally:
+                game.close()
         else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(_collect_one, args[0], args[1], [i], *args[2:]) for i in todo]
-                for future in as_completed(futures):
-                    finished(future.result())
+            game.close()
+            context = get_context("spawn")  # workers need no state from this process
+            with ProcessPoolExecutor(workers, context, _start_worker, (env,)) as pool:
+                futures = [pool.submit(_collect_one, str(out), i, *args) for i in todo]
+                try:
+                    for future in as_completed(futures):
+                        finished(future.result())
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
     return finalize(out, info)
 
 
@@ -174,12 +223,9 @@ def _check_same_dataset(out: Path, info: DatasetInfo) -> None:
 
 def finalize(out: Path, info: DatasetInfo) -> DatasetInfo:
     """Count what is on disk and rewrite dataset.json."""
-    from safetensors import safe_open
-
     info.num_episodes, info.num_frames = 0, 0
     for index in episode_indices(out):
-        with safe_open(str(episode_path(out, index)), "np") as f:
-            info.num_frames += f.get_slice("frames").get_shape()[0]
+        info.num_frames += episode_length(episode_path(out, index))
         info.num_episodes += 1
     info.save(out)
     return info

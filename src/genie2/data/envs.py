@@ -47,16 +47,22 @@ def resolve(name: str) -> Preset:
         return PRESETS[name]
     import gymnasium as gym
 
+    module, _, env_id = name.rpartition(":")  # "package:EnvId", as gymnasium.make accepts
     if name.startswith("MiniGrid"):
-        import minigrid  # noqa: F401  (registers the MiniGrid ids)
-
-        return Preset(name, 64, MINIGRID_ACTIONS, dict(tile_size=8), None, "minigrid")
-    if name not in gym.registry:
+        module = "minigrid"
+    if module:
+        try:
+            importlib.import_module(module)  # registers its env ids
+        except ImportError as error:
+            raise ValueError(f"env {name!r}: could not import {module!r} ({error})") from error
+    if env_id not in gym.registry:
         raise ValueError(
             f"unknown env {name!r}: use a preset ({', '.join(PRESETS)}) or a registered Gymnasium env id "
-            "(import the package that registers it first)"
+            "('package:EnvId' imports the package that registers it first)"
         )
-    return Preset(name)
+    if env_id.startswith("MiniGrid"):
+        return Preset(env_id, 64, MINIGRID_ACTIONS, dict(tile_size=8), None, "minigrid")
+    return Preset(env_id)
 
 
 def _import(preset: Preset):

@@ -130,8 +130,23 @@ def episode_path(root: str | Path, index: int) -> Path:
 
 
 def episode_indices(root: str | Path) -> list[int]:
-    """Indices of the episode files present (whole ones: partial writes never get the name)."""
+    """Indices of the episode files present (partial writes never get the name)."""
     folder = Path(root) / EPISODE_DIR
     if not folder.is_dir():
         return []
-    return sorted(int(p.stem.split("-")[1]) for p in folder.glob("episode-*.safetensors"))
+    stems = (p.stem.split("-", 1)[1] for p in folder.glob("episode-*.safetensors"))
+    return sorted(int(stem) for stem in stems if stem.isdigit())
+
+
+def episode_length(path: str | Path) -> int:
+    """Frames in an episode file, from its header; CorruptEpisodeError (naming it) if damaged."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "np") as f:
+            lengths = {f.get_slice(k).get_shape()[0] for k in ("frames", "actions", "rewards")}
+    except (SafetensorError, OSError, KeyError) as error:
+        raise CorruptEpisodeError(f"episode file {path} is missing or damaged ({error})") from error
+    if len(lengths) != 1:
+        raise CorruptEpisodeError(f"episode file {path} has arrays of different lengths")
+    return lengths.pop()

@@ -80,20 +80,25 @@ def import_video(
             f"{actions_csv} has {len(actions)} action rows but {video} has {len(frames)} frames; "
             "the CSV needs one row per frame"
         )
+    out = Path(out)
+    old = DatasetInfo.load(out) if (out / "dataset.json").exists() else None
     largest = int(actions.max())
+    if old is not None:  # appending: the dataset's action space unless told otherwise
+        num_actions = num_actions or old.num_actions
+        action_names = action_names or old.action_names
     num_actions = num_actions or (len(action_names) if action_names else largest + 1)
     if largest >= num_actions:
         raise ValueError(f"{actions_csv} uses action {largest} but num_actions is {num_actions}")
     names = list(action_names or [str(i) for i in range(num_actions)])
     if len(names) != num_actions:
         raise ValueError(f"{len(names)} action names for {num_actions} actions")
-    out = Path(out)
-    if (out / "dataset.json").exists():
-        info = DatasetInfo.load(out)
-        if (info.source.get("kind"), info.frame_size, info.num_actions) != ("import-video", frame_size, num_actions):
+    if old is not None:
+        info = old
+        mine = ("import-video", frame_size, num_actions, names)
+        if (info.source.get("kind"), info.frame_size, info.num_actions, list(info.action_names)) != mine:
             raise ValueError(
                 f"{out} holds a different dataset ({info.env}, frame size {info.frame_size}, "
-                f"{info.num_actions} actions); import into a new folder"
+                f"{info.num_actions} actions {info.action_names}); import into a new folder"
             )
     elif out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not a genie2 dataset; choose an empty or new folder")

@@ -1,0 +1,294 @@
+"""The frame tokenizer: a convolutional VQ autoencoder that turns frames into codes and back.
+
+    frames (b t H W 3, uint8 or float in [0, 1])  --encode-->  codes (b t h w, ints)
+    codes  --decode-->  frames (b t H W 3, float in [0, 1])
+
+with h = H / f and w = W / f for the downsampling factor f = 2 ** (len(channels) - 1).
+Quantization is vector-quantize-pytorch's VQ (rotation trick, EMA codebook, dead-code
+replacement) or FSQ. With `temporal=True`, causal temporal convolutions around the
+quantizer let codes see earlier frames (the reference's add_temporal_convs idea).
+
+Dimension legend: b batch, t time, c channels, H W frame size, h w latent size, d latent
+feature, n flattened tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from vector_quantize_pytorch import FSQ, VectorQuantize
+
+from genie2.model import CausalConv3d
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+QUANTIZERS = ("vq", "fsq")
+
+
+@dataclass
+class TokenizerConfig:
+    """Everything that defines a tokenizer; saved as config.json beside its weights."""
+
+    frame_size: int = 64
+    channels: tuple[int, ...] = (32, 64, 128, 128)  # per resolution level; each step halves H and W
+    res_blocks: int = 1  # residual blocks per level
+    dim_latent: int = 32
+    quantizer: str = "vq"  # "vq" or "fsq"
+    codebook_size: int = 256  # vq entries
+    fsq_levels: tuple[int, ...] = (8, 5, 5, 5)  # fsq: 1000 codes
+    commitment_weight: float = 0.25
+    ema_decay: float = 0.9
+    dead_code_threshold: float = 2.0  # vq entries used less than this (EMA count) are re-seeded
+    temporal: bool = False
+    temporal_kernel: int = 3
+
+    def __post_init__(self):
+        self.channels, self.fsq_levels = tuple(self.channels), tuple(self.fsq_levels)
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+        if not self.channels or any(not isinstance(c, int) or c < 1 for c in self.channels):
+            raise ValueError(f"channels must be positive ints, got {self.channels!r}")
+        if self.frame_size % self.downsample:
+            raise ValueError(f"frame_size {self.frame_size} must be divisible by the downsampling {self.downsample}")
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.channels) - 1)
+
+    @property
+    def latent_size(self) -> int:
+        return self.frame_size // self.downsample
+
+    @property
+    def num_codes(self) -> int:
+        return self.codebook_size if self.quantizer == "vq" else math.prod(self.fsq_levels)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm -> SiLU -> conv, twice, plus the input."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        groups = math.gcd(8, dim)
+        self.net = nn.Sequential(
+            nn.GroupNorm(groups, dim),
+            nn.SiLU(),
+            nn.Conv2d(dim, dim, 3, padding=1),
+            nn.GroupNorm(groups, dim),
+            nn.SiLU(),
+            nn.Conv2d(dim, dim, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.net(x)
+
+
+class Encoder(nn.Module):
+    """Frames (b 3 H W) in [-1, 1] to latents (b d h w)."""
+
+    def __init__(self, config: TokenizerConfig):
+        super().__init__()
+        chans = config.channels
+        layers: list[nn.Module] = [nn.Conv2d(3, chans[0], 3, padding=1)]
+        for level, dim in enumerate(chans):
+            layers += [ResBlock(dim) for _ in range(config.res_blocks)]
+            if level + 1 < len(chans):
+                layers.append(nn.Conv2d(dim, chans[level + 1], 4, stride=2, padding=1))
+        layers += [
+            nn.GroupNorm(math.gcd(8, chans[-1]), chans[-1]),
+            nn.SiLU(),
+            nn.Conv2d(chans[-1], config.dim_latent, 1),
+        ]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """Latents (b d h w) to frames (b 3 H W) in [-1, 1] (unclamped)."""
+
+    def __init__(self, config: TokenizerConfig):
+        super().__init__()
+        chans = config.channels[::-1]
+        layers: list[nn.Module] = [nn.Conv2d(config.dim_latent, chans[0], 3, padding=1)]
+        for level, dim in enumerate(chans):
+            layers += [ResBlock(dim) for _ in range(config.res_blocks)]
+            if level + 1 < len(chans):
+                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(dim, chans[level + 1], 3, padding=1)]
+        layers += [nn.GroupNorm(math.gcd(8, chans[-1]), chans[-1]), nn.SiLU(), nn.Conv2d(chans[-1], 3, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def to_unit_frames(frames: Tensor, frame_size: int) -> Tensor:
+    """Check frames (... H W 3, uint8 or float in [0, 1]) and return float (... H W 3) in [0, 1]."""
+    if not isinstance(frames, Tensor):
+        raise TypeError(f"frames must be a torch.Tensor, got {type(frames).__name__}")
+    if frames.ndim < 3 or frames.shape[-1] != 3 or frames.shape[-3:-1] != (frame_size, frame_size):
+        raise ValueError(
+            f"frames must be (..., {frame_size}, {frame_size}, 3) RGB, channels last, got {tuple(frames.shape)}"
+        )
+    if frames.dtype == torch.uint8:
+        return frames.float() / 255
+    if not frames.dtype.is_floating_point:
+        raise TypeError(f"frames must be uint8 or float in [0, 1], got {frames.dtype}")
+    return frames.float()
+
+
+class Tokenizer(nn.Module):
+    """A VQ autoencoder for frames: `encode(frames) -> codes`, `decode(codes) -> frames`."""
+
+    def __init__(self, config: TokenizerConfig | None = None, **overrides):
+        super().__init__()
+        config = config or TokenizerConfig(**overrides)
+        self.config = config
+        self.encoder, self.decoder = Encoder(config), Decoder(config)
+        self.pre_quant = self.post_quant = None
+        if config.temporal:
+            self.pre_quant = CausalConv3d(config.dim_latent, config.dim_latent, config.temporal_kernel)
+            self.post_quant = CausalConv3d(config.dim_latent, config.dim_latent, config.temporal_kernel)
+        if config.quantizer == "vq":
+            self.quantizer = VectorQuantize(
+                dim=config.dim_latent,
+                codebook_size=config.codebook_size,
+                decay=config.ema_decay,
+                commitment_weight=config.commitment_weight,
+                threshold_ema_dead_code=config.dead_code_threshold,
+                kmeans_init=True,
+                rotation_trick=True,  # arXiv 2410.06424
+            )
+        else:
+            self.quantizer = FSQ(list(config.fsq_levels), dim=config.dim_latent)
+
+    @property
+    def num_codes(self) -> int:
+        return self.config.num_codes
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        return self.config.latent_size, self.config.latent_size
+
+    def _temporal(self, conv: nn.Module | None, latents: Tensor) -> Tensor:
+        """A causal conv over time on latents (b t h w d), or nothing."""
+        if conv is None:
+            return latents
+        return rearrange(conv(rearrange(latents, "b t h w d -> b d t h w")), "b d t h w -> b t h w d")
+
+    def encode_latents(self, frames: Tensor) -> Tensor:
+        """Frames (b t H W 3) to continuous latents (b t h w d), before quantization."""
+        unit = to_unit_frames(frames, self.config.frame_size)
+        if unit.ndim != 5:
+            raise ValueError(f"frames must be (b, t, H, W, 3), got {tuple(frames.shape)}")
+        b = unit.shape[0]
+        x = rearrange(unit.to(self.device) * 2 - 1, "b t h w c -> (b t) c h w")
+        latents = rearrange(self.encoder(x), "(b t) d h w -> b t h w d", b=b)
+        return self._temporal(self.pre_quant, latents)
+
+    def quantize(self, latents: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Latents (b t h w d) to (quantized latents, codes b t h w, commitment loss)."""
+        b, t, h, w, _ = latents.shape
+        flat = rearrange(latents, "b t h w d -> b (t h w) d")
+        if self.config.quantizer == "vq":
+            quantized, codes, loss = self.quantizer(flat)
+        else:
+            quantized, codes = self.quantizer(flat)
+            loss = flat.new_zeros(())
+        unflat = lambda x: rearrange(x, "b (t h w) ... -> b t h w ...", t=t, h=h)  # noqa: E731
+        return unflat(quantized), unflat(codes), loss
+
+    def codes_to_latents(self, codes: Tensor) -> Tensor:
+        """Codebook latents (... d) of codes (...)."""
+        if self.config.quantizer == "vq":
+            return self.quantizer.get_output_from_indices(codes)
+        flat = self.quantizer.indices_to_codes(codes.reshape(1, -1))  # FSQ reads 3d+ indices as channel-first maps
+        return flat.reshape(*codes.shape, -1)
+
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        """Quantized latents (b t h w d) to frames (b t H W 3) in [0, 1] (unclamped)."""
+        b = latents.shape[0]
+        latents = self._temporal(self.post_quant, latents)
+        x = self.decoder(rearrange(latents, "b t h w d -> (b t) d h w"))
+        return rearrange(x, "(b t) c h w -> b t h w c", b=b) * 0.5 + 0.5
+
+    @torch.no_grad()
+    def encode(self, frames: Tensor) -> Tensor:
+        """Frames (b t H W 3 or t H W 3; uint8, or float in [0, 1]) to codes (b t h w / t h w)."""
+        single = isinstance(frames, Tensor) and frames.ndim == 4
+        _, codes, _ = self.quantize(self.encode_latents(frames[None] if single else frames))
+        return codes[0] if single else codes
+
+    @torch.no_grad()
+    def decode(self, codes: Tensor) -> Tensor:
+        """Codes (b t h w or t h w) to frames (b t H W 3 / t H W 3), float in [0, 1]."""
+        if not isinstance(codes, Tensor) or codes.dtype.is_floating_point or codes.ndim not in (3, 4):
+            raise TypeError("codes must be an integer tensor (b, t, h, w) or (t, h, w)")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.num_codes):
+            raise ValueError(f"codes must be in [0, {self.num_codes}), got [{int(codes.min())}, {int(codes.max())}]")
+        single = codes.ndim == 3
+        frames = self.decode_latents(self.codes_to_latents((codes[None] if single else codes).to(self.device)))
+        frames = frames.clamp(0, 1)
+        return frames[0] if single else frames
+
+    def forward(self, frames: Tensor) -> tuple[Tensor, dict]:
+        """Training loss on frames (b t H W 3) and its parts (recon L1 + MSE, commitment)."""
+        target = to_unit_frames(frames, self.config.frame_size).to(self.device)
+        quantized, codes, commit = self.quantize(self.encode_latents(frames))
+        recon = self.decode_latents(quantized)
+        l1, mse = F.l1_loss(recon, target), F.mse_loss(recon, target)
+        loss = l1 + mse + commit
+        return loss, dict(l1=l1.detach(), mse=mse.detach(), commit=commit.detach(), codes=codes, recon=recon.detach())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write path/config.json and path/model.safetensors (each atomically)."""
+        from genie2.data.episode import atomic_write
+
+        path = Path(path)
+        config = dict(asdict(self.config), kind="genie2-tokenizer")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
+        atomic_write(path / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(config, indent=2)))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> Tokenizer:
+        """Rebuild a tokenizer from its folder (config.json + model.safetensors)."""
+        path = Path(path)
+        if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+            raise FileNotFoundError(f"{path} is not a tokenizer checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
+        config = json.loads((path / CONFIG_FILE).read_text())
+        if config.pop("kind", None) != "genie2-tokenizer":
+            raise ValueError(f"{path / CONFIG_FILE} is not a genie2 tokenizer config")
+        known = {f.name for f in TokenizerConfig.__dataclass_fields__.values()}
+        tokenizer = cls(TokenizerConfig(**{k: v for k, v in config.items() if k in known}))
+        tokenizer.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
+        return tokenizer.to(device).eval()
+
+
+def psnr(recon: Tensor, target: Tensor) -> Tensor:
+    """Peak signal-to-noise ratio (dB) per item of frames in [0, 1] (b ...), capped at 100 dB."""
+    mse = ((recon.clamp(0, 1) - target) ** 2).flatten(1).mean(-1)
+    return (10 * torch.log10(1 / mse.clamp(min=1e-10))).clamp(max=100.0)
+
+
+def codebook_stats(codes: Tensor, num_codes: int) -> dict:
+    """Usage (fraction of entries used) and perplexity of a set of codes."""
+    counts = torch.bincount(codes.flatten().long(), minlength=num_codes).float()
+    probs = counts / counts.sum().clamp(min=1)
+    entropy = -(probs * probs.clamp(min=1e-12).log()).sum()
+    return dict(usage=float((counts > 0).float().mean()), perplexity=float(entropy.exp()))
+
+
+__all__ = ["Tokenizer", "TokenizerConfig", "codebook_stats", "psnr", "field"]
