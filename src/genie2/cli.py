@@ -35,6 +35,31 @@ def import_video(args) -> None:
     print(f"{args.out}: {info.num_episodes} episodes, {info.num_frames} frames")
 
 
+def train_tokenizer(args) -> None:
+    """genie2 train-tokenizer: train the frame tokenizer on a dataset's frames."""
+    from genie2.tokenizer import TokenizerConfig
+    from genie2.train_tokenizer import TokenizerTraining
+    from genie2.train_tokenizer import train_tokenizer as run
+
+    config = TokenizerTraining.preset(args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+    model = {k: v for k, v in dict(codebook_size=args.codebook_size, quantizer=args.quantizer).items() if v is not None}
+    if model:
+        config.model = TokenizerConfig(**{**config.model.__dict__, **model})
+    result = run(args.data, args.out, config, resume=args.resume, skip_corrupt=args.skip_corrupt, device=args.device)
+    print(
+        f"{args.out}: validation PSNR {result['psnr']:.2f} dB, codebook usage {result['usage']:.0%}, "
+        f"perplexity {result['perplexity']:.1f}, encode+decode {result['frames_per_s']:.0f} frames/s"
+    )
+
+
+def tokenize(args) -> None:
+    """genie2 tokenize: pre-encode a dataset's frames to codes with a trained tokenizer."""
+    from genie2.data.codes import encode_dataset
+
+    out = encode_dataset(args.data, args.tokenizer, args.out, args.batch_size, args.skip_corrupt, device=args.device)
+    print(f"codes written to {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     parser = argparse.ArgumentParser(prog="genie2", description=__doc__)
@@ -71,6 +96,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-actions", type=int, default=None, help="size of the action space (default: largest id + 1)")
     p.add_argument("--action-names", default=None, help="comma-separated names of the actions, in id order")
     p.set_defaults(fn=import_video)
+
+    p = verbs.add_parser("train-tokenizer", help="train the frame tokenizer (VQ autoencoder) on a dataset")
+    p.description = train_tokenizer.__doc__
+    p.add_argument("--data", required=True, help="dataset folder (from genie2 collect or import-video)")
+    p.add_argument("--out", required=True, help="run folder; it becomes the tokenizer checkpoint")
+    p.add_argument("--preset", default="cpu", help="tiny, cpu (default: ~12 min on 2 CPU cores) or gpu")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
+    p.add_argument("--batch-size", type=int, default=None, help="frames per step (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+    p.add_argument("--codebook-size", type=int, default=None, help="VQ codebook entries (default: the preset's)")
+    p.add_argument("--quantizer", choices=["vq", "fsq"], default=None, help="vq (default) or fsq")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--skip-corrupt", action="store_true", help="skip damaged episode files with a warning")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.set_defaults(fn=train_tokenizer)
+
+    p = verbs.add_parser("tokenize", help="pre-encode a dataset to codes with a trained tokenizer")
+    p.description = tokenize.__doc__
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--tokenizer", required=True, help="tokenizer checkpoint folder (from train-tokenizer)")
+    p.add_argument("--out", default=None, help="codes folder (default: DATA/codes/<tokenizer hash>)")
+    p.add_argument("--batch-size", type=int, default=64, help="frames encoded at once (default 64)")
+    p.add_argument("--skip-corrupt", action="store_true", help="skip damaged episode files with a warning")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.set_defaults(fn=tokenize)
     return parser
 
 
@@ -79,7 +129,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
+    except KeyboardInterrupt:
+        print(f"genie2 {args.verb}: interrupted; run the same command again to continue", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, TypeError, OSError, ImportError, FloatingPointError) as error:
         print(f"genie2 {args.verb}: error: {error}", file=sys.stderr)
         sys.exit(2)
 

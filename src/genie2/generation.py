@@ -99,7 +99,7 @@ class Rollout:
         capacity = self.num_meta + (self.ring or 2 * (t + 1)) * self.slots_per_frame
         self.cache = KVCache(capacity, growable=self.ring is None)
         self.core = getattr(model.transformer, "fn", model.transformer)  # the transformer without meta tokens
-        codebook = torch.arange(model.vq.codebook_size, device=model.device)
+        codebook = torch.arange(model.num_codes, device=model.device)
         self.code_tokens = model.latent_to_model(model.codes_to_latents(codebook))  # (l d) model input per code
         latents = model.codes_to_latents(prompt_codes)
         if guided:

@@ -116,6 +116,7 @@ class Genie2(nn.Module):
         temporal_conv_kernel_size: int = 5,
         temporal_autoencoder_recon_loss_weight: float = 0.2,
         is_video_enc_dec: bool = False,
+        tokenizer: nn.Module | None = None,
     ):
         super().__init__()
         transformer_kwargs = dict(default(transformer_kwargs, REFERENCE_TRANSFORMER_KWARGS))
@@ -140,8 +141,10 @@ class Genie2(nn.Module):
         if add_temporal_convs:
             self.pre_vq_transform = CausalConv3d(dim_latent, dim_latent, temporal_conv_kernel_size)
             self.post_vq_transform = CausalConv3d(dim_latent, dim_latent, temporal_conv_kernel_size)
+        # a trained frame tokenizer (genie2.Tokenizer) replaces encoder, quantizer and decoder; it stays frozen
+        self.tokenizer = tokenizer.requires_grad_(False).eval() if exists(tokenizer) else None
         vq_kwargs.setdefault("rotation_trick", True)  # arXiv 2410.06424
-        self.vq = VectorQuantize(dim=dim_latent, codebook_size=vq_codebook_size, **vq_kwargs)
+        self.vq = None if exists(tokenizer) else VectorQuantize(dim_latent, vq_codebook_size, **vq_kwargs)
         self.vq_commit_loss_weight = vq_commit_loss_weight
         self.vq_recon_loss_weight = temporal_autoencoder_recon_loss_weight
 
@@ -186,8 +189,36 @@ class Genie2(nn.Module):
             raise ValueError(f"vq_kwargs may not set {reserved}: Genie2 sets them (dim_latent, vq_codebook_size)")
         if args["vq_kwargs"].get("heads", 1) != 1:
             raise ValueError("vq_kwargs heads > 1 is not supported: the world model predicts one code per token")
+        tokenizer = args["tokenizer"]
+        if exists(tokenizer):
+            if exists(args["encoder"]) or exists(args["decoder"]) or args["add_temporal_convs"]:
+                raise ValueError("a tokenizer brings its own encoder, decoder and quantizer; do not pass them too")
+            if tokenizer.config.dim_latent != args["dim_latent"] or tokenizer.num_codes != args["vq_codebook_size"]:
+                raise ValueError(
+                    f"the tokenizer has dim_latent {tokenizer.config.dim_latent} and {tokenizer.num_codes} codes; "
+                    "pass the same dim_latent and vq_codebook_size, or use Genie2.from_tokenizer"
+                )
         if args["add_temporal_convs"] and args["is_video_enc_dec"]:
             raise ValueError("add_temporal_convs is for image encoders; a video encoder/decoder already sees time")
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: nn.Module, dim: int, **kwargs) -> Genie2:
+        """A world model over a trained tokenizer's codes: frames in, frames out."""
+        return cls(
+            dim, tokenizer.config.dim_latent, vq_codebook_size=tokenizer.num_codes, tokenizer=tokenizer, **kwargs
+        )
+
+    @property
+    def num_codes(self) -> int:
+        """Entries in the codebook the transformer predicts over."""
+        return self.tokenizer.num_codes if exists(self.tokenizer) else self.vq.codebook_size
+
+    def train(self, mode: bool = True) -> Genie2:
+        """Switch train/eval mode; a tokenizer stays in eval mode (its codebook is fixed)."""
+        super().train(mode)
+        if exists(self.tokenizer):
+            self.tokenizer.eval()
+        return self
 
     @property
     def device(self) -> torch.device:
@@ -228,7 +259,13 @@ class Genie2(nn.Module):
 
     def encode_state(self, state: Tensor, mask: Tensor | None = None, return_recon_loss: bool = False):
         """Quantize a video (b c t h w): (latents b t h w d, codes b t h w, commit loss)[, recon loss].
-        `mask` (b t) marks real frames; padded ones do not touch the losses."""
+        `mask` (b t) marks real frames; padded ones do not touch the losses. With a tokenizer,
+        `state` holds RGB frames in [0, 1] (b 3 t H W) and the losses are zero (it is frozen)."""
+        if exists(self.tokenizer):
+            with torch.no_grad():
+                latents = self.tokenizer.encode_latents(rearrange(state, "b c t h w -> b t h w c"))
+                quantized, codes, _ = self.tokenizer.quantize(latents)
+            return (quantized, codes, self.zero, self.zero) if return_recon_loss else (quantized, codes, self.zero)
         latents = self._to_latents(state)
         b, t, h, w, _ = latents.shape
         orig_latents = latents
@@ -250,10 +287,15 @@ class Genie2(nn.Module):
 
     def codes_to_latents(self, codes: Tensor) -> Tensor:
         """Codebook latents (... d) for codes (...)."""
+        if exists(self.tokenizer):
+            return self.tokenizer.codes_to_latents(codes)
         return self.vq.get_output_from_indices(codes)
 
     def decode_codes(self, codes: Tensor) -> Tensor:
-        """Decode codes (b t h w) to a video through the temporal transform and the decoder."""
+        """Decode codes (b t h w) to a video through the temporal transform and the decoder
+        (with a tokenizer: RGB frames in [0, 1], b 3 t H W)."""
+        if exists(self.tokenizer):
+            return rearrange(self.tokenizer.decode(codes), "b t h w c -> b c t h w")
         latents = self._temporal(self.post_vq_transform, self.codes_to_latents(codes))
         b = latents.shape[0]
         if self.is_video_enc_dec:
@@ -283,7 +325,7 @@ class Genie2(nn.Module):
             raise ValueError(f"state_codes must be (b, t, h, w) or (b, n), got {tuple(state_codes.shape)}")
         if exists(time_seq_len) and time_seq_len != state_codes.shape[1]:
             raise ValueError(f"time_seq_len {time_seq_len} != the {state_codes.shape[1]} frames of state_codes")
-        size = self.vq.codebook_size
+        size = self.num_codes
         if state_codes.numel() and (state_codes.min() < 0 or state_codes.max() >= size):
             raise ValueError(
                 f"state_codes must be in [0, {size}), got [{int(state_codes.min())}, {int(state_codes.max())}]"

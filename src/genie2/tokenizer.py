@@ -3,7 +3,7 @@
     frames (b t H W 3, uint8 or float in [0, 1])  --encode-->  codes (b t h w, ints)
     codes  --decode-->  frames (b t H W 3, float in [0, 1])
 
-with h = H / f and w = W / f for the downsampling factor f = 2 ** (len(channels) - 1).
+with h = H / f and w = W / f for the downsampling factor f = 2 ** len(channels).
 Quantization is vector-quantize-pytorch's VQ (rotation trick, EMA codebook, dead-code
 replacement) or FSQ. With `temporal=True`, causal temporal convolutions around the
 quantizer let codes see earlier frames (the reference's add_temporal_convs idea).
@@ -37,8 +37,8 @@ class TokenizerConfig:
     """Everything that defines a tokenizer; saved as config.json beside its weights."""
 
     frame_size: int = 64
-    channels: tuple[int, ...] = (32, 64, 128, 128)  # per resolution level; each step halves H and W
-    res_blocks: int = 1  # residual blocks per level
+    channels: tuple[int, ...] = (32, 64, 128)  # one strided conv each: downsampling 2 ** len(channels)
+    res_blocks: int = 2  # residual blocks at the latent resolution
     dim_latent: int = 32
     quantizer: str = "vq"  # "vq" or "fsq"
     codebook_size: int = 256  # vq entries
@@ -60,7 +60,7 @@ class TokenizerConfig:
 
     @property
     def downsample(self) -> int:
-        return 2 ** (len(self.channels) - 1)
+        return 2 ** len(self.channels)
 
     @property
     def latent_size(self) -> int:
@@ -72,40 +72,29 @@ class TokenizerConfig:
 
 
 class ResBlock(nn.Module):
-    """GroupNorm -> SiLU -> conv, twice, plus the input."""
+    """ReLU -> 3x3 conv -> ReLU -> 1x1 conv, plus the input (as in VQ-VAE, arXiv 1711.00937)."""
 
     def __init__(self, dim: int):
         super().__init__()
-        groups = math.gcd(8, dim)
-        self.net = nn.Sequential(
-            nn.GroupNorm(groups, dim),
-            nn.SiLU(),
-            nn.Conv2d(dim, dim, 3, padding=1),
-            nn.GroupNorm(groups, dim),
-            nn.SiLU(),
-            nn.Conv2d(dim, dim, 3, padding=1),
-        )
+        self.net = nn.Sequential(nn.ReLU(), nn.Conv2d(dim, dim, 3, padding=1), nn.ReLU(), nn.Conv2d(dim, dim, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.net(x)
 
 
 class Encoder(nn.Module):
-    """Frames (b 3 H W) in [-1, 1] to latents (b d h w)."""
+    """Frames (b 3 H W) in [-1, 1] to latents (b d h w): strided convs, then residual blocks
+    at the latent resolution, where most of the compute is cheap."""
 
     def __init__(self, config: TokenizerConfig):
         super().__init__()
-        chans = config.channels
-        layers: list[nn.Module] = [nn.Conv2d(3, chans[0], 3, padding=1)]
-        for level, dim in enumerate(chans):
-            layers += [ResBlock(dim) for _ in range(config.res_blocks)]
-            if level + 1 < len(chans):
-                layers.append(nn.Conv2d(dim, chans[level + 1], 4, stride=2, padding=1))
-        layers += [
-            nn.GroupNorm(math.gcd(8, chans[-1]), chans[-1]),
-            nn.SiLU(),
-            nn.Conv2d(chans[-1], config.dim_latent, 1),
-        ]
+        chans = (3, *config.channels)
+        layers: list[nn.Module] = []
+        for dim_in, dim_out in zip(chans[:-1], chans[1:], strict=True):
+            layers += [nn.Conv2d(dim_in, dim_out, 4, stride=2, padding=1), nn.ReLU()]
+        layers.append(nn.Conv2d(chans[-1], chans[-1], 3, padding=1))
+        layers += [ResBlock(chans[-1]) for _ in range(config.res_blocks)]
+        layers += [nn.ReLU(), nn.Conv2d(chans[-1], config.dim_latent, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -113,17 +102,15 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Latents (b d h w) to frames (b 3 H W) in [-1, 1] (unclamped)."""
+    """Latents (b d h w) to frames (b 3 H W) in [-1, 1] (unclamped); the encoder mirrored."""
 
     def __init__(self, config: TokenizerConfig):
         super().__init__()
-        chans = config.channels[::-1]
+        chans = (*config.channels[::-1], 3)
         layers: list[nn.Module] = [nn.Conv2d(config.dim_latent, chans[0], 3, padding=1)]
-        for level, dim in enumerate(chans):
-            layers += [ResBlock(dim) for _ in range(config.res_blocks)]
-            if level + 1 < len(chans):
-                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(dim, chans[level + 1], 3, padding=1)]
-        layers += [nn.GroupNorm(math.gcd(8, chans[-1]), chans[-1]), nn.SiLU(), nn.Conv2d(chans[-1], 3, 3, padding=1)]
+        layers += [ResBlock(chans[0]) for _ in range(config.res_blocks)]
+        for dim_in, dim_out in zip(chans[:-1], chans[1:], strict=True):
+            layers += [nn.ReLU(), nn.ConvTranspose2d(dim_in, dim_out, 4, stride=2, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -164,7 +151,7 @@ class Tokenizer(nn.Module):
                 decay=config.ema_decay,
                 commitment_weight=config.commitment_weight,
                 threshold_ema_dead_code=config.dead_code_threshold,
-                kmeans_init=True,
+                kmeans_init=False,  # training seeds it from the warmed-up encoder (init_codebook)
                 rotation_trick=True,  # arXiv 2410.06424
             )
         else:
@@ -239,10 +226,44 @@ class Tokenizer(nn.Module):
         frames = frames.clamp(0, 1)
         return frames[0] if single else frames
 
-    def forward(self, frames: Tensor) -> tuple[Tensor, dict]:
-        """Training loss on frames (b t H W 3) and its parts (recon L1 + MSE, commitment)."""
+    @torch.no_grad()
+    def init_codebook(self, latents: Tensor, iters: int = 10) -> None:
+        """Seed the VQ codebook from encoder latents (n d): k-means++ picks far-apart seeds, so
+        rare but distinct patterns (a small sprite) get entries of their own, then Lloyd steps."""
+        if self.config.quantizer != "vq":
+            return
+        size = self.config.codebook_size
+        generator = torch.Generator(device=latents.device).manual_seed(0)
+        centers = latents[torch.randint(len(latents), (1,), generator=generator, device=latents.device)]
+        nearest = torch.cdist(latents, centers).squeeze(-1) ** 2
+        for _ in range(1, size):
+            pick = torch.multinomial(nearest + 1e-12, 1, generator=generator)
+            centers = torch.cat((centers, latents[pick]))
+            nearest = torch.minimum(nearest, ((latents - latents[pick]) ** 2).sum(-1))
+        for _ in range(iters):
+            assign = torch.cdist(latents, centers).argmin(-1)
+            counts = torch.bincount(assign, minlength=size).float()
+            sums = torch.zeros_like(centers).index_add_(0, assign, latents)
+            centers = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centers)
+        codebook = self.quantizer._codebook
+        codebook.embed.copy_(centers[None])
+        codebook.embed_avg.copy_(centers[None])
+        codebook.cluster_size.fill_(1.0)
+        codebook.initted.fill_(True)
+
+    def forward(self, frames: Tensor, quantize: bool = True) -> tuple[Tensor, dict]:
+        """Training loss on frames (b t H W 3) and its parts (recon L1 + MSE, commitment);
+        quantize=False trains the plain autoencoder (a warm-up before the codebook exists)."""
         target = to_unit_frames(frames, self.config.frame_size).to(self.device)
-        quantized, codes, commit = self.quantize(self.encode_latents(frames))
+        latents = self.encode_latents(frames)
+        if quantize:
+            quantized, codes, commit = self.quantize(latents)
+        else:
+            quantized, codes, commit = (
+                latents,
+                latents.new_zeros(latents.shape[:-1], dtype=torch.long),
+                latents.sum() * 0,
+            )
         recon = self.decode_latents(quantized)
         l1, mse = F.l1_loss(recon, target), F.mse_loss(recon, target)
         loss = l1 + mse + commit

@@ -41,6 +41,7 @@ class TokenizerTraining:
     eval_every: int = 500
     checkpoint_every: int = 250
     val_frames: int = 512
+    ae_warmup: float = 0.45  # this fraction of the steps trains without quantization, then the codebook is seeded
 
     @classmethod
     def preset(cls, name: str, **overrides) -> TokenizerTraining:
@@ -110,6 +111,15 @@ def evaluate(tokenizer: Tokenizer, frames: torch.Tensor, batch_size: int = 64) -
     return dict(psnr=float(torch.cat(scores).mean()), **stats, frames_per_s=len(frames) / seconds)
 
 
+def seed_codebook(tokenizer: Tokenizer, dataset: ClipDataset, seed: int, frames: int = 1024) -> None:
+    """Seed the codebook from the warmed-up encoder's latents on `frames` training frames."""
+    picks = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:frames].tolist()
+    batch = torch.stack([dataset[i]["frames"] for i in picks])
+    with torch.no_grad():
+        latents = torch.cat([tokenizer.encode_latents(chunk) for chunk in batch.split(128)])
+    tokenizer.init_codebook(latents.flatten(0, -2))
+
+
 def save_samples(tokenizer: Tokenizer, frames: torch.Tensor, path: Path) -> None:
     """A PNG with frames in the top row and their reconstructions below."""
     with torch.no_grad():
@@ -173,33 +183,42 @@ def train_tokenizer(
     bar = tqdm(total=config.steps, initial=step, desc="train-tokenizer", unit="step", disable=not progress)
     start, seen = time.perf_counter(), 0
     with bar, (out_dir / "metrics.jsonl").open("a") as log:
-        while step < config.steps:
-            frames = batches.next()
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, config)
-            loss, parts = tokenizer(frames)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite tokenizer loss at step {step}; the last good checkpoint is kept")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(tokenizer.parameters(), config.grad_clip)
-            optimizer.step()
-            step, seen = step + 1, seen + frames.shape[0]
-            batch_psnr = float(psnr(parts["recon"].flatten(0, 1).cpu(), frames.flatten(0, 1).float() / 255).mean())
-            usage = codebook_stats(parts["codes"].cpu(), tokenizer.num_codes)["usage"]
-            rate = seen / (time.perf_counter() - start)
-            bar.set_postfix(
-                loss=f"{float(loss):.4f}", psnr=f"{batch_psnr:.1f}", usage=f"{usage:.0%}", fps=f"{rate:.0f}"
-            )
-            bar.update(1)
-            record = dict(step=step, loss=float(loss), psnr=batch_psnr, batch_usage=usage, frames_per_s=rate)
-            if step % config.eval_every == 0 or step == config.steps:
-                record["val"] = evaluate(tokenizer, val)
-                save_samples(tokenizer, val[:8], out_dir / "samples" / f"step-{step:08d}.png")
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                checkpoint_now()
+        try:
+            while step < config.steps:
+                frames = batches.next()
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, config)
+                warmup_steps = int(config.ae_warmup * config.steps)
+                if step == warmup_steps and warmup_steps > 0:
+                    seed_codebook(tokenizer, batches.dataset, config.seed)
+                loss, parts = tokenizer(frames, quantize=step >= warmup_steps)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"non-finite tokenizer loss at step {step}; the last good checkpoint is kept"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(tokenizer.parameters(), config.grad_clip)
+                optimizer.step()
+                step, seen = step + 1, seen + frames.shape[0]
+                batch_psnr = float(psnr(parts["recon"].flatten(0, 1).cpu(), frames.flatten(0, 1).float() / 255).mean())
+                usage = codebook_stats(parts["codes"].cpu(), tokenizer.num_codes)["usage"]
+                rate = seen / (time.perf_counter() - start)
+                bar.set_postfix(
+                    loss=f"{loss.item():.4f}", psnr=f"{batch_psnr:.1f}", usage=f"{usage:.0%}", fps=f"{rate:.0f}"
+                )
+                bar.update(1)
+                record = dict(step=step, loss=loss.item(), psnr=batch_psnr, batch_usage=usage, frames_per_s=rate)
+                if step % config.eval_every == 0 or step == config.steps:
+                    record["val"] = evaluate(tokenizer, val)
+                    save_samples(tokenizer, val[:8], out_dir / "samples" / f"step-{step:08d}.png")
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                if step % config.checkpoint_every == 0 or step == config.steps:
+                    checkpoint_now()
+        except KeyboardInterrupt:  # Ctrl-C or SIGINT: keep the progress, then stop
+            checkpoint_now()
+            raise
     return export(out_dir, tokenizer, val)
 
 

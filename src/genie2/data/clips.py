@@ -35,6 +35,21 @@ def split_episodes(indices: list[int], split: str, val_fraction: float = 0.1, se
     return sorted(i for i in indices if (i in val) == (split == "val"))
 
 
+def episode_files(root: str | Path, skip_corrupt: bool = False) -> list[tuple[int, Path]]:
+    """(index, path) of every readable episode; a damaged one raises, or is skipped with a warning."""
+    found = []
+    for index in episode_indices(root):
+        path = episode_path(root, index)
+        try:
+            episode_length(path)
+            found.append((index, path))
+        except CorruptEpisodeError as error:
+            if not skip_corrupt:
+                raise CorruptEpisodeError(f"{error} (or pass skip_corrupt / --skip-corrupt)") from error
+            warnings.warn(f"skipping {error}", stacklevel=3)
+    return found
+
+
 class ClipDataset(Dataset):
     """Clips of `clip_frames` consecutive frames with their actions, from one split.
 

@@ -1,0 +1,126 @@
+"""The frame tokenizer: shapes, ranges, overfitting, save/load, errors, and its use in Genie2."""
+
+import numpy as np
+import pytest
+import torch
+
+from genie2 import Genie2
+from genie2.data.codes import encode_dataset
+from genie2.data.collect import collect
+from genie2.tokenizer import Tokenizer, TokenizerConfig, codebook_stats, psnr
+from genie2.train_tokenizer import FrameBatches, TokenizerTraining, train_tokenizer
+
+
+def tiny_tokenizer(**overrides) -> Tokenizer:
+    config = dict(frame_size=16, channels=(8, 16), res_blocks=1, dim_latent=8, codebook_size=16)
+    return Tokenizer(TokenizerConfig(**{**config, **overrides}))
+
+
+@pytest.mark.parametrize("quantizer", ["vq", "fsq"])
+def test_shapes_ranges_and_codes(quantizer):
+    tokenizer = tiny_tokenizer(quantizer=quantizer, fsq_levels=(4, 4)).eval()
+    frames = torch.randint(0, 256, (2, 3, 16, 16, 3), dtype=torch.uint8)
+    codes = tokenizer.encode(frames)
+    assert codes.shape == (2, 3, 4, 4) and not codes.dtype.is_floating_point
+    assert 0 <= int(codes.min()) and int(codes.max()) < tokenizer.num_codes
+    decoded = tokenizer.decode(codes)
+    assert decoded.shape == (2, 3, 16, 16, 3) and decoded.min() >= 0 and decoded.max() <= 1
+    assert torch.equal(tokenizer.encode(frames.float() / 255), codes)  # uint8 and [0, 1] floats agree
+    assert tokenizer.encode(frames[0]).shape == (3, 4, 4)  # unbatched
+
+
+def test_tiny_tokenizer_overfits_a_few_frames():
+    torch.manual_seed(0)
+    tokenizer = tiny_tokenizer(channels=(32, 32), codebook_size=32)
+    frames = torch.zeros(1, 4, 16, 16, 3)
+    for t in range(4):  # four frames of blocks of colour
+        frames[0, t, : 4 * (t + 1), :8, t % 3] = 1.0
+    optimizer = torch.optim.Adam(tokenizer.parameters(), lr=2e-3)
+    for step in range(400):  # the training recipe: autoencoder, seed the codebook, then quantize
+        if step == 200:
+            with torch.no_grad():
+                tokenizer.init_codebook(tokenizer.encode_latents(frames).flatten(0, -2))
+        loss, _ = tokenizer(frames, quantize=step >= 200)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    tokenizer.eval()
+    assert psnr(tokenizer.decode(tokenizer.encode(frames))[0], frames[0]).mean() > 25
+
+
+def test_save_load_round_trip_gives_identical_codes(tmp_path):
+    tokenizer = tiny_tokenizer().eval()
+    frames = torch.rand(1, 2, 16, 16, 3)
+    tokenizer.save_pretrained(tmp_path / "tok")
+    loaded = Tokenizer.from_pretrained(tmp_path / "tok")
+    assert torch.equal(loaded.encode(frames), tokenizer.encode(frames))
+    assert loaded.config == tokenizer.config
+    with pytest.raises(FileNotFoundError, match="not a tokenizer"):
+        Tokenizer.from_pretrained(tmp_path)
+
+
+def test_bad_frames_and_codes_raise_clear_errors():
+    tokenizer = tiny_tokenizer().eval()
+    with pytest.raises(ValueError, match="channels last"):
+        tokenizer.encode(torch.rand(1, 2, 3, 16, 16))
+    with pytest.raises(TypeError, match="uint8 or float"):
+        tokenizer.encode(torch.zeros(1, 2, 16, 16, 3, dtype=torch.int32))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        tokenizer.encode(np.zeros((1, 2, 16, 16, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"codes must be in \[0, 16\)"):
+        tokenizer.decode(torch.full((1, 1, 4, 4), 16))
+    with pytest.raises(ValueError, match="divisible"):
+        TokenizerConfig(frame_size=20, channels=(8, 16, 16))
+
+
+def test_codebook_stats_and_psnr():
+    stats = codebook_stats(torch.tensor([0, 0, 1, 1]), 4)
+    assert stats["usage"] == 0.5 and abs(stats["perplexity"] - 2.0) < 1e-5
+    x = torch.rand(2, 8, 8, 3)
+    assert torch.all(psnr(x, x) == 100.0)
+    assert abs(float(psnr(torch.zeros(1, 4), torch.full((1, 4), 0.1))) - 20.0) < 1e-4
+
+
+def test_train_resume_tokenize_and_plug_into_genie2(tmp_path):
+    data = tmp_path / "data"
+    collect(data, episodes=3, steps=12, frame_size=16, progress=False)
+    config = TokenizerTraining.preset("tiny", steps=6, checkpoint_every=3, eval_every=3, val_frames=8)
+    config.model = TokenizerConfig(**{**config.model.__dict__, "channels": (8, 16)})
+    result = train_tokenizer(str(data), str(tmp_path / "tok"), config, progress=False)
+    assert set(result) >= {"psnr", "usage", "perplexity", "frames_per_s"}
+    assert list((tmp_path / "tok" / "samples").glob("*.png"))
+    with pytest.raises(ValueError, match="--resume"):
+        train_tokenizer(str(data), str(tmp_path / "tok"), config, progress=False)
+    # a run killed after step 4 (checkpoint at 3) and resumed ends with the same weights
+    calls = {"n": 0}
+    real_next = FrameBatches.next
+
+    def dying_next(self):
+        calls["n"] += 1
+        if calls["n"] > 4:
+            raise SystemExit("killed")
+        return real_next(self)
+
+    FrameBatches.next = dying_next
+    try:
+        with pytest.raises(SystemExit):
+            train_tokenizer(str(data), str(tmp_path / "part"), config, progress=False)
+    finally:
+        FrameBatches.next = real_next
+    train_tokenizer(str(data), str(tmp_path / "part"), config, resume=True, progress=False)
+    whole, resumed = Tokenizer.from_pretrained(tmp_path / "tok"), Tokenizer.from_pretrained(tmp_path / "part")
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+    codes_dir = encode_dataset(data, tmp_path / "tok", progress=False)
+    from safetensors.numpy import load_file
+
+    codes = load_file(str(next(codes_dir.glob("episode-*.safetensors"))))["codes"]
+    assert codes.shape[1:] == (4, 4) and codes.max() < whole.num_codes
+    world = Genie2.from_tokenizer(whole, dim=32, depth=1, heads=2, attn_dim_head=16, num_actions=7, num_meta_tokens=1)
+    video = world.generate(torch.rand(1, 3, 16, 16), num_frames=2, actions=torch.tensor([[0, 1, 2]]))
+    assert video.shape == (1, 3, 3, 16, 16) and video.min() >= 0 and video.max() <= 1  # pixels out
+    world.train()
+    assert not world.tokenizer.training and not any(p.requires_grad for p in world.tokenizer.parameters())
+    loss, _ = world(torch.rand(1, 3, 3, 16, 16), actions=torch.tensor([[0, 1, 2]]))
+    loss.backward()
