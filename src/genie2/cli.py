@@ -45,7 +45,9 @@ def train_tokenizer(args) -> None:
     model = {k: v for k, v in dict(codebook_size=args.codebook_size, quantizer=args.quantizer).items() if v is not None}
     if model:
         config.model = TokenizerConfig(**{**config.model.__dict__, **model})
-    result = run(args.data, args.out, config, resume=args.resume, skip_corrupt=args.skip_corrupt, device=args.device)
+    result = run(
+        args.data, args.out, config, args.resume, skip_corrupt=args.skip_corrupt, device=args.device, steps=args.steps
+    )
     print(
         f"{args.out}: validation PSNR {result['psnr']:.2f} dB, codebook usage {result['usage']:.0%}, "
         f"perplexity {result['perplexity']:.1f}, encode+decode {result['frames_per_s']:.0f} frames/s"
@@ -107,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
     p.add_argument("--codebook-size", type=int, default=None, help="VQ codebook entries (default: the preset's)")
     p.add_argument("--quantizer", choices=["vq", "fsq"], default=None, help="vq (default) or fsq")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint (--steps may extend it)",
+    )
     p.add_argument("--skip-corrupt", action="store_true", help="skip damaged episode files with a warning")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.set_defaults(fn=train_tokenizer)
@@ -130,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.fn(args)
     except KeyboardInterrupt:
-        print(f"genie2 {args.verb}: interrupted; run the same command again to continue", file=sys.stderr)
+        again = "with --resume " if args.verb.startswith("train") else ""
+        print(f"genie2 {args.verb}: interrupted; run the same command again {again}to continue", file=sys.stderr)
         sys.exit(130)
     except (ValueError, TypeError, OSError, ImportError, FloatingPointError) as error:
         print(f"genie2 {args.verb}: error: {error}", file=sys.stderr)

@@ -262,9 +262,19 @@ class Genie2(nn.Module):
         `mask` (b t) marks real frames; padded ones do not touch the losses. With a tokenizer,
         `state` holds RGB frames in [0, 1] (b 3 t H W) and the losses are zero (it is frozen)."""
         if exists(self.tokenizer):
-            with torch.no_grad():
-                latents = self.tokenizer.encode_latents(rearrange(state, "b c t h w -> b t h w c"))
+            size = self.tokenizer.config.frame_size
+            if (
+                not isinstance(state, Tensor)
+                or state.ndim != 5
+                or state.shape[1] != 3
+                or state.shape[-2:] != (size, size)
+            ):
+                shape = tuple(state.shape) if isinstance(state, Tensor) else type(state).__name__
+                raise ValueError(f"state must be RGB frames (b, 3, t, {size}, {size}) in [0, 1], got {shape}")
+            with torch.no_grad(), self.tokenizer._frozen_codebook():
+                latents = self.tokenizer.encode_latents(rearrange(state.float(), "b c t h w -> b t h w c"))
                 quantized, codes, _ = self.tokenizer.quantize(latents)
+            quantized = quantized.to(self.to_logits.weight.dtype)
             return (quantized, codes, self.zero, self.zero) if return_recon_loss else (quantized, codes, self.zero)
         latents = self._to_latents(state)
         b, t, h, w, _ = latents.shape
@@ -288,7 +298,7 @@ class Genie2(nn.Module):
     def codes_to_latents(self, codes: Tensor) -> Tensor:
         """Codebook latents (... d) for codes (...)."""
         if exists(self.tokenizer):
-            return self.tokenizer.codes_to_latents(codes)
+            return self.tokenizer.codes_to_latents(codes).to(self.to_logits.weight.dtype)
         return self.vq.get_output_from_indices(codes)
 
     def decode_codes(self, codes: Tensor) -> Tensor:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -129,6 +130,11 @@ def to_unit_frames(frames: Tensor, frame_size: int) -> Tensor:
         return frames.float() / 255
     if not frames.dtype.is_floating_point:
         raise TypeError(f"frames must be uint8 or float in [0, 1], got {frames.dtype}")
+    if frames.numel() and (frames.min() < -0.01 or frames.max() > 1.01):
+        raise ValueError(
+            f"float frames must be in [0, 1], got [{float(frames.min()):.3g}, {float(frames.max()):.3g}]; "
+            "divide 0-255 values by 255 or pass uint8"
+        )
     return frames.float()
 
 
@@ -211,8 +217,19 @@ class Tokenizer(nn.Module):
     def encode(self, frames: Tensor) -> Tensor:
         """Frames (b t H W 3 or t H W 3; uint8, or float in [0, 1]) to codes (b t h w / t h w)."""
         single = isinstance(frames, Tensor) and frames.ndim == 4
-        _, codes, _ = self.quantize(self.encode_latents(frames[None] if single else frames))
+        with self._frozen_codebook():
+            _, codes, _ = self.quantize(self.encode_latents(frames[None] if single else frames))
         return codes[0] if single else codes
+
+    @contextmanager
+    def _frozen_codebook(self):
+        """Quantize without updating the codebook (VQ's EMA and dead-code replacement run in train mode)."""
+        was_training = self.quantizer.training
+        self.quantizer.eval()
+        try:
+            yield
+        finally:
+            self.quantizer.train(was_training)
 
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:
@@ -227,7 +244,7 @@ class Tokenizer(nn.Module):
         return frames[0] if single else frames
 
     @torch.no_grad()
-    def init_codebook(self, latents: Tensor, iters: int = 10) -> None:
+    def init_codebook(self, latents: Tensor, batch_tokens: int = 1024, iters: int = 10) -> None:
         """Seed the VQ codebook from encoder latents (n d): k-means++ picks far-apart seeds, so
         rare but distinct patterns (a small sprite) get entries of their own, then Lloyd steps."""
         if self.config.quantizer != "vq":
@@ -245,10 +262,14 @@ class Tokenizer(nn.Module):
             counts = torch.bincount(assign, minlength=size).float()
             sums = torch.zeros_like(centers).index_add_(0, assign, latents)
             centers = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centers)
+        # EMA statistics as if each entry had been used in proportion to its cluster, at the scale of a
+        # training batch and never below the dead-code threshold, so the seeds are not replaced at once
+        per_batch = counts / counts.sum() * batch_tokens
+        sizes = per_batch.clamp(min=2 * self.config.dead_code_threshold)
         codebook = self.quantizer._codebook
         codebook.embed.copy_(centers[None])
-        codebook.embed_avg.copy_(centers[None])
-        codebook.cluster_size.fill_(1.0)
+        codebook.cluster_size.copy_(sizes[None])
+        codebook.embed_avg.copy_((centers * sizes[:, None])[None])
         codebook.initted.fill_(True)
 
     def forward(self, frames: Tensor, quantize: bool = True) -> tuple[Tensor, dict]:

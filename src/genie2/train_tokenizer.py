@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -36,11 +38,11 @@ class TokenizerTraining:
     batch_size: int = 32
     lr: float = 1e-3
     warmup: int = 100
-    grad_clip: float = 1.0
     seed: int = 0
     eval_every: int = 500
     checkpoint_every: int = 250
     val_frames: int = 512
+    grad_clip: float = 1.0
     ae_warmup: float = 0.45  # this fraction of the steps trains without quantization, then the codebook is seeded
 
     @classmethod
@@ -73,16 +75,24 @@ class FrameBatches:
     randperm(seed + e), so (epoch, position) says exactly where a run stopped."""
 
     def __init__(self, dataset: ClipDataset, batch_size: int, seed: int, epoch: int = 0, position: int = 0):
+        if batch_size > len(dataset):
+            raise ValueError(f"batch_size {batch_size} is larger than the {len(dataset)} training frames")
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
         self.epoch, self.position = epoch, position
+        self._order: tuple[int, torch.Tensor] | None = None
+
+    def order(self) -> torch.Tensor:
+        """This epoch's visiting order."""
+        if self._order is None or self._order[0] != self.epoch:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            self._order = (self.epoch, torch.randperm(len(self.dataset), generator=generator))
+        return self._order[1]
 
     def next(self) -> torch.Tensor:
         """The next batch of frames (b 1 H W 3, uint8)."""
-        order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        if self.position + self.batch_size > len(order):
+        if self.position + self.batch_size > len(self.dataset):
             self.epoch, self.position = self.epoch + 1, 0
-            return self.next()
-        items = order[self.position : self.position + self.batch_size].tolist()
+        items = self.order()[self.position : self.position + self.batch_size].tolist()
         self.position += self.batch_size
         return torch.stack([self.dataset[i]["frames"] for i in items])
 
@@ -111,13 +121,14 @@ def evaluate(tokenizer: Tokenizer, frames: torch.Tensor, batch_size: int = 64) -
     return dict(psnr=float(torch.cat(scores).mean()), **stats, frames_per_s=len(frames) / seconds)
 
 
-def seed_codebook(tokenizer: Tokenizer, dataset: ClipDataset, seed: int, frames: int = 1024) -> None:
+def seed_codebook(tokenizer: Tokenizer, dataset: ClipDataset, seed: int, batch_size: int, frames: int = 1024) -> None:
     """Seed the codebook from the warmed-up encoder's latents on `frames` training frames."""
     picks = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:frames].tolist()
     batch = torch.stack([dataset[i]["frames"] for i in picks])
     with torch.no_grad():
         latents = torch.cat([tokenizer.encode_latents(chunk) for chunk in batch.split(128)])
-    tokenizer.init_codebook(latents.flatten(0, -2))
+    h, w = tokenizer.latent_shape
+    tokenizer.init_codebook(latents.flatten(0, -2), batch_tokens=batch_size * h * w)
 
 
 def save_samples(tokenizer: Tokenizer, frames: torch.Tensor, path: Path) -> None:
@@ -131,6 +142,53 @@ def save_samples(tokenizer: Tokenizer, frames: torch.Tensor, path: Path) -> None
     Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(path)
 
 
+def check_training(config: TokenizerTraining) -> None:
+    """Clear errors for settings that cannot train."""
+    for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "val_frames"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not 0.0 <= config.ae_warmup < 1.0:
+        raise ValueError(f"ae_warmup must be in [0, 1), got {config.ae_warmup!r}")
+    if config.model.temporal:
+        raise ValueError("train-tokenizer trains on single frames; temporal=True tokenizers are not supported yet")
+
+
+class StopFlag:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so the checkpoint it then
+    writes is exactly the state after a whole step."""
+
+    def __init__(self):
+        self.raised = False
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            self.previous = {}
+            return self
+        self.previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in self.previous:
+            signal.signal(sig, lambda *_: setattr(self, "raised", True))
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def rng_state() -> dict:
+    """CPU and (when present) CUDA random states."""
+    state = dict(cpu=torch.get_rng_state())
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def train_tokenizer(
     data: str,
     out: str,
@@ -139,87 +197,87 @@ def train_tokenizer(
     progress: bool = True,
     skip_corrupt: bool = False,
     device: str | None = None,
+    steps: int | None = None,
 ) -> dict:
-    """Train (or resume) a tokenizer on the frames of `data`; returns the final eval."""
-    out_dir = Path(out)
-    checkpoint = latest_checkpoint(out_dir)
+    """Train (or resume) a tokenizer on the frames of `data`; returns the final eval. When
+    resuming, the run's saved config is used; `steps` may extend it."""
+    out_dir, checkpoint = Path(out), latest_checkpoint(out)
     if resume and checkpoint is None:
         raise FileNotFoundError(f"--resume: {out_dir} has no checkpoint to resume from")
     if not resume and out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"{out_dir} is not empty; pass --resume to continue that run, or choose a new --out")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    state = load_state(checkpoint) if resume else None
+    if state:
+        config = TokenizerTraining.from_dict(state["config"])
+    config.steps = steps or config.steps
+    check_training(config)
     dataset = ClipDataset(data, clip_frames=1, split="train", stride=1, skip_corrupt=skip_corrupt)
     if dataset.info.frame_size != config.model.frame_size:
         config.model = TokenizerConfig(**{**asdict(config.model), "frame_size": dataset.info.frame_size})
     val = val_frames(data, config.val_frames, skip_corrupt)
 
     torch.manual_seed(config.seed)
-    tokenizer = Tokenizer(config.model).to(device)
+    tokenizer = Tokenizer.from_pretrained(checkpoint, device) if state else Tokenizer(config.model).to(device)
+    tokenizer.train()
     optimizer = torch.optim.AdamW(tokenizer.parameters(), lr=config.lr, weight_decay=0.0, betas=(0.9, 0.99))
     batches, step = FrameBatches(dataset, config.batch_size, config.seed), 0
-    if resume:
-        state = load_state(checkpoint)
-        config = TokenizerTraining.from_dict(state["config"])
-        tokenizer = Tokenizer.from_pretrained(checkpoint, device).train()
-        optimizer = torch.optim.AdamW(tokenizer.parameters(), lr=config.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    if state:
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         step = state["step"]
         batches = FrameBatches(dataset, config.batch_size, config.seed, state["epoch"], state["position"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.train()
 
     def checkpoint_now() -> None:
-        state = dict(
-            config=asdict(config),
-            optimizer=optimizer.state_dict(),
-            rng=torch.get_rng_state(),
-            step=step,
-            epoch=batches.epoch,
-            position=batches.position,
-        )
+        position = dict(step=step, epoch=batches.epoch, position=batches.position)
+        state = dict(config=asdict(config), optimizer=optimizer.state_dict(), rng=rng_state(), **position)
         save_checkpoint(out_dir, step, tokenizer, state)
 
+    warmup_steps = int(config.ae_warmup * config.steps)
     bar = tqdm(total=config.steps, initial=step, desc="train-tokenizer", unit="step", disable=not progress)
     start, seen = time.perf_counter(), 0
-    with bar, (out_dir / "metrics.jsonl").open("a") as log:
-        try:
-            while step < config.steps:
-                frames = batches.next()
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step, config)
-                warmup_steps = int(config.ae_warmup * config.steps)
-                if step == warmup_steps and warmup_steps > 0:
-                    seed_codebook(tokenizer, batches.dataset, config.seed)
-                loss, parts = tokenizer(frames, quantize=step >= warmup_steps)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"non-finite tokenizer loss at step {step}; the last good checkpoint is kept"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(tokenizer.parameters(), config.grad_clip)
-                optimizer.step()
-                step, seen = step + 1, seen + frames.shape[0]
-                batch_psnr = float(psnr(parts["recon"].flatten(0, 1).cpu(), frames.flatten(0, 1).float() / 255).mean())
-                usage = codebook_stats(parts["codes"].cpu(), tokenizer.num_codes)["usage"]
-                rate = seen / (time.perf_counter() - start)
-                bar.set_postfix(
-                    loss=f"{loss.item():.4f}", psnr=f"{batch_psnr:.1f}", usage=f"{usage:.0%}", fps=f"{rate:.0f}"
-                )
-                bar.update(1)
-                record = dict(step=step, loss=loss.item(), psnr=batch_psnr, batch_usage=usage, frames_per_s=rate)
-                if step % config.eval_every == 0 or step == config.steps:
-                    record["val"] = evaluate(tokenizer, val)
-                    save_samples(tokenizer, val[:8], out_dir / "samples" / f"step-{step:08d}.png")
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                if step % config.checkpoint_every == 0 or step == config.steps:
-                    checkpoint_now()
-        except KeyboardInterrupt:  # Ctrl-C or SIGINT: keep the progress, then stop
-            checkpoint_now()
-            raise
+    with bar, StopFlag() as stop, (out_dir / "metrics.jsonl").open("a") as log:
+        while step < config.steps:
+            if step == warmup_steps and warmup_steps > 0:
+                seed_codebook(tokenizer, dataset, config.seed, config.batch_size)
+            frames, lr = batches.next(), lr_at(step, config)
+            record = train_step(tokenizer, optimizer, frames, lr, step >= warmup_steps, config.grad_clip)
+            if not math.isfinite(record["loss"]):
+                kept = "the last checkpoint is kept" if latest_checkpoint(out_dir) else "no checkpoint was written"
+                raise FloatingPointError(f"non-finite tokenizer loss at step {step}; {kept}")
+            step, seen = step + 1, seen + config.batch_size
+            record.update(step=step, frames_per_s=seen / (time.perf_counter() - start))
+            bar.update(1)
+            bar.set_postfix({k: f"{record[k]:.4g}" for k in ("loss", "psnr", "batch_usage", "frames_per_s")})
+            if step % config.eval_every == 0 or step == config.steps:
+                record["val"] = evaluate(tokenizer, val)
+                save_samples(tokenizer, val[:8], out_dir / "samples" / f"step-{step:08d}.png")
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            if step % config.checkpoint_every == 0 or step == config.steps or stop.raised:
+                checkpoint_now()
+            if stop.raised:
+                raise KeyboardInterrupt(f"stopped at step {step}; the checkpoint there is kept")
     return export(out_dir, tokenizer, val)
+
+
+def train_step(tokenizer: Tokenizer, optimizer, frames: torch.Tensor, lr: float, quantize: bool, clip: float) -> dict:
+    """One optimisation step on a batch of frames; returns loss, PSNR and codebook usage."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss, parts = tokenizer(frames, quantize=quantize)
+    optimizer.zero_grad(set_to_none=True)
+    if torch.isfinite(loss):
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(tokenizer.parameters(), clip)
+        optimizer.step()
+    target = frames.flatten(0, 1).float() / 255
+    return dict(
+        loss=loss.item(),
+        psnr=float(psnr(parts["recon"].flatten(0, 1).cpu(), target).mean()),
+        batch_usage=codebook_stats(parts["codes"].cpu(), tokenizer.num_codes)["usage"] if quantize else 0.0,
+    )
 
 
 def export(out_dir: Path, tokenizer: Tokenizer, val: torch.Tensor) -> dict:
