@@ -1,4 +1,5 @@
-"""Training state on disk without pickle: tensors in safetensors, everything else in JSON.
+"""Resumable training: state on disk without pickle (tensors in safetensors, everything else in
+JSON), atomic checkpoint folders, RNG state, stop signals and the learning-rate schedule.
 
 A training run folder holds the model's own checkpoint (config.json + model.safetensors,
 what `from_pretrained` reads) and `trainer/` with what resuming needs: the optimizer and
@@ -8,6 +9,9 @@ scheduler state, the RNG, the step and the data position.
 from __future__ import annotations
 
 import json
+import math
+import signal
+import threading
 from pathlib import Path
 
 import torch
@@ -75,7 +79,8 @@ def save_checkpoint(run: str | Path, step: int, model, state: dict, keep: int = 
 
     root = Path(run) / CHECKPOINT_DIR
     final, tmp = root / f"step-{step:08d}", root / f".tmp-step-{step:08d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in root.glob(".tmp-step-*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
     model.save_pretrained(tmp)
     save_state(tmp, state)
     if final.exists():
@@ -90,3 +95,46 @@ def latest_checkpoint(run: str | Path) -> Path | None:
     """The newest whole checkpoint folder of a run, or None."""
     found = sorted((Path(run) / CHECKPOINT_DIR).glob("step-*"))
     return found[-1] if found else None
+
+
+def cosine_lr(step: int, peak: float, warmup: int, steps: int) -> float:
+    """Linear warmup to `peak`, then cosine decay to 10% of it at `steps`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+class StopFlag:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so the checkpoint it then
+    writes is exactly the state after a whole step."""
+
+    def __init__(self):
+        self.raised = False
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            self.previous = {}
+            return self
+        self.previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in self.previous:
+            signal.signal(sig, lambda *_: setattr(self, "raised", True))
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def rng_state() -> dict:
+    """CPU and (when present) CUDA random states."""
+    state = dict(cpu=torch.get_rng_state())
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -62,6 +62,39 @@ def tokenize(args) -> None:
     print(f"codes written to {out}")
 
 
+def train(args) -> None:
+    """genie2 train: train the world model on a tokenized dataset (also under `accelerate launch`)."""
+    from genie2.data.codes import default_codes_dir
+    from genie2.train import Training
+    from genie2.train import train as run
+
+    config = Training.preset(
+        args.preset,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        clip_frames=args.clip_frames,
+        lr=args.lr,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every,
+    )
+    codes = args.codes or str(default_codes_dir(args.data, args.tokenizer))
+    out = run(
+        args.data,
+        codes,
+        args.tokenizer,
+        args.out,
+        config,
+        args.resume,
+        not args.quiet,
+        args.skip_corrupt,
+        cpu=args.cpu or None,
+        steps=args.steps,
+    )
+    print(f"world model saved in {out} (Genie2.from_pretrained)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     parser = argparse.ArgumentParser(prog="genie2", description=__doc__)
@@ -127,11 +160,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-corrupt", action="store_true", help="skip damaged episode files with a warning")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.set_defaults(fn=tokenize)
+
+    p = verbs.add_parser("train", help="train the world model on a tokenized dataset")
+    p.description = train.__doc__
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument(
+        "--tokenizer", required=True, help="tokenizer checkpoint folder (its codes must exist: genie2 tokenize)"
+    )
+    p.add_argument("--out", required=True, help="run folder; it becomes the world-model checkpoint")
+    p.add_argument("--codes", default=None, help="codes folder (default: DATA/codes/<tokenizer hash>)")
+    p.add_argument("--preset", default="cpu", help="tiny, cpu (default), gpu-small or gpu-base")
+    p.add_argument(
+        "--steps", type=int, default=None, help="optimizer steps (default: the preset's; extends a --resume)"
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="clips per step over all processes (default: preset)")
+    p.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps (default 1)")
+    p.add_argument("--clip-frames", type=int, default=None, help="frames per training clip (default: preset)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: preset)")
+    p.add_argument("--seed", type=int, default=None, help="seed of initialisation and data order (default 0)")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default: preset)")
+    p.add_argument("--eval-every", type=int, default=None, help="steps between validation rollouts (default: preset)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
+    p.add_argument("--skip-corrupt", action="store_true", help="skip damaged episode files with a warning")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=train)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `genie2` console script."""
+    from safetensors import SafetensorError
+
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)
@@ -139,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
         again = "with --resume " if args.verb.startswith("train") else ""
         print(f"genie2 {args.verb}: interrupted; run the same command again {again}to continue", file=sys.stderr)
         sys.exit(130)
-    except (ValueError, TypeError, OSError, ImportError, FloatingPointError) as error:
+    except (ValueError, TypeError, OSError, ImportError, FloatingPointError, SafetensorError) as error:
         print(f"genie2 {args.verb}: error: {error}", file=sys.stderr)
         sys.exit(2)
 

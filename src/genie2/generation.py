@@ -308,5 +308,8 @@ def generate(
 
 def _last_frame(self, codes: list[Tensor]) -> Tensor:
     """Decode the newest frame (b c h w); temporal models decode the history they need."""
-    history = torch.cat(codes, dim=1) if self.need_recon_loss or self.is_video_enc_dec else codes[-1]
+    temporal = (
+        self.need_recon_loss or self.is_video_enc_dec or (exists(self.tokenizer) and self.tokenizer.config.temporal)
+    )
+    history = torch.cat(codes, dim=1) if temporal else codes[-1]
     return self.decode_codes(history)[:, :, -1]

@@ -15,7 +15,10 @@ l logits (codebook entries), a keys pressed at once.
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -123,6 +126,10 @@ class Genie2(nn.Module):
         action_transformer_kwargs = dict(default(action_transformer_kwargs, REFERENCE_ACTION_TRANSFORMER_KWARGS))
         vq_kwargs = dict(default(vq_kwargs, {}))
         self._check_init(locals())
+        self.config = {  # what save_pretrained writes; modules passed in are not serialisable
+            k: v for k, v in locals().items() if k not in ("self", "encoder", "decoder", "tokenizer", "__class__")
+        }
+        self.has_custom_modules = exists(encoder) or exists(decoder)
 
         self.num_actions = num_actions
         self.allow_multiple_actions = allow_multiple_actions
@@ -207,6 +214,41 @@ class Genie2(nn.Module):
         return cls(
             dim, tokenizer.config.dim_latent, vq_codebook_size=tokenizer.num_codes, tokenizer=tokenizer, **kwargs
         )
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write path/config.json (constructor arguments, the tokenizer's config) and
+        path/model.safetensors (every weight, the tokenizer's included), each atomically."""
+        from safetensors.torch import save_file
+
+        from genie2.data.episode import atomic_write
+
+        if self.has_custom_modules:
+            raise ValueError("a Genie2 with custom encoder/decoder modules cannot be saved as config; use a tokenizer")
+        config = dict(self.config, kind="genie2-world-model")
+        config["tokenizer"] = asdict(self.tokenizer.config) if exists(self.tokenizer) else None
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        path = Path(path)
+        atomic_write(path / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
+        atomic_write(path / "config.json", lambda tmp: tmp.write_text(json.dumps(config, indent=2)))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> Genie2:
+        """Rebuild a world model (and its tokenizer) from save_pretrained's folder."""
+        from safetensors.torch import load_file
+
+        from genie2.tokenizer import Tokenizer, TokenizerConfig
+
+        path = Path(path)
+        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+            raise FileNotFoundError(f"{path} is not a world-model checkpoint (needs config.json and model.safetensors)")
+        config = json.loads((path / "config.json").read_text())
+        if config.pop("kind", None) != "genie2-world-model":
+            raise ValueError(f"{path / 'config.json'} is not a genie2 world-model config")
+        tokenizer_config = config.pop("tokenizer", None)
+        tokenizer = Tokenizer(TokenizerConfig(**tokenizer_config)) if tokenizer_config else None
+        model = cls(**config, tokenizer=tokenizer)
+        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        return model.to(device).eval()
 
     @property
     def num_codes(self) -> int:

@@ -23,3 +23,30 @@ def tokenizer_gpu() -> dict:
 
 
 TOKENIZER_PRESETS = {"tiny": tokenizer_tiny, "cpu": tokenizer_cpu, "gpu": tokenizer_gpu}
+
+
+def world_tiny() -> dict:
+    """For tests: a one-layer world model that trains in seconds."""
+    model = dict(dim=32, depth=1, heads=2, attn_dim_head=16, num_meta_tokens=1)
+    return dict(model=model, steps=20, batch_size=4, clip_frames=4, checkpoint_every=10, eval_every=10)
+
+
+def world_cpu() -> dict:
+    """The default demo model: dim 256, 6 layers (about 7M parameters), for 2 CPU cores."""
+    model = dict(dim=256, depth=6, heads=8, attn_dim_head=32, num_meta_tokens=4)
+    return dict(model=model, steps=3000, batch_size=8, clip_frames=8, lr=1e-3)
+
+
+def world_gpu_small() -> dict:
+    """A single-GPU model: dim 512, 8 layers."""
+    model = dict(dim=512, depth=8, heads=8, attn_dim_head=64, num_meta_tokens=8)
+    return dict(model=model, steps=20000, batch_size=32, clip_frames=16, lr=6e-4)
+
+
+def world_gpu_base() -> dict:
+    """A larger model for several GPUs: dim 768, 12 layers."""
+    model = dict(dim=768, depth=12, heads=12, attn_dim_head=64, num_meta_tokens=16)
+    return dict(model=model, steps=100000, batch_size=64, clip_frames=16, lr=4e-4)
+
+
+WORLD_PRESETS = {"tiny": world_tiny, "cpu": world_cpu, "gpu-small": world_gpu_small, "gpu-base": world_gpu_base}

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -23,7 +21,15 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from genie2.checkpoint import latest_checkpoint, load_state, save_checkpoint
+from genie2.checkpoint import (
+    StopFlag,
+    cosine_lr,
+    latest_checkpoint,
+    load_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from genie2.data.clips import ClipDataset
 from genie2.presets import TOKENIZER_PRESETS
 from genie2.tokenizer import CONFIG_FILE, WEIGHTS_FILE, Tokenizer, TokenizerConfig, codebook_stats, psnr
@@ -60,14 +66,6 @@ class TokenizerTraining:
         values = {k: v for k, v in data.items() if k in known}
         values["model"] = TokenizerConfig(**values["model"])
         return cls(**values)
-
-
-def lr_at(step: int, config: TokenizerTraining) -> float:
-    """Linear warmup, then cosine decay to 10% of the peak."""
-    if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 class FrameBatches:
@@ -154,41 +152,6 @@ def check_training(config: TokenizerTraining) -> None:
         raise ValueError("train-tokenizer trains on single frames; temporal=True tokenizers are not supported yet")
 
 
-class StopFlag:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so the checkpoint it then
-    writes is exactly the state after a whole step."""
-
-    def __init__(self):
-        self.raised = False
-
-    def __enter__(self):
-        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-            self.previous = {}
-            return self
-        self.previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig in self.previous:
-            signal.signal(sig, lambda *_: setattr(self, "raised", True))
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-def rng_state() -> dict:
-    """CPU and (when present) CUDA random states."""
-    state = dict(cpu=torch.get_rng_state())
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def train_tokenizer(
     data: str,
     out: str,
@@ -241,7 +204,7 @@ def train_tokenizer(
         while step < config.steps:
             if step == warmup_steps and warmup_steps > 0:
                 seed_codebook(tokenizer, dataset, config.seed, config.batch_size)
-            frames, lr = batches.next(), lr_at(step, config)
+            frames, lr = batches.next(), cosine_lr(step, config.lr, config.warmup, config.steps)
             record = train_step(tokenizer, optimizer, frames, lr, step >= warmup_steps, config.grad_clip)
             if not math.isfinite(record["loss"]):
                 kept = "the last checkpoint is kept" if latest_checkpoint(out_dir) else "no checkpoint was written"

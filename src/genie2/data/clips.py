@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch.utils.data import Dataset
 
 from genie2.data.episode import CorruptEpisodeError, DatasetInfo, episode_indices, episode_length, episode_path
@@ -50,12 +50,25 @@ def episode_files(root: str | Path, skip_corrupt: bool = False) -> list[tuple[in
     return found
 
 
+def _codes_length(path: Path) -> int:
+    """Frames in a codes file (codes and actions must agree)."""
+    try:
+        with safe_open(str(path), "np") as f:
+            lengths = {f.get_slice(k).get_shape()[0] for k in ("codes", "actions")}
+    except (SafetensorError, OSError, KeyError) as error:
+        raise CorruptEpisodeError(f"codes file {path} is damaged ({error}); run `genie2 tokenize` again") from error
+    if len(lengths) != 1:
+        raise CorruptEpisodeError(f"codes file {path} has codes and actions of different lengths")
+    return lengths.pop()
+
+
 class ClipDataset(Dataset):
     """Clips of `clip_frames` consecutive frames with their actions, from one split.
 
     Each item: frames (t h w 3 uint8), actions (t a int64, -1 padded), length (the real
     frames; an episode shorter than t is padded at the end, which `video_time_len` masks).
-    Clips start every `stride` frames; reading goes through memory-mapped safetensors slices.
+    With `codes` (a folder from `genie2 tokenize`) items hold codes (t h w int64) instead of
+    frames. Clips start every `stride` frames; reading goes through memory-mapped slices.
     """
 
     def __init__(
@@ -67,6 +80,7 @@ class ClipDataset(Dataset):
         val_fraction: float = 0.1,
         seed: int = 0,
         skip_corrupt: bool = False,
+        codes: str | Path | None = None,
     ):
         if not isinstance(clip_frames, int) or clip_frames < 1:
             raise ValueError(f"clip_frames must be a positive int, got {clip_frames!r}")
@@ -75,10 +89,16 @@ class ClipDataset(Dataset):
         self.root, self.clip_frames = Path(root), clip_frames
         self.stride = stride or max(1, clip_frames // 2)
         self.info = DatasetInfo.load(root)
+        self.array = "codes" if codes else "frames"
+        self.files: dict[int, Path] = {}
         self.episodes, lengths = [], []
         for index in split_episodes(episode_indices(root), split, val_fraction, seed):
+            path = Path(codes) / episode_path(root, index).name if codes else episode_path(root, index)
             try:
-                lengths.append(episode_length(episode_path(root, index)))
+                if codes and not path.is_file():
+                    raise CorruptEpisodeError(f"{path} is missing: run `genie2 tokenize` on {root} first")
+                lengths.append(episode_length(path) if not codes else _codes_length(path))
+                self.files[index] = path
                 self.episodes.append(index)
             except CorruptEpisodeError as error:
                 if not skip_corrupt:
@@ -97,7 +117,7 @@ class ClipDataset(Dataset):
     def _file(self, index: int):
         """An open (memory-mapped) episode file, kept per worker process."""
         if index not in self._files:
-            self._files[index] = safe_open(str(episode_path(self.root, index)), "np")
+            self._files[index] = safe_open(str(self.files[index]), "np")
         return self._files[index]
 
     def __len__(self) -> int:
@@ -107,21 +127,22 @@ class ClipDataset(Dataset):
         position, start = self.clips[item]
         f = self._file(self.episodes[position])
         stop = min(start + self.clip_frames, self.lengths[position])
-        frames = f.get_slice("frames")[start:stop]
+        frames = f.get_slice(self.array)[start:stop]
         actions = f.get_slice("actions")[start:stop]
         if actions.shape[1] < self.info.max_keys:  # episodes may record fewer keys than the dataset
             actions = np.pad(actions, ((0, 0), (0, self.info.max_keys - actions.shape[1])), constant_values=-1)
         length, pad = stop - start, self.clip_frames - (stop - start)
         if pad:
-            frames = np.concatenate((frames, np.zeros((pad, *frames.shape[1:]), np.uint8)))
+            frames = np.concatenate((frames, np.zeros((pad, *frames.shape[1:]), frames.dtype)))
             actions = np.concatenate((actions, np.full((pad, actions.shape[1]), -1, np.int64)))
-        return dict(
-            frames=torch.from_numpy(np.ascontiguousarray(frames)),
-            actions=torch.from_numpy(np.ascontiguousarray(actions)),
-            length=length,
-            episode=self.episodes[position],
-            start=start,
-        )
+        frames = torch.from_numpy(np.ascontiguousarray(frames))
+        return {
+            self.array: frames.long() if self.array == "codes" else frames,
+            "actions": torch.from_numpy(np.ascontiguousarray(actions)),
+            "length": length,
+            "episode": self.episodes[position],
+            "start": start,
+        }
 
     def __getstate__(self):  # open files do not cross process boundaries (DataLoader workers)
         state = dict(self.__dict__)

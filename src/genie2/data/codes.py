@@ -39,6 +39,26 @@ def weights_hash(tokenizer_path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _encoded(codes_path: Path, episode: Path) -> bool:
+    """Whether `codes_path` holds whole codes for this episode (same length; else encode again)."""
+    from safetensors import SafetensorError, safe_open
+
+    from genie2.data.episode import episode_length
+
+    if not codes_path.is_file():
+        return False
+    try:
+        with safe_open(str(codes_path), "np") as f:
+            return f.get_slice("codes").get_shape()[0] == episode_length(episode)
+    except (SafetensorError, OSError, KeyError):
+        return False
+
+
+def default_codes_dir(data: str | Path, tokenizer_path: str | Path) -> Path:
+    """DATA/codes/<first 12 hex digits of the tokenizer weights' hash>."""
+    return Path(data) / CODES_DIR / weights_hash(tokenizer_path)[:12]
+
+
 @torch.no_grad()
 def encode_dataset(
     data: str | Path,
@@ -55,7 +75,7 @@ def encode_dataset(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = Tokenizer.from_pretrained(tokenizer_path, device)
     digest = weights_hash(tokenizer_path)
-    out = Path(out) if out else Path(data) / CODES_DIR / digest[:12]
+    out = Path(out) if out else default_codes_dir(data, tokenizer_path)
     meta = dict(
         format_version=CODES_FORMAT,
         tokenizer=str(Path(tokenizer_path).resolve()),
@@ -70,7 +90,7 @@ def encode_dataset(
             raise ValueError(f"{out} holds codes of another tokenizer ({old.get('tokenizer')}); choose another --out")
     atomic_write(out / "codes.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
     episodes = episode_files(data, skip_corrupt)
-    todo = [(index, path) for index, path in episodes if not (out / path.name).exists()]
+    todo = [(index, path) for index, path in episodes if not _encoded(out / path.name, path)]
     frames_done, start = 0, time.perf_counter()
     bar = tqdm(
         total=len(episodes), initial=len(episodes) - len(todo), desc="tokenize", unit="episode", disable=not progress

@@ -1,0 +1,301 @@
+"""Train the world model on pre-tokenized clips: `genie2 train`, on one CPU or many GPUs.
+
+The same code runs under `python -m genie2.cli train ...` and `accelerate launch -m genie2.cli
+train ...` (Hugging Face Accelerate: DDP across processes, bf16 autocast on GPUs, gradient
+accumulation). A run folder holds:
+
+    RUN/training.json        the resolved training config
+    RUN/checkpoints/step-N/  config.json + model.safetensors (world model and its tokenizer) + trainer/
+    RUN/config.json, RUN/model.safetensors   the final model (Genie2.from_pretrained(RUN))
+    RUN/logs/                TensorBoard scalars (also RUN/metrics.jsonl)
+    RUN/samples/step-N.gif   a rollout from a validation prompt beside the ground truth
+
+Dimension legend: b batch, t time, h w latent height and width, a keys per step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from genie2.checkpoint import (
+    StopFlag,
+    cosine_lr,
+    latest_checkpoint,
+    load_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from genie2.data.clips import ClipDataset
+from genie2.data.codes import weights_hash
+from genie2.model import Genie2
+from genie2.presets import WORLD_PRESETS
+from genie2.tokenizer import Tokenizer
+
+
+@dataclass
+class Training:
+    """How to train a world model; saved as RUN/training.json and with every checkpoint."""
+
+    model: dict = field(default_factory=dict)  # Genie2 constructor arguments (dim, depth, heads, ...)
+    steps: int = 3000
+    batch_size: int = 8  # clips per optimizer step, over all processes and accumulation steps
+    grad_accum: int = 1
+    clip_frames: int = 8
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 2
+    eval_every: int = 500  # rollout GIF and validation loss
+    val_clips: int = 32
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> Training:
+        """A preset by name with some fields overridden (None values are ignored)."""
+        if name not in WORLD_PRESETS:
+            raise ValueError(f"unknown preset {name!r}; presets: {sorted(WORLD_PRESETS)}")
+        values = WORLD_PRESETS[name]()
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Training:
+        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
+
+    def check(self) -> None:
+        """Clear errors for settings that cannot train."""
+        for name in ("steps", "batch_size", "grad_accum", "clip_frames", "checkpoint_every", "eval_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.clip_frames < 2:
+            raise ValueError("clip_frames must be >= 2: the model learns the next frame from earlier ones")
+
+
+class ClipBatches:
+    """Seeded, resumable global batches of clip indices; process r of w takes items r::w."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, epoch: int = 0, position: int = 0):
+        if batch_size > size:
+            raise ValueError(f"batch_size {batch_size} is larger than the {size} training clips; collect more data")
+        self.size, self.batch_size, self.seed, self.epoch, self.position = size, batch_size, seed, epoch, position
+        self._order: tuple[int, torch.Tensor] | None = None
+
+    def next(self) -> list[int]:
+        """The next global batch of clip indices."""
+        if self.position + self.batch_size > self.size:
+            self.epoch, self.position = self.epoch + 1, 0
+        if self._order is None or self._order[0] != self.epoch:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            self._order = (self.epoch, torch.randperm(self.size, generator=generator))
+        items = self._order[1][self.position : self.position + self.batch_size].tolist()
+        self.position += self.batch_size
+        return items
+
+
+def collate(dataset: ClipDataset, items: list[int]) -> dict:
+    """Stack clips into a batch: codes (b t h w), actions (b t a), lengths (b)."""
+    clips = [dataset[i] for i in items]
+    return dict(
+        codes=torch.stack([c["codes"] for c in clips]),
+        actions=torch.stack([c["actions"] for c in clips]),
+        lengths=torch.tensor([c["length"] for c in clips]),
+    )
+
+
+def build_model(config: Training, tokenizer: Tokenizer, dataset: ClipDataset) -> Genie2:
+    """The world model over the tokenizer's codes with the dataset's action space."""
+    info = dataset.info
+    multi = info.max_keys > 1
+    extra = dict(allow_multiple_actions=True, max_num_actions=info.max_keys) if multi else {}
+    return Genie2.from_tokenizer(tokenizer, num_actions=info.num_actions, **extra, **config.model)
+
+
+def _loss(model, batch: dict, device) -> tuple[torch.Tensor, dict]:
+    """The world-model loss on a batch and its parts."""
+    total, (state, commit, action) = model(
+        state_codes=batch["codes"].to(device),
+        actions=batch["actions"].to(device),
+        video_time_len=batch["lengths"].to(device),
+    )
+    return total, dict(loss=total.item(), state_loss=state.item(), action_loss=action.item())
+
+
+def train(
+    data: str,
+    codes: str,
+    tokenizer_path: str,
+    out: str,
+    config: Training,
+    resume: bool = False,
+    progress: bool = True,
+    skip_corrupt: bool = False,
+    cpu: bool | None = None,
+    steps: int | None = None,
+) -> Path:
+    """Train (or resume) a world model; returns the run folder, itself a world-model checkpoint."""
+    from accelerate import Accelerator
+
+    out_dir, checkpoint = Path(out), latest_checkpoint(out)
+    if resume and checkpoint is None:
+        raise FileNotFoundError(f"--resume: {out_dir} has no checkpoint to resume from")
+    if not resume and out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(f"{out_dir} is not empty; pass --resume to continue that run, or choose a new --out")
+    state = load_state(checkpoint) if resume else None
+    if state:
+        config = Training.from_dict(state["config"])
+    config.steps = steps or config.steps
+    config.check()
+    _check_codes(codes, tokenizer_path)
+
+    cpu = not torch.cuda.is_available() if cpu is None else cpu
+    accelerator = Accelerator(
+        cpu=cpu,
+        mixed_precision="no" if cpu else "bf16",
+        gradient_accumulation_steps=config.grad_accum,
+        log_with="tensorboard",
+        project_dir=str(out_dir),
+    )
+    world = accelerator.num_processes * config.grad_accum
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} must divide by processes x grad_accum = {world}")
+    dataset = ClipDataset(data, config.clip_frames, "train", skip_corrupt=skip_corrupt, codes=codes)
+    val = ClipDataset(data, config.clip_frames, "val", skip_corrupt=skip_corrupt, codes=codes)
+
+    torch.manual_seed(config.seed)
+    tokenizer = Tokenizer.from_pretrained(tokenizer_path)
+    model = Genie2.from_pretrained(checkpoint) if state else build_model(config, tokenizer, dataset)
+    if model.num_actions != dataset.info.num_actions:
+        raise ValueError(
+            f"the model has {model.num_actions} actions but {data} has {dataset.info.num_actions}; "
+            "train a new model for this dataset"
+        )
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
+    batches, step = ClipBatches(len(dataset), config.batch_size, config.seed), 0
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        step = state["step"]
+        batches = ClipBatches(len(dataset), config.batch_size, config.seed, state["epoch"], state["position"])
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "training.json").write_text(json.dumps(asdict(config), indent=2))
+    accelerator.init_trackers("logs")
+
+    def checkpoint_now() -> None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            position = dict(step=step, epoch=batches.epoch, position=batches.position)
+            state = dict(config=asdict(config), optimizer=optimizer.state_dict(), rng=rng_state(), **position)
+            save_checkpoint(out_dir, step, unwrapped, state, keep=config.keep_checkpoints)
+
+    rank, per_micro = accelerator.process_index, config.batch_size // world
+    tokens_per_step = config.batch_size * config.clip_frames * (math.prod(tokenizer.latent_shape) + 1)
+    bar = tqdm(total=config.steps, initial=step, desc="train", unit="step", disable=not (progress and rank == 0))
+    start, done = time.perf_counter(), 0
+    with bar, StopFlag() as stop:
+        while step < config.steps:
+            items = batches.next()[rank :: accelerator.num_processes]
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_lr(step, config.lr, config.warmup, config.steps)
+            parts = {}
+            for micro in range(config.grad_accum):
+                with accelerator.accumulate(model):
+                    batch = collate(dataset, items[micro * per_micro : (micro + 1) * per_micro])
+                    loss, parts = _loss(model, batch, accelerator.device)
+                    if not math.isfinite(parts["loss"]):
+                        kept = "the last checkpoint is kept" if latest_checkpoint(out_dir) else "no checkpoint yet"
+                        raise FloatingPointError(f"non-finite world-model loss at step {step}; {kept}")
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(trainable, config.grad_clip)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+            step, done = step + 1, done + 1
+            rate = done * tokens_per_step / (time.perf_counter() - start)
+            bar.update(1)
+            bar.set_postfix({**{k: f"{v:.3f}" for k, v in parts.items()}, "tokens/s": f"{rate:.0f}"})
+            record = {**parts, "tokens_per_s": rate, "lr": optimizer.param_groups[0]["lr"]}
+            accelerator.log(record, step=step)
+            if accelerator.is_main_process:
+                with (out_dir / "metrics.jsonl").open("a") as log:
+                    log.write(json.dumps(dict(step=step, **record)) + "\n")
+            if step % config.eval_every == 0 or step == config.steps:
+                _evaluate(accelerator, unwrapped, val, config, out_dir, step)
+            if step % config.checkpoint_every == 0 or step == config.steps or stop.raised:
+                checkpoint_now()
+            if stop.raised:
+                raise KeyboardInterrupt(f"stopped at step {step}; the checkpoint there is kept")
+    accelerator.end_training()
+    if accelerator.is_main_process:
+        _export(out_dir)
+    return out_dir
+
+
+def _check_codes(codes: str, tokenizer_path: str) -> None:
+    """Refuse codes made by another tokenizer than the one given."""
+    meta_file = Path(codes) / "codes.json"
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"{codes} holds no codes.json: run `genie2 tokenize` first")
+    meta = json.loads(meta_file.read_text())
+    if meta.get("tokenizer_sha256") != weights_hash(tokenizer_path):
+        raise ValueError(f"{codes} was encoded with another tokenizer ({meta.get('tokenizer')}); run `genie2 tokenize`")
+
+
+@torch.no_grad()
+def _evaluate(accelerator, model: Genie2, val: ClipDataset, config: Training, out_dir: Path, step: int) -> None:
+    """Validation loss, and a rollout GIF from a validation prompt beside the ground truth."""
+    if not accelerator.is_main_process:
+        return
+    model.eval()
+    items = np.linspace(0, len(val) - 1, min(config.val_clips, len(val))).round().astype(int).tolist()
+    losses = [_loss(model, collate(val, items[i : i + 8]), accelerator.device)[1] for i in range(0, len(items), 8)]
+    scalars = {f"val_{k}": float(np.mean([loss[k] for loss in losses])) for k in losses[0]}
+    accelerator.log(scalars, step=step)
+    clip = val[items[0]]
+    codes, actions = clip["codes"][None].to(accelerator.device), clip["actions"][None].to(accelerator.device)
+    length = clip["length"]
+    truth = model.tokenizer.decode(codes[:, :length])[0]
+    image = truth[:1].permute(0, 3, 1, 2)  # b c H W
+    dream = model.generate(image, length - 1, actions=actions[:, :length], temperature=0.0)
+    dream = dream[0].permute(1, 2, 3, 0)  # t H W c
+    save_side_by_side(truth.cpu(), dream.cpu(), out_dir / "samples" / f"step-{step:08d}.gif")
+    model.train()
+
+
+def save_side_by_side(truth: torch.Tensor, dream: torch.Tensor, path: Path, scale: int = 2) -> None:
+    """A GIF with ground truth (left) and the model's rollout (right); frames t H W 3 in [0, 1]."""
+    import imageio.v3 as iio
+
+    frames = torch.cat((truth, torch.ones_like(truth[:, :, :2]), dream), dim=2)
+    frames = (frames.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.gif")
+    iio.imwrite(tmp, frames, duration=200, loop=0)
+    tmp.replace(path)
+
+
+def _export(out_dir: Path) -> None:
+    """Make the run folder itself a world-model checkpoint (the last one's files)."""
+    latest = latest_checkpoint(out_dir)
+    for name in ("config.json", "model.safetensors"):
+        tmp = out_dir / f".{name}.tmp"
+        shutil.copyfile(latest / name, tmp)
+        tmp.replace(out_dir / name)
