@@ -96,3 +96,16 @@ def test_codes_of_another_tokenizer_are_refused(pipeline, tmp_path):
         train(
             str(pipeline / "data"), str(codes), str(tmp_path / "other"), str(tmp_path / "run"), Training.preset("tiny")
         )
+
+
+def test_two_processes_match_one_with_the_same_global_batch(pipeline, tmp_path):
+    """DDP over gloo on CPU: the same global batch split over 2 processes gives the same model."""
+    steps = ["--steps", "8", "--eval-every", "100", "--cpu"]
+    one = run_args(pipeline, tmp_path / "one", *steps)
+    subprocess.run(one, check=True)
+    two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    subprocess.run(two + run_args(pipeline, tmp_path / "two", *steps)[1:], check=True)
+    a = load_file(str(tmp_path / "one" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "model.safetensors"))
+    for name in a:
+        assert torch.allclose(a[name].float(), b[name].float(), atol=2.5e-4), name  # Adam amplifies float noise

@@ -123,12 +123,13 @@ def build_model(config: Training, tokenizer: Tokenizer, dataset: ClipDataset) ->
     return Genie2.from_tokenizer(tokenizer, num_actions=info.num_actions, **extra, **config.model)
 
 
-def _loss(model, batch: dict, device) -> tuple[torch.Tensor, dict]:
+def _loss(model, batch: dict, device, drop_actions: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """The world-model loss on a batch and its parts."""
     total, (state, commit, action) = model(
         state_codes=batch["codes"].to(device),
         actions=batch["actions"].to(device),
         video_time_len=batch["lengths"].to(device),
+        drop_actions=drop_actions.to(device) if drop_actions is not None else None,
     )
     return total, dict(loss=total.item(), state_loss=state.item(), action_loss=action.item())
 
@@ -146,7 +147,7 @@ def train(
     steps: int | None = None,
 ) -> Path:
     """Train (or resume) a world model; returns the run folder, itself a world-model checkpoint."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
     out_dir, checkpoint = Path(out), latest_checkpoint(out)
     if resume and checkpoint is None:
@@ -167,6 +168,8 @@ def train(
         gradient_accumulation_steps=config.grad_accum,
         log_with="tensorboard",
         project_dir=str(out_dir),
+        # some parameters sit out some steps (the null action token when no clip drops its actions)
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     world = accelerator.num_processes * config.grad_accum
     if config.batch_size % world:
@@ -211,14 +214,22 @@ def train(
     start, done = time.perf_counter(), 0
     with bar, StopFlag() as stop:
         while step < config.steps:
-            items = batches.next()[rank :: accelerator.num_processes]
+            # classifier-free action dropout drawn per clip of the global batch, so it does not depend
+            # on how the batch is split over processes
+            dropout = unwrapped.cfg_train_action_dropout
+            drop = torch.rand(config.batch_size, generator=torch.Generator().manual_seed(config.seed * 100_003 + step))
+            items, drop = (
+                batches.next()[rank :: accelerator.num_processes],
+                (drop < dropout)[rank :: accelerator.num_processes],
+            )
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, config.lr, config.warmup, config.steps)
             parts = {}
             for micro in range(config.grad_accum):
                 with accelerator.accumulate(model):
-                    batch = collate(dataset, items[micro * per_micro : (micro + 1) * per_micro])
-                    loss, parts = _loss(model, batch, accelerator.device)
+                    micro_items = slice(micro * per_micro, (micro + 1) * per_micro)
+                    batch = collate(dataset, items[micro_items])
+                    loss, parts = _loss(model, batch, accelerator.device, drop[micro_items])
                     if not math.isfinite(parts["loss"]):
                         kept = "the last checkpoint is kept" if latest_checkpoint(out_dir) else "no checkpoint yet"
                         raise FloatingPointError(f"non-finite world-model loss at step {step}; {kept}")
