@@ -66,8 +66,9 @@ def test_tiny_preset_learns_and_saves_a_playable_checkpoint(pipeline, tmp_path):
         train(str(pipeline / "data"), str(codes), str(pipeline / "tok"), str(tmp_path / "run"), config)
 
 
-def test_kill_9_then_resume_matches_an_uninterrupted_run(pipeline, tmp_path):
-    steps = ["--steps", "30", "--checkpoint-every", "5", "--eval-every", "100"]
+@pytest.mark.parametrize("ema", [False, True])
+def test_kill_9_then_resume_matches_an_uninterrupted_run(pipeline, tmp_path, ema):
+    steps = ["--steps", "30", "--checkpoint-every", "5", "--eval-every", "100", *(["--ema", "0.9"] if ema else [])]
     subprocess.run(run_args(pipeline, tmp_path / "whole", *steps), check=True)
     proc = subprocess.Popen(run_args(pipeline, tmp_path / "killed", *steps))
     deadline = time.time() + 120

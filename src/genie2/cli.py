@@ -78,6 +78,7 @@ def train(args) -> None:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,
+        ema=args.ema,
     )
     codes = args.codes or str(default_codes_dir(args.data, args.tokenizer))
     out = run(
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed of initialisation and data order (default 0)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default: preset)")
     p.add_argument("--eval-every", type=int, default=None, help="steps between validation rollouts (default: preset)")
+    p.add_argument("--ema", type=float, default=None, help="keep and export an EMA of the weights with this decay")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
     p.add_argument("--skip-corrupt", action="store_true", help="skip damaged episode files with a warning")

@@ -60,6 +60,7 @@ class Training:
     keep_checkpoints: int = 2
     eval_every: int = 500  # rollout GIF and validation loss
     val_clips: int = 32
+    ema: float | None = None  # e.g. 0.999: keep an exponential moving average of the weights and export it
 
     @classmethod
     def preset(cls, name: str, **overrides) -> Training:
@@ -180,6 +181,8 @@ def train(
     torch.manual_seed(config.seed)
     tokenizer = Tokenizer.from_pretrained(tokenizer_path)
     model = Genie2.from_pretrained(checkpoint) if state else build_model(config, tokenizer, dataset)
+    if state and "raw" in state:  # with EMA the checkpoint holds the average; training resumes from the raw weights
+        model.load_state_dict(state["raw"])
     if model.num_actions != dataset.info.num_actions:
         raise ValueError(
             f"the model has {model.num_actions} actions but {data} has {dataset.info.num_actions}; "
@@ -194,6 +197,14 @@ def train(
         set_rng_state(state["rng"])
         step = state["step"]
         batches = ClipBatches(len(dataset), config.batch_size, config.seed, state["epoch"], state["position"])
+    ema = None
+    if config.ema:  # torch's AveragedModel with an EMA update, on the main process
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+        if state:
+            ema.module.load_state_dict(state["ema"])
+            ema.n_averaged.copy_(state["ema_count"])
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     if accelerator.is_main_process:
@@ -206,7 +217,10 @@ def train(
         if accelerator.is_main_process:
             position = dict(step=step, epoch=batches.epoch, position=batches.position)
             state = dict(config=asdict(config), optimizer=optimizer.state_dict(), rng=rng_state(), **position)
-            save_checkpoint(out_dir, step, unwrapped, state, keep=config.keep_checkpoints)
+            if ema is not None:  # the checkpoint's model is the average; the raw weights go with the state
+                state["ema"] = ema.module.state_dict()
+                state["raw"], state["ema_count"] = unwrapped.state_dict(), ema.n_averaged
+            save_checkpoint(out_dir, step, ema.module if ema is not None else unwrapped, state, config.keep_checkpoints)
 
     rank, per_micro = accelerator.process_index, config.batch_size // world
     tokens_per_step = config.batch_size * config.clip_frames * (math.prod(tokenizer.latent_shape) + 1)
@@ -224,7 +238,7 @@ def train(
             )
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, config.lr, config.warmup, config.steps)
-            parts = {}
+            parts, step_start = {}, time.perf_counter()
             for micro in range(config.grad_accum):
                 with accelerator.accumulate(model):
                     micro_items = slice(micro * per_micro, (micro + 1) * per_micro)
@@ -238,11 +252,19 @@ def train(
                         accelerator.clip_grad_norm_(trainable, config.grad_clip)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update_parameters(unwrapped)
             step, done = step + 1, done + 1
             rate = done * tokens_per_step / (time.perf_counter() - start)
             bar.update(1)
             bar.set_postfix({**{k: f"{v:.3f}" for k, v in parts.items()}, "tokens/s": f"{rate:.0f}"})
-            record = {**parts, "tokens_per_s": rate, "lr": optimizer.param_groups[0]["lr"]}
+            step_seconds = time.perf_counter() - step_start
+            record = {
+                **parts,
+                "tokens_per_s": rate,
+                "step_seconds": step_seconds,
+                "lr": optimizer.param_groups[0]["lr"],
+            }
             accelerator.log(record, step=step)
             if accelerator.is_main_process:
                 with (out_dir / "metrics.jsonl").open("a") as log:
