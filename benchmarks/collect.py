@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from genie2.data.clips import ClipDataset
 from genie2.data.collect import collect
 from genie2.data.envs import DEFAULT_ENV
+from genie2.data.episode import atomic_write
 
 
 def time_collect(args, workers: int, root: Path) -> dict:
@@ -71,10 +72,7 @@ def main() -> None:
             print(f"{'clips':>8} {workers:>7} {row['clips']:>8} {row['clips_per_s']:>9.0f} clip/s")
     report = dict(config=vars(args), machine=platform.platform(), cpus=os.cpu_count(), rows=rows)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out)
+    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     print(f"wrote {out}")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from genie2 import Genie2, WorldModelSession, gumbel_sample, min_p_filter
+from genie2.data.episode import atomic_write
 from genie2.generation import DEFAULT_CONTEXT_FRAMES
 
 
@@ -184,7 +185,6 @@ def main() -> None:
     print(HEADER)
     rows = run(args)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     report = dict(
         config=vars(args),
         parameters=params,
@@ -197,9 +197,7 @@ def main() -> None:
     )
     if args.device.startswith("cuda"):
         report["gpu"] = torch.cuda.get_device_name()
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out)
+    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     print(f"wrote {out}")
 
 

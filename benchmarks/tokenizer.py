@@ -18,6 +18,7 @@ import torch
 
 from genie2.data.collect import collect
 from genie2.data.envs import DEFAULT_ENV
+from genie2.data.episode import atomic_write
 from genie2.tokenizer import Tokenizer
 from genie2.train_tokenizer import TokenizerTraining, evaluate, train_tokenizer, val_frames
 
@@ -55,10 +56,7 @@ def main() -> None:
     )
     report = dict(config=vars(args), torch=torch.__version__, machine=platform.platform(), rows=[row])
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".tmp")
-    tmp_out.write_text(json.dumps(report, indent=2))
-    tmp_out.replace(out)
+    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     print(f"wrote {out}")
 
 

@@ -19,6 +19,7 @@ import torch
 
 from genie2.data.codes import default_codes_dir, encode_dataset
 from genie2.data.collect import collect
+from genie2.data.episode import atomic_write
 from genie2.model import Genie2
 from genie2.presets import tokenizer_cpu
 from genie2.tokenizer import Tokenizer
@@ -64,10 +65,7 @@ def main() -> None:
     )
     report = dict(config=vars(args), torch=torch.__version__, machine=platform.platform(), rows=[row])
     path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_suffix(".tmp")
-    tmp_path.write_text(json.dumps(report, indent=2))
-    tmp_path.replace(path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     print(f"wrote {path}")
 
 

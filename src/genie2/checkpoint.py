@@ -138,3 +138,48 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class SeededBatches:
+    """Seeded, resumable batches of dataset indices: epoch e visits them in the order of
+    randperm(seed + e), so (epoch, position) says exactly where a run stopped."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, epoch: int = 0, position: int = 0):
+        if batch_size > size:
+            raise ValueError(f"batch_size {batch_size} is larger than the {size} training items; collect more data")
+        self.size, self.batch_size, self.seed, self.epoch, self.position = size, batch_size, seed, epoch, position
+        self._order: tuple[int, torch.Tensor] | None = None
+
+    def next(self) -> list[int]:
+        """The next batch of indices."""
+        if self.position + self.batch_size > self.size:
+            self.epoch, self.position = self.epoch + 1, 0
+        if self._order is None or self._order[0] != self.epoch:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            self._order = (self.epoch, torch.randperm(self.size, generator=generator))
+        items = self._order[1][self.position : self.position + self.batch_size].tolist()
+        self.position += self.batch_size
+        return items
+
+
+def open_run(out: str | Path, resume: bool) -> tuple[Path | None, dict | None]:
+    """(latest checkpoint, its training state) to resume from, or (None, None) for a new run;
+    refuses to resume nothing and to overwrite a run folder without `resume`."""
+    out_dir, checkpoint = Path(out), latest_checkpoint(out)
+    if resume and checkpoint is None:
+        raise FileNotFoundError(f"--resume: {out_dir} has no checkpoint to resume from")
+    if not resume and out_dir.exists() and any(out_dir.iterdir()):
+        raise ValueError(f"{out_dir} is not empty; pass --resume to continue that run, or choose a new --out")
+    return (checkpoint, load_state(checkpoint)) if resume else (None, None)
+
+
+def export_latest(run: str | Path, names: tuple[str, ...] = ("config.json", "model.safetensors")) -> None:
+    """Copy the last checkpoint's model files to the run folder, so the run is a checkpoint itself."""
+    import shutil
+
+    run = Path(run)
+    latest = latest_checkpoint(run)
+    for name in names:
+        tmp = run / f".{name}.tmp"
+        shutil.copyfile(latest / name, tmp)
+        tmp.replace(run / name)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -27,10 +26,12 @@ import torch
 from tqdm.auto import tqdm
 
 from genie2.checkpoint import (
+    SeededBatches,
     StopFlag,
     cosine_lr,
+    export_latest,
     latest_checkpoint,
-    load_state,
+    open_run,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -85,27 +86,6 @@ class Training:
             raise ValueError("clip_frames must be >= 2: the model learns the next frame from earlier ones")
 
 
-class ClipBatches:
-    """Seeded, resumable global batches of clip indices; process r of w takes items r::w."""
-
-    def __init__(self, size: int, batch_size: int, seed: int, epoch: int = 0, position: int = 0):
-        if batch_size > size:
-            raise ValueError(f"batch_size {batch_size} is larger than the {size} training clips; collect more data")
-        self.size, self.batch_size, self.seed, self.epoch, self.position = size, batch_size, seed, epoch, position
-        self._order: tuple[int, torch.Tensor] | None = None
-
-    def next(self) -> list[int]:
-        """The next global batch of clip indices."""
-        if self.position + self.batch_size > self.size:
-            self.epoch, self.position = self.epoch + 1, 0
-        if self._order is None or self._order[0] != self.epoch:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            self._order = (self.epoch, torch.randperm(self.size, generator=generator))
-        items = self._order[1][self.position : self.position + self.batch_size].tolist()
-        self.position += self.batch_size
-        return items
-
-
 def collate(dataset: ClipDataset, items: list[int]) -> dict:
     """Stack clips into a batch: codes (b t h w), actions (b t a), lengths (b)."""
     clips = [dataset[i] for i in items]
@@ -150,12 +130,7 @@ def train(
     """Train (or resume) a world model; returns the run folder, itself a world-model checkpoint."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
-    out_dir, checkpoint = Path(out), latest_checkpoint(out)
-    if resume and checkpoint is None:
-        raise FileNotFoundError(f"--resume: {out_dir} has no checkpoint to resume from")
-    if not resume and out_dir.exists() and any(out_dir.iterdir()):
-        raise ValueError(f"{out_dir} is not empty; pass --resume to continue that run, or choose a new --out")
-    state = load_state(checkpoint) if resume else None
+    out_dir, (checkpoint, state) = Path(out), open_run(out, resume)
     if state:
         config = Training.from_dict(state["config"])
     config.steps = steps or config.steps
@@ -191,12 +166,12 @@ def train(
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
-    batches, step = ClipBatches(len(dataset), config.batch_size, config.seed), 0
+    batches, step = SeededBatches(len(dataset), config.batch_size, config.seed), 0
     if state:
         optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         step = state["step"]
-        batches = ClipBatches(len(dataset), config.batch_size, config.seed, state["epoch"], state["position"])
+        batches = SeededBatches(len(dataset), config.batch_size, config.seed, state["epoch"], state["position"])
     ema = None
     if config.ema:  # torch's AveragedModel with an EMA update, on the main process
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -277,7 +252,7 @@ def train(
                 raise KeyboardInterrupt(f"stopped at step {step}; the checkpoint there is kept")
     accelerator.end_training()
     if accelerator.is_main_process:
-        _export(out_dir)
+        export_latest(out_dir)
     return out_dir
 
 
@@ -323,12 +298,3 @@ def save_side_by_side(truth: torch.Tensor, dream: torch.Tensor, path: Path, scal
     tmp = path.with_name(f".{path.name}.tmp.gif")
     iio.imwrite(tmp, frames, duration=200, loop=0)
     tmp.replace(path)
-
-
-def _export(out_dir: Path) -> None:
-    """Make the run folder itself a world-model checkpoint (the last one's files)."""
-    latest = latest_checkpoint(out_dir)
-    for name in ("config.json", "model.safetensors"):
-        tmp = out_dir / f".{name}.tmp"
-        shutil.copyfile(latest / name, tmp)
-        tmp.replace(out_dir / name)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -22,10 +21,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from genie2.checkpoint import (
+    SeededBatches,
     StopFlag,
     cosine_lr,
+    export_latest,
     latest_checkpoint,
-    load_state,
+    open_run,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -68,31 +69,16 @@ class TokenizerTraining:
         return cls(**values)
 
 
-class FrameBatches:
-    """Seeded, resumable batches of single frames: epoch e visits frames in the order of
-    randperm(seed + e), so (epoch, position) says exactly where a run stopped."""
+class FrameBatches(SeededBatches):
+    """Seeded, resumable batches of single frames (b 1 H W 3, uint8) from a dataset."""
 
     def __init__(self, dataset: ClipDataset, batch_size: int, seed: int, epoch: int = 0, position: int = 0):
-        if batch_size > len(dataset):
-            raise ValueError(f"batch_size {batch_size} is larger than the {len(dataset)} training frames")
-        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-        self.epoch, self.position = epoch, position
-        self._order: tuple[int, torch.Tensor] | None = None
-
-    def order(self) -> torch.Tensor:
-        """This epoch's visiting order."""
-        if self._order is None or self._order[0] != self.epoch:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            self._order = (self.epoch, torch.randperm(len(self.dataset), generator=generator))
-        return self._order[1]
+        super().__init__(len(dataset), batch_size, seed, epoch, position)
+        self.dataset = dataset
 
     def next(self) -> torch.Tensor:
-        """The next batch of frames (b 1 H W 3, uint8)."""
-        if self.position + self.batch_size > len(self.dataset):
-            self.epoch, self.position = self.epoch + 1, 0
-        items = self.order()[self.position : self.position + self.batch_size].tolist()
-        self.position += self.batch_size
-        return torch.stack([self.dataset[i]["frames"] for i in items])
+        """The next batch of frames."""
+        return torch.stack([self.dataset[i]["frames"] for i in super().next()])
 
 
 def val_frames(data: str, count: int, skip_corrupt: bool = False) -> torch.Tensor:
@@ -164,13 +150,8 @@ def train_tokenizer(
 ) -> dict:
     """Train (or resume) a tokenizer on the frames of `data`; returns the final eval. When
     resuming, the run's saved config is used; `steps` may extend it."""
-    out_dir, checkpoint = Path(out), latest_checkpoint(out)
-    if resume and checkpoint is None:
-        raise FileNotFoundError(f"--resume: {out_dir} has no checkpoint to resume from")
-    if not resume and out_dir.exists() and any(out_dir.iterdir()):
-        raise ValueError(f"{out_dir} is not empty; pass --resume to continue that run, or choose a new --out")
+    out_dir, (checkpoint, state) = Path(out), open_run(out, resume)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    state = load_state(checkpoint) if resume else None
     if state:
         config = TokenizerTraining.from_dict(state["config"])
     config.steps = steps or config.steps
@@ -245,11 +226,7 @@ def train_step(tokenizer: Tokenizer, optimizer, frames: torch.Tensor, lr: float,
 
 def export(out_dir: Path, tokenizer: Tokenizer, val: torch.Tensor) -> dict:
     """Make the run folder itself a tokenizer checkpoint and write eval.json."""
-    latest = latest_checkpoint(out_dir)
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        tmp = out_dir / f".{name}.tmp"
-        shutil.copyfile(latest / name, tmp)
-        tmp.replace(out_dir / name)
+    export_latest(out_dir, (CONFIG_FILE, WEIGHTS_FILE))
     result = evaluate(tokenizer, val)
     result["parameters"] = sum(p.numel() for p in tokenizer.parameters())
     (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
