@@ -117,3 +117,14 @@ def test_gumbel_sample_in_bf16_keeps_the_temperature():
     samples = gumbel_sample(logits.bfloat16(), temperature=1.0, keepdim=False)
     expected = torch.tensor(2.0).exp() / (torch.tensor(2.0).exp() + 3)
     assert abs((samples == 0).float().mean() - expected) < 0.02
+
+
+def test_psnr_ssim_match_known_pairs():
+    from genie2.evaluate import psnr_ssim
+
+    frames = torch.randint(0, 256, (2, 16, 16, 3), dtype=torch.uint8)
+    psnr, ssim = psnr_ssim(frames, frames)
+    assert torch.all(psnr == 100.0) and torch.allclose(ssim, torch.ones(2))
+    shifted = (frames.int() + 10).clamp(0, 255).to(torch.uint8)
+    mse = ((shifted.float() - frames.float()) / 255).pow(2).flatten(1).mean(1)
+    assert torch.allclose(psnr_ssim(shifted, frames)[0], 10 * torch.log10(1 / mse), atol=1e-3)

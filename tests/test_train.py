@@ -110,3 +110,37 @@ def test_two_processes_match_one_with_the_same_global_batch(pipeline, tmp_path):
     b = load_file(str(tmp_path / "two" / "model.safetensors"))
     for name in a:
         assert torch.allclose(a[name].float(), b[name].float(), atol=2.5e-4), name  # Adam amplifies float noise
+
+
+def test_eval_writes_every_output_and_a_valid_report(pipeline, tmp_path):
+    from genie2 import load
+    from genie2.evaluate import CopyLastFrame, evaluate_world, psnr_ssim, write_report
+
+    config = Training.preset("tiny", steps=4, eval_every=100)
+    codes = default_codes_dir(pipeline / "data", pipeline / "tok")
+    run = train(
+        str(pipeline / "data"), str(codes), str(pipeline / "tok"), str(tmp_path / "run"), config, progress=False
+    )
+    world = load(run)
+    report = evaluate_world(world, pipeline / "data", "all", episodes=2, horizon=3, prompt_frames=2, progress=False)
+    write_report(report, tmp_path / "report", run, {"horizon": 3})
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert {"version", "episodes", "horizon", "prompt_frames", "metrics", "frames_per_s", "checkpoint_sha256"} <= set(
+        saved
+    )
+    for name in ("psnr", "ssim", "psnr_random", "ssim_random", "delta_psnr", "tokenizer_psnr", "tokenizer_ssim"):
+        assert len(saved["metrics"][name]["mean"]) == 3 and len(saved["metrics"][name]["std"]) == 3, name
+    assert (tmp_path / "report" / "psnr.png").stat().st_size > 0 and (tmp_path / "report" / "rollouts.gif").exists()
+
+    # a world that copies the last prompt frame scores exactly the metrics of that copy
+    baseline = evaluate_world(CopyLastFrame(), pipeline / "data", "all", episodes=1, horizon=3, progress=False)
+    from genie2.data.episode import Episode
+
+    first = sorted((pipeline / "data" / "episodes").glob("*.safetensors"))[0]
+    frames = torch.from_numpy(Episode.load(first).frames[:4])
+    psnr, _ = psnr_ssim(frames[:1].expand(3, -1, -1, -1), frames[1:])
+    assert torch.allclose(torch.tensor(baseline["metrics"]["psnr"]["mean"]), psnr, atol=1e-4)
+    with pytest.raises(FileNotFoundError, match="world-model checkpoint"):
+        load(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="lower --horizon"):
+        evaluate_world(world, pipeline / "data", "all", episodes=1, horizon=500, progress=False)

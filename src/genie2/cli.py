@@ -96,6 +96,31 @@ def train(args) -> None:
     print(f"world model saved in {out} (Genie2.from_pretrained)")
 
 
+def evaluate(args) -> None:
+    """genie2 eval: PSNR/SSIM per horizon step, the tokenizer ceiling and delta PSNR on held-out episodes."""
+    from genie2.evaluate import evaluate_world, load, write_report
+
+    world = load(args.checkpoint)
+    report = evaluate_world(
+        world,
+        args.data,
+        args.split,
+        args.episodes,
+        args.horizon,
+        args.prompt_frames,
+        args.seed,
+        not args.quiet,
+        args.skip_corrupt,
+    )
+    write_report(report, args.out, args.checkpoint, {k: v for k, v in vars(args).items() if k != "fn"})
+    m = report["metrics"]
+    print(
+        f"PSNR step 1 {m['psnr']['mean'][0]:.2f} dB, step {args.horizon} {m['psnr']['mean'][-1]:.2f} dB "
+        f"(tokenizer ceiling {m['tokenizer_psnr']['overall']:.2f} dB); delta PSNR at step {args.horizon} "
+        f"{m['delta_psnr']['mean'][-1]:.2f} dB; {report['frames_per_s']:.1f} frames/s; report in {args.out}"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     parser = argparse.ArgumentParser(prog="genie2", description=__doc__)
@@ -187,6 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-corrupt", action="store_true", help="skip damaged episode files with a warning")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=train)
+
+    p = verbs.add_parser("eval", help="measure a world model on held-out episodes (report.json, plot, video)")
+    p.description = evaluate.__doc__
+    p.add_argument("--checkpoint", required=True, help="world-model run or checkpoint folder (from genie2 train)")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--out", required=True, help="report folder: report.json, psnr.png, rollouts.gif")
+    p.add_argument("--split", default="val", choices=["train", "val", "all"], help="episodes to use (default val)")
+    p.add_argument("--episodes", type=int, default=16, help="episodes to roll out (default 16)")
+    p.add_argument("--horizon", type=int, default=16, help="frames dreamed after the prompt (default 16)")
+    p.add_argument("--prompt-frames", type=int, default=1, help="real frames given first (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random actions (default 0)")
+    p.add_argument("--skip-corrupt", action="store_true", help="skip damaged episode files with a warning")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=evaluate)
     return parser
 
 

@@ -1,0 +1,232 @@
+"""How faithful and how controllable is a world model: `genie2.load` and `genie2 eval`.
+
+`World` wraps a trained Genie2 (with its tokenizer) behind uint8 frames: `rollout(prompt,
+actions)` dreams the frames that follow real ones. `evaluate_world` rolls out held-out
+episodes with their real actions and with random ones and reports, per horizon step,
+PSNR and SSIM (torchmetrics) against the real frames, the tokenizer's own reconstruction
+(the ceiling) and Genie's controllability metric, delta PSNR (arXiv 2402.15391): PSNR with
+the real actions minus PSNR with random actions.
+
+Dimension legend: k prompt frames, H horizon, h w frame height and width, a keys per step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from genie2.data.clips import episode_files, split_episodes
+from genie2.data.episode import DatasetInfo, Episode, atomic_write
+from genie2.generation import DEFAULT_CONTEXT_FRAMES, Rollout, Sampling
+from genie2.helpers import exists
+from genie2.model import Genie2
+from genie2.session import WorldModelSession
+
+REPORT_VERSION = 1
+
+
+def psnr_ssim(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-frame PSNR (dB, capped at 100 for identical frames) and SSIM of uint8 frames (n h w 3)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    x = rearrange(pred.float() / 255, "n h w c -> n c h w")
+    y = rearrange(target.float() / 255, "n h w c -> n c h w")
+    psnr = torch.stack([peak_signal_noise_ratio(a[None], b[None], data_range=1.0) for a, b in zip(x, y, strict=True)])
+    ssim = structural_similarity_index_measure(x, y, data_range=1.0, reduction="none")
+    return psnr.clamp(max=100.0).nan_to_num(100.0, posinf=100.0), ssim
+
+
+class World:
+    """A trained world model behind uint8 frames (h w 3): rollouts and play sessions."""
+
+    def __init__(self, model: Genie2, max_context_frames: int | None = DEFAULT_CONTEXT_FRAMES):
+        if not exists(model.tokenizer):
+            raise ValueError("World needs a Genie2 with a tokenizer (frames in, frames out)")
+        self.model, self.max_context_frames = model.eval(), max_context_frames
+
+    def _to_unit(self, frames: Tensor | np.ndarray) -> Tensor:
+        """uint8 frames (n h w 3) as the model's input (1 3 n h w) in [0, 1]."""
+        frames = torch.as_tensor(np.asarray(frames))
+        size = self.model.tokenizer.config.frame_size
+        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1:] != (size, size, 3):
+            raise ValueError(f"frames must be uint8 (n, {size}, {size}, 3), got {frames.dtype} {tuple(frames.shape)}")
+        return rearrange(frames.float() / 255, "n h w c -> 1 c n h w").to(self.model.device)
+
+    @torch.no_grad()
+    def rollout(self, prompt_frames, actions, temperature: float = 0.0, seed: int = 0) -> Tensor:
+        """The H frames (uint8 H h w 3) after k real `prompt_frames` (uint8 k h w 3), given one
+        action per frame of the whole clip (k + H entries, or (k + H, a) keys; -1 for none)."""
+        video = self._to_unit(prompt_frames)
+        k = video.shape[2]
+        keys = torch.as_tensor(np.asarray(actions)).long()
+        keys = keys[:, None] if keys.ndim == 1 else keys
+        if keys.ndim != 2 or keys.shape[0] <= k:
+            raise ValueError(
+                f"actions needs one entry per frame: more than the {k} prompt frames, got {tuple(keys.shape)}"
+            )
+        keys = keys[None].to(self.model.device)  # 1 t a
+        _, codes, _ = self.model.encode_state(video)
+        generator = torch.Generator(device=self.model.device).manual_seed(seed)
+        sampling = Sampling(temperature=temperature, generator=generator)
+        rollout = Rollout(self.model, codes, self._keys(keys[:, :k]), sampling, False, self.max_context_frames)
+        dreamed = [rollout.step(self._keys(keys[:, t])) for t in range(k, keys.shape[1])]
+        frames = self.model.tokenizer.decode(torch.stack(dreamed, dim=1))[0]
+        return (frames * 255).round().to(torch.uint8).cpu()
+
+    def _keys(self, keys: Tensor) -> Tensor | None:
+        """Keys (b [t] a) for the model, or None where no key is pressed at all."""
+        if self.model.num_actions is None or (keys < 0).all():
+            return None
+        return keys
+
+    def session(self, frame=None, **kwargs) -> WorldModelSession:
+        """A step-by-step session (frames c h w float in [0, 1]); `frame` may be uint8 h w 3."""
+        if isinstance(frame, np.ndarray) or (isinstance(frame, Tensor) and frame.dtype == torch.uint8):
+            frame = self._to_unit(torch.as_tensor(frame)[None])[0, :, 0]
+        kwargs.setdefault("max_context_frames", self.max_context_frames)
+        return WorldModelSession(self.model, frame, **kwargs)
+
+
+class CopyLastFrame:
+    """A baseline world: every dreamed frame is the last prompt frame."""
+
+    def rollout(self, prompt_frames, actions, temperature: float = 0.0, seed: int = 0) -> Tensor:
+        prompt = torch.as_tensor(np.asarray(prompt_frames))
+        return prompt[-1:].expand(len(actions) - len(prompt), -1, -1, -1).clone()
+
+
+def load(checkpoint: str | Path | None = None, device: str = "cpu", **kwargs) -> World:
+    """The world model at `checkpoint` (a `genie2 train` run folder or checkpoint folder)."""
+    if checkpoint is None:
+        raise FileNotFoundError(
+            "no pretrained world ships with this version yet; pass a checkpoint from `genie2 train`"
+        )
+    return World(Genie2.from_pretrained(checkpoint, device), **kwargs)
+
+
+def eval_episodes(data: str | Path, split: str, count: int, length: int, skip_corrupt: bool = False) -> list[Path]:
+    """Up to `count` episode files of a split with at least `length` frames."""
+    chosen = set(_split(data, split))
+    found = [path for index, path in episode_files(data, skip_corrupt) if index in chosen]
+    long_enough = [p for p in found if len(Episode.load(p)) >= length]
+    if not long_enough:
+        raise ValueError(f"no {split} episode of {data} has {length} frames (prompt + horizon); lower --horizon")
+    return long_enough[:count]
+
+
+def _split(data, split: str) -> list[int]:
+    from genie2.data.episode import episode_indices
+
+    return split_episodes(episode_indices(data), split)
+
+
+def evaluate_world(
+    world,
+    data: str | Path,
+    split: str = "val",
+    episodes: int = 16,
+    horizon: int = 16,
+    prompt_frames: int = 1,
+    seed: int = 0,
+    progress: bool = True,
+    skip_corrupt: bool = False,
+) -> dict:
+    """Roll out held-out episodes with real and random actions; every number of the report."""
+    if not isinstance(horizon, int) or horizon < 1 or not isinstance(prompt_frames, int) or prompt_frames < 1:
+        raise ValueError(f"horizon and prompt_frames must be positive ints, got {horizon!r}, {prompt_frames!r}")
+    info = DatasetInfo.load(data)
+    model = getattr(world, "model", None)
+    if model is not None and model.num_actions != info.num_actions:
+        raise ValueError(f"the model has {model.num_actions} actions but {data} has {info.num_actions}")
+    k, rng = prompt_frames, np.random.default_rng(seed)
+    scores = {name: [] for name in ("psnr", "ssim", "psnr_random", "ssim_random", "tokenizer_psnr", "tokenizer_ssim")}
+    videos, seconds, dreamed = [], 0.0, 0
+    for path in tqdm(
+        eval_episodes(data, split, episodes, k + horizon, skip_corrupt), desc="eval", disable=not progress
+    ):
+        episode = Episode.load(path)
+        frames = torch.from_numpy(episode.frames[: k + horizon])
+        actions = torch.from_numpy(episode.actions[: k + horizon])
+        random_actions = actions.clone()
+        random_actions[k:, 0] = torch.from_numpy(rng.integers(0, info.num_actions, horizon))
+        random_actions[k:, 1:] = -1
+        start = time.perf_counter()
+        real = world.rollout(frames[:k], actions, seed=seed)
+        seconds, dreamed = seconds + time.perf_counter() - start, dreamed + horizon
+        fake = world.rollout(frames[:k], random_actions, seed=seed)
+        truth = frames[k:]
+        for prefix, pred in (("", real), ("_random", fake)):
+            psnr, ssim = psnr_ssim(pred, truth)
+            scores["psnr" + prefix].append(psnr)
+            scores["ssim" + prefix].append(ssim)
+        if model is not None:
+            recon = world.model.tokenizer.decode(world.model.tokenizer.encode(truth[None]))[0]
+            psnr, ssim = psnr_ssim((recon * 255).round().to(torch.uint8).cpu(), truth)
+            scores["tokenizer_psnr"].append(psnr)
+            scores["tokenizer_ssim"].append(ssim)
+        if len(videos) < 4:
+            videos.append(torch.cat((truth, real, fake), dim=2))  # side by side: truth | real actions | random
+    per_step = {name: torch.stack(v) for name, v in scores.items() if v}  # episodes H
+    per_step["delta_psnr"] = per_step["psnr"] - per_step["psnr_random"]
+    return dict(
+        version=REPORT_VERSION,
+        episodes=len(per_step["psnr"]),
+        horizon=horizon,
+        prompt_frames=k,
+        metrics={
+            name: dict(mean=v.mean(0).tolist(), std=v.std(0, unbiased=False).tolist(), overall=float(v.mean()))
+            for name, v in per_step.items()
+        },
+        frames_per_s=dreamed / seconds,
+        videos=videos,
+    )
+
+
+def write_report(report: dict, out: str | Path, checkpoint: str | Path | None, config: dict) -> Path:
+    """report.json, psnr.png (PSNR and SSIM against the horizon) and rollouts.gif into `out`."""
+    import imageio.v3 as iio
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    videos = report.pop("videos")
+    weights = Path(checkpoint) / "model.safetensors" if checkpoint else None
+    report["checkpoint"] = str(checkpoint) if checkpoint else None
+    report["checkpoint_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest() if weights else None
+    report["config"] = config
+    atomic_write(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+
+    steps = np.arange(1, report["horizon"] + 1)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric in zip(axes, ("psnr", "ssim"), strict=True):
+        for name, label in (
+            (metric, "real actions"),
+            (f"{metric}_random", "random actions"),
+            (f"tokenizer_{metric}", "tokenizer ceiling"),
+        ):
+            if name in report["metrics"]:
+                mean, std = np.array(report["metrics"][name]["mean"]), np.array(report["metrics"][name]["std"])
+                axis.plot(steps, mean, label=label)
+                axis.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        axis.set_xlabel("horizon step")
+        axis.set_ylabel(metric.upper())
+        axis.legend()
+    figure.tight_layout()
+    atomic_write(out / "psnr.png", lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    plt.close(figure)
+
+    if videos:
+        frames = torch.cat(videos, dim=1).numpy().repeat(2, axis=1).repeat(2, axis=2)
+        atomic_write(out / "rollouts.gif", lambda tmp: iio.imwrite(tmp, frames, extension=".gif", duration=200, loop=0))
+    return out
