@@ -144,3 +144,24 @@ def test_eval_writes_every_output_and_a_valid_report(pipeline, tmp_path):
         load(tmp_path / "nothing")
     with pytest.raises(ValueError, match="lower --horizon"):
         evaluate_world(world, pipeline / "data", "all", episodes=1, horizon=500, progress=False)
+
+
+def test_eval_refuses_a_dataset_with_other_actions(pipeline, tmp_path):
+    from genie2.data.episode import DatasetInfo, Episode, episode_path
+    from genie2.evaluate import World, evaluate_world
+
+    other = tmp_path / "other"
+    source = Episode.load(sorted((pipeline / "data" / "episodes").glob("*.safetensors"))[0])
+    source.save(episode_path(other, 0))
+    DatasetInfo("test", "test", 16, 3, ["a", "b", "c"], num_episodes=1, num_frames=len(source)).save(other)
+    world = World(Genie2.from_pretrained(_tiny_run(pipeline, tmp_path)))
+    with pytest.raises(ValueError, match="actions"):
+        evaluate_world(world, other, "all", episodes=1, horizon=2, progress=False)
+
+
+def _tiny_run(pipeline, tmp_path):
+    codes = default_codes_dir(pipeline / "data", pipeline / "tok")
+    config = Training.preset("tiny", steps=2, eval_every=100)
+    return train(
+        str(pipeline / "data"), str(codes), str(pipeline / "tok"), str(tmp_path / "tiny"), config, progress=False
+    )
