@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+from typing import ClassVar
+
 from genie2.tokenizer import TokenizerConfig
+
+
+class PresetConfig:
+    """A training-config dataclass built from a named preset or from its saved JSON."""
+
+    PRESETS: ClassVar[dict] = {}
+
+    @classmethod
+    def preset(cls, name: str, **overrides):
+        """A preset by name with some fields overridden (None values are ignored)."""
+        if name not in cls.PRESETS:
+            raise ValueError(f"unknown preset {name!r}; presets: {sorted(cls.PRESETS)}")
+        values = cls.PRESETS[name]()
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """Rebuild from saved JSON, ignoring keys this version does not know."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def tokenizer_tiny() -> dict:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -39,13 +40,15 @@ from genie2.checkpoint import (
 from genie2.data.clips import ClipDataset
 from genie2.data.codes import weights_hash
 from genie2.model import Genie2
-from genie2.presets import WORLD_PRESETS
+from genie2.presets import WORLD_PRESETS, PresetConfig
 from genie2.tokenizer import Tokenizer
 
 
 @dataclass
-class Training:
+class Training(PresetConfig):
     """How to train a world model; saved as RUN/training.json and with every checkpoint."""
+
+    PRESETS: ClassVar[dict] = WORLD_PRESETS
 
     model: dict = field(default_factory=dict)  # Genie2 constructor arguments (dim, depth, heads, ...)
     steps: int = 3000
@@ -62,19 +65,6 @@ class Training:
     eval_every: int = 500  # rollout GIF and validation loss
     val_clips: int = 32
     ema: float | None = None  # e.g. 0.999: keep an exponential moving average of the weights and export it
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> Training:
-        """A preset by name with some fields overridden (None values are ignored)."""
-        if name not in WORLD_PRESETS:
-            raise ValueError(f"unknown preset {name!r}; presets: {sorted(WORLD_PRESETS)}")
-        values = WORLD_PRESETS[name]()
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Training:
-        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
 
     def check(self) -> None:
         """Clear errors for settings that cannot train."""

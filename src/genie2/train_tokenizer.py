@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -32,13 +33,15 @@ from genie2.checkpoint import (
     set_rng_state,
 )
 from genie2.data.clips import ClipDataset
-from genie2.presets import TOKENIZER_PRESETS
+from genie2.presets import TOKENIZER_PRESETS, PresetConfig
 from genie2.tokenizer import CONFIG_FILE, WEIGHTS_FILE, Tokenizer, TokenizerConfig, codebook_stats, psnr
 
 
 @dataclass
-class TokenizerTraining:
+class TokenizerTraining(PresetConfig):
     """How to train a tokenizer; saved with every checkpoint."""
+
+    PRESETS: ClassVar[dict] = TOKENIZER_PRESETS
 
     model: TokenizerConfig = field(default_factory=TokenizerConfig)
     steps: int = 2500
@@ -52,21 +55,9 @@ class TokenizerTraining:
     grad_clip: float = 1.0
     ae_warmup: float = 0.45  # this fraction of the steps trains without quantization, then the codebook is seeded
 
-    @classmethod
-    def preset(cls, name: str, **overrides) -> TokenizerTraining:
-        """A preset by name with some fields overridden (None values are ignored)."""
-        if name not in TOKENIZER_PRESETS:
-            raise ValueError(f"unknown tokenizer preset {name!r}; presets: {sorted(TOKENIZER_PRESETS)}")
-        values = TOKENIZER_PRESETS[name]()
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TokenizerTraining:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["model"] = TokenizerConfig(**values["model"])
-        return cls(**values)
+    def __post_init__(self):
+        if isinstance(self.model, dict):  # from saved JSON
+            self.model = TokenizerConfig(**self.model)
 
 
 class FrameBatches(SeededBatches):
