@@ -57,8 +57,9 @@ def test_default_env_collects_two_episodes_quickly(tmp_path):
 
 
 @pytest.mark.parametrize("env, module", [("breakout", "ale_py"), ("crafter", "crafter"), ("doom-basic", "vizdoom")])
-def test_optional_presets_collect(tmp_path, env, module):
+def test_optional_presets_collect(tmp_path, monkeypatch, env, module):
     pytest.importorskip(module)
+    monkeypatch.chdir(tmp_path)  # ViZDoom writes _vizdoom.ini into the working folder
     info = collect(tmp_path / env, env, episodes=1, steps=6, frame_size=32, progress=False)
     episode = Episode.load(episode_path(tmp_path / env, 0))
     assert episode.frames.shape == (7, 32, 32, 3) and len(info.action_names) == info.num_actions
