@@ -165,3 +165,26 @@ def _tiny_run(pipeline, tmp_path):
     return train(
         str(pipeline / "data"), str(codes), str(pipeline / "tok"), str(tmp_path / "tiny"), config, progress=False
     )
+
+
+@pytest.mark.parametrize(
+    "verb, args, message",
+    [
+        ("train", ["--preset", "huge"], "unknown preset"),
+        ("train", ["--steps", "0"], "steps must be a positive int"),
+        ("train", ["--clip-frames", "1"], "clip_frames must be >= 2"),
+        ("train-tokenizer", ["--preset", "huge"], "unknown preset"),
+        ("train-tokenizer", ["--batch-size", "100000"], "larger than"),
+        ("eval", ["--checkpoint", "missing"], "not a world-model checkpoint"),
+        ("tokenize", ["--tokenizer", "missing"], "not a tokenizer checkpoint"),
+    ],
+)
+def test_cli_bad_values_get_clear_errors(pipeline, tmp_path, verb, args, message):
+    base = {
+        "train": ["--data", str(pipeline / "data"), "--tokenizer", str(pipeline / "tok"), "--out", str(tmp_path / "r")],
+        "train-tokenizer": ["--data", str(pipeline / "data"), "--out", str(tmp_path / "t"), "--preset", "tiny"],
+        "eval": ["--data", str(pipeline / "data"), "--out", str(tmp_path / "e")],
+        "tokenize": ["--data", str(pipeline / "data")],
+    }[verb]
+    out = subprocess.run([sys.executable, "-m", "genie2.cli", verb, *base, *args], capture_output=True, text=True)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
