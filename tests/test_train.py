@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -188,3 +189,34 @@ def test_cli_bad_values_get_clear_errors(pipeline, tmp_path, verb, args, message
     }[verb]
     out = subprocess.run([sys.executable, "-m", "genie2.cli", verb, *base, *args], capture_output=True, text=True)
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_terminal_player_reprompts_plays_and_quits(pipeline, tmp_path):
+    pexpect = pytest.importorskip("pexpect")
+    run = _tiny_run(pipeline, tmp_path)
+    cmd = [sys.executable, "-m", "genie2.cli", "play", "--checkpoint", str(run), "--data", str(pipeline / "data")]
+    cmd += ["--terminal", "--colour", "always", "--temperature", "0", "--save-path", str(tmp_path / "frame.png")]
+    child = pexpect.spawn(cmd[0], cmd[1:], timeout=60, encoding="utf-8")
+    child.expect("left")  # the dataset's action names are listed
+    child.expect("▀")  # the frame is drawn with half blocks
+    child.expect("next action")
+    child.sendline("9")
+    child.expect("invalid action")
+    child.sendline("2")
+    child.expect("frame 1 saved")
+    child.sendline("q")
+    child.expect("stopped after 1 dreamed frames")
+    child.expect(pexpect.EOF)
+    from PIL import Image
+
+    assert Image.open(tmp_path / "frame.png").size == (16, 16)
+
+
+def test_half_blocks_draw_two_pixel_rows_per_line():
+    from genie2.play.terminal import half_blocks
+
+    frame = np.zeros((4, 2, 3), dtype=np.uint8)
+    frame[0] = 255  # top row white
+    lines = half_blocks(frame).split("\n")
+    assert len(lines) == 2 and lines[0].count("▀") == 2
+    assert "38;2;255;255;255m" in lines[0] and "48;2;0;0;0m" in lines[0]

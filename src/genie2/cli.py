@@ -121,6 +121,23 @@ def evaluate(args) -> None:
     )
 
 
+def play(args) -> None:
+    """genie2 play --terminal: type actions, see the dreamed frames (the browser player comes next)."""
+    from genie2.data.clips import ClipDataset
+    from genie2.data.episode import DatasetInfo
+    from genie2.evaluate import load
+    from genie2.play.terminal import play_terminal
+
+    if not args.terminal:
+        raise ValueError("only the terminal player exists in this version: pass --terminal")
+    world = load(args.checkpoint)
+    start = ClipDataset(args.data, clip_frames=1, split="val", stride=1)[args.start]["frames"][0].numpy()
+    names = DatasetInfo.load(args.data).action_names
+    colour = {"auto": None, "always": True, "never": False}[args.colour]
+    kwargs = dict(temperature=args.temperature, cond_scale=args.cond_scale, compile=args.compile)
+    play_terminal(world, start, args.save_path, colour, names, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     parser = argparse.ArgumentParser(prog="genie2", description=__doc__)
@@ -226,6 +243,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-corrupt", action="store_true", help="skip damaged episode files with a warning")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=evaluate)
+
+    p = verbs.add_parser("play", help="play inside a world model (--terminal)")
+    p.description = play.__doc__
+    p.add_argument("--checkpoint", required=True, help="world-model run or checkpoint folder")
+    p.add_argument("--data", required=True, help="dataset folder: the start frame comes from its validation split")
+    p.add_argument("--terminal", action="store_true", help="play in this terminal")
+    p.add_argument("--start", type=int, default=0, help="which validation frame to start from (default 0)")
+    p.add_argument("--save-path", default="./last-frame.png", help="where the newest frame is saved as PNG")
+    p.add_argument("--colour", choices=["auto", "always", "never"], default="auto", help="draw frames in the terminal")
+    p.add_argument("--temperature", type=float, default=0.9, help="sampling temperature (0: greedy)")
+    p.add_argument("--cond-scale", type=float, default=1.0, help="classifier-free guidance scale on the action")
+    p.add_argument("--compile", action="store_true", help="compile the decode step (seconds up front, faster frames)")
+    p.set_defaults(fn=play)
     return parser
 
 
