@@ -63,11 +63,6 @@ def load_state(folder: str | Path) -> dict:
     return _join(json.loads((folder / "state.json").read_text()), tensors)
 
 
-def has_state(folder: str | Path) -> bool:
-    """Whether a run folder has training state."""
-    return (Path(folder) / TRAINER_DIR / "state.json").is_file()
-
-
 CHECKPOINT_DIR = "checkpoints"
 
 

@@ -24,7 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from genie2.data.clips import episode_files, split_episodes
-from genie2.data.episode import DatasetInfo, Episode, atomic_write
+from genie2.data.episode import DatasetInfo, Episode, atomic_write, episode_indices, episode_length
 from genie2.generation import DEFAULT_CONTEXT_FRAMES, Rollout, Sampling
 from genie2.helpers import exists
 from genie2.model import Genie2
@@ -114,18 +114,12 @@ def load(checkpoint: str | Path | None = None, device: str = "cpu", **kwargs) ->
 
 def eval_episodes(data: str | Path, split: str, count: int, length: int, skip_corrupt: bool = False) -> list[Path]:
     """Up to `count` episode files of a split with at least `length` frames."""
-    chosen = set(_split(data, split))
+    chosen = set(split_episodes(episode_indices(data), split))
     found = [path for index, path in episode_files(data, skip_corrupt) if index in chosen]
-    long_enough = [p for p in found if len(Episode.load(p)) >= length]
+    long_enough = [p for p in found if episode_length(p) >= length]  # headers only; episodes load once, later
     if not long_enough:
         raise ValueError(f"no {split} episode of {data} has {length} frames (prompt + horizon); lower --horizon")
     return long_enough[:count]
-
-
-def _split(data, split: str) -> list[int]:
-    from genie2.data.episode import episode_indices
-
-    return split_episodes(episode_indices(data), split)
 
 
 def evaluate_world(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -333,4 +333,4 @@ def codebook_stats(codes: Tensor, num_codes: int) -> dict:
     return dict(usage=float((counts > 0).float().mean()), perplexity=float(entropy.exp()))
 
 
-__all__ = ["Tokenizer", "TokenizerConfig", "codebook_stats", "psnr", "field"]
+__all__ = ["Tokenizer", "TokenizerConfig", "codebook_stats", "psnr"]
