@@ -122,20 +122,37 @@ def evaluate(args) -> None:
 
 
 def play(args) -> None:
-    """genie2 play --terminal: type actions, see the dreamed frames (the browser player comes next)."""
-    from genie2.data.clips import ClipDataset
+    """genie2 play: step inside a world model, in the browser (default: a local server streams
+    each dreamed frame to a page) or in this terminal (--terminal). Without --checkpoint it
+    plays the pretrained MiniGrid world that ships with genie2."""
+    from genie2.data.clips import start_frames
     from genie2.data.episode import DatasetInfo
     from genie2.evaluate import load
-    from genie2.play.terminal import play_terminal
 
-    if not args.terminal:
-        raise ValueError("only the terminal player exists in this version: pass --terminal")
     world = load(args.checkpoint)
-    start = ClipDataset(args.data, clip_frames=1, split="val", stride=1)[args.start]["frames"][0].numpy()
-    names = DatasetInfo.load(args.data).action_names
-    colour = {"auto": None, "always": True, "never": False}[args.colour]
-    kwargs = dict(temperature=args.temperature, cond_scale=args.cond_scale, compile=args.compile)
-    play_terminal(world, start, args.save_path, colour, names, **kwargs)
+    names, frames = world.action_names, world.start_frames
+    if args.data:
+        names, frames = DatasetInfo.load(args.data).action_names, start_frames(args.data, count=12)
+    if frames is None:
+        raise ValueError(f"{args.checkpoint} holds no start frames: pass --data with the dataset it was trained on")
+    if not 0 <= args.start < len(frames):
+        raise ValueError(f"--start must be in [0, {len(frames)}): there are {len(frames)} start frames")
+    kwargs = dict(temperature=args.temperature, cond_scale=args.cond_scale)
+    if args.terminal:
+        from genie2.play.terminal import play_terminal
+
+        colour = {"auto": None, "always": True, "never": False}[args.colour]
+        play_terminal(world, frames[args.start], args.save_path, colour, names, compile=args.compile, **kwargs)
+        return
+    from genie2.play.server import PlayerConfig, create_app, serve, warm_up
+
+    config = PlayerConfig(**kwargs, max_sessions=args.max_sessions, compile=not args.no_compile)
+    if config.compile:
+        print("compiling the decode step (cached on disk after the first time)...", flush=True)
+        warm_up(world, frames[0], config)
+    app = create_app(world, frames, names, config)
+    print(f"genie2 play: open http://{args.host}:{args.port}/ in a browser (Ctrl-C stops)", flush=True)
+    serve(app, args.host, args.port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,17 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=evaluate)
 
-    p = verbs.add_parser("play", help="play inside a world model (--terminal)")
+    p = verbs.add_parser("play", help="play inside a world model, in the browser or the terminal")
     p.description = play.__doc__
-    p.add_argument("--checkpoint", required=True, help="world-model run or checkpoint folder")
-    p.add_argument("--data", required=True, help="dataset folder: the start frame comes from its validation split")
-    p.add_argument("--terminal", action="store_true", help="play in this terminal")
-    p.add_argument("--start", type=int, default=0, help="which validation frame to start from (default 0)")
-    p.add_argument("--save-path", default="./last-frame.png", help="where the newest frame is saved as PNG")
-    p.add_argument("--colour", choices=["auto", "always", "never"], default="auto", help="draw frames in the terminal")
-    p.add_argument("--temperature", type=float, default=0.9, help="sampling temperature (0: greedy)")
+    p.add_argument("--checkpoint", help="world-model run or checkpoint folder (default: the pretrained MiniGrid world)")
+    p.add_argument("--data", help="dataset folder for the start frames and action names (default: the checkpoint's)")
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0: greedy)")
     p.add_argument("--cond-scale", type=float, default=1.0, help="classifier-free guidance scale on the action")
-    p.add_argument("--compile", action="store_true", help="compile the decode step (seconds up front, faster frames)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000)")
+    p.add_argument("--max-sessions", type=int, default=4, help="browser tabs playing at once (default 4)")
+    p.add_argument("--no-compile", action="store_true", help="browser: skip compiling the decode step (slower frames)")
+    p.add_argument("--terminal", action="store_true", help="play in this terminal instead of the browser")
+    p.add_argument("--start", type=int, default=0, help="terminal: which start frame to begin from (default 0)")
+    p.add_argument("--save-path", default="./last-frame.png", help="terminal: where the newest frame is saved as PNG")
+    p.add_argument("--colour", choices=["auto", "always", "never"], default="auto", help="terminal: draw frames")
+    p.add_argument("--compile", action="store_true", help="terminal: compile the decode step (faster frames)")
     p.set_defaults(fn=play)
     return parser
 

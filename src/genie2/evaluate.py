@@ -23,6 +23,7 @@ from einops import rearrange
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from genie2.checkpoint import read_world_files
 from genie2.data.clips import episode_files, split_episodes
 from genie2.data.episode import DatasetInfo, Episode, atomic_write, episode_indices, episode_length
 from genie2.generation import DEFAULT_CONTEXT_FRAMES, Rollout, Sampling
@@ -47,10 +48,17 @@ def psnr_ssim(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
 class World:
     """A trained world model behind uint8 frames (h w 3): rollouts and play sessions."""
 
-    def __init__(self, model: Genie2, max_context_frames: int | None = DEFAULT_CONTEXT_FRAMES):
+    def __init__(
+        self,
+        model: Genie2,
+        max_context_frames: int | None = DEFAULT_CONTEXT_FRAMES,
+        action_names: list[str] | None = None,
+        start_frames: np.ndarray | None = None,
+    ):
         if not exists(model.tokenizer):
             raise ValueError("World needs a Genie2 with a tokenizer (frames in, frames out)")
         self.model, self.max_context_frames = model.eval(), max_context_frames
+        self.action_names, self.start_frames = action_names, start_frames  # from the training data, if known
 
     def _to_unit(self, frames: Tensor | np.ndarray) -> Tensor:
         """uint8 frames (n h w 3) as the model's input (1 3 n h w) in [0, 1]."""
@@ -103,13 +111,20 @@ class CopyLastFrame:
         return prompt[-1:].expand(len(actions) - len(prompt), -1, -1, -1).clone()
 
 
+PRETRAINED = Path(__file__).parent / "pretrained" / "minigrid-doorkey"
+
+
 def load(checkpoint: str | Path | None = None, device: str = "cpu", **kwargs) -> World:
-    """The world model at `checkpoint` (a `genie2 train` run folder or checkpoint folder)."""
-    if checkpoint is None:
-        raise FileNotFoundError(
-            "no pretrained world ships with this version yet; pass a checkpoint from `genie2 train`"
-        )
-    return World(Genie2.from_pretrained(checkpoint, device), **kwargs)
+    """The world model at `checkpoint` (a `genie2 train` run folder or checkpoint folder); by
+    default the pretrained MiniGrid DoorKey world that ships with the package."""
+    checkpoint = PRETRAINED if checkpoint is None else Path(checkpoint)
+    if not (checkpoint / "config.json").is_file() and checkpoint == PRETRAINED:
+        raise FileNotFoundError(f"the pretrained world is missing from this install ({PRETRAINED}); reinstall genie2")
+    found = read_world_files(checkpoint)
+    if "clip_frames" in found:  # attend to as many past frames as training did, no more
+        kwargs.setdefault("max_context_frames", found["clip_frames"] - 1)
+    names, frames = found.get("action_names"), found.get("start_frames")
+    return World(Genie2.from_pretrained(checkpoint, device), action_names=names, start_frames=frames, **kwargs)
 
 
 def eval_episodes(data: str | Path, split: str, count: int, length: int, skip_corrupt: bool = False) -> list[Path]:

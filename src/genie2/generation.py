@@ -45,12 +45,10 @@ _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def decode_step(rollout: Rollout, tokens: Tensor, pos: Tensor, transformer=None) -> Tensor:
-    """Feed placed tokens (B n d) to the cached transformer; logits (b l) for the next code."""
+    """Feed placed tokens (B n d) to the cached transformer; logits (B l) for the next code.
+    Sampling settings stay outside, so changing them never recompiles."""
     transformer = transformer or rollout.core
-    logits = rollout.model.code_logits(transformer(tokens, pos=pos, cache=rollout.cache)[:, -1])
-    if rollout.guided:
-        logits = guide(*logits.chunk(2), rollout.sampling.cond_scale, rollout.sampling.parallel_keep_frac)
-    return logits
+    return rollout.model.code_logits(transformer(tokens, pos=pos, cache=rollout.cache)[:, -1])
 
 
 def compiled_decode_step(model) -> Callable:
@@ -138,6 +136,8 @@ class Rollout:
             self.cache.place(slots)
             logits = self.decode(self, tokens, pos)
         self.cache.commit()
+        if self.guided:
+            logits = guide(*logits.chunk(2), self.sampling.cond_scale, self.sampling.parallel_keep_frac)
         return logits
 
     def _sample(self, logits: Tensor) -> Tensor:

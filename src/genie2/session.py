@@ -75,8 +75,33 @@ class WorldModelSession:
             self.max_context_frames,
             self.compile,
         )
-        self.codes = [codes]
-        return self._frame()
+        self.codes, self.keys = [codes], [keys]
+        return self.current_frame()
+
+    def configure(self, temperature: float | None = None, cond_scale: float | None = None) -> None:
+        """Change how codes are drawn from the next frame on; switching guidance on or off
+        re-reads the recent frames into a new cache (guidance decodes a second, action-free row)."""
+        s = self.sampling
+        checked = Sampling(
+            s.temperature if temperature is None else temperature,
+            s.min_p,
+            s.cond_scale if cond_scale is None else cond_scale,
+            s.parallel_keep_frac,
+            s.generator,
+        )
+        s.temperature, s.cond_scale = checked.temperature, checked.cond_scale
+        guided = s.cond_scale != 1 and exists(self.model.num_actions)
+        if guided == self.guided or not exists(self.rollout):
+            self.guided = guided
+            return
+        self.guided = guided
+        width = max(k.shape[-1] if exists(k) else 1 for k in self.keys)
+        keys = [k if exists(k) else torch.full((self.batch, width), -1, device=self.model.device) for k in self.keys]
+        keys = [torch.nn.functional.pad(k, (0, width - k.shape[-1]), value=-1) for k in keys]
+        codes = torch.cat(self.codes, dim=1)
+        self.rollout = Rollout(
+            self.model, codes, torch.stack(keys, dim=1), s, guided, self.max_context_frames, self.compile
+        )
 
     @torch.no_grad()
     def step(self, action: int | Sequence[int] | Tensor | None = None) -> Tensor:
@@ -84,16 +109,18 @@ class WorldModelSession:
         b or b a, or None for no action); returns it (c h w, or b c h w for a batch)."""
         if not exists(self.rollout):
             raise RuntimeError("call reset(frame) before step(action)")
-        codes = self.rollout.step(self._keys(action))
+        keys = self._keys(action)
+        codes = self.rollout.step(keys)
         self.codes = (self.codes + [rearrange(codes, "b h w -> b 1 h w")])[-self._history :]
-        return self._frame()
+        self.keys = (self.keys + [keys])[-self._history :]
+        return self.current_frame()
 
     @property
     def _history(self) -> int:
         """How many frames of codes the decoder may need."""
         return self.max_context_frames or len(self.codes) + 1
 
-    def _frame(self) -> Tensor:
+    def current_frame(self) -> Tensor:
         """The newest frame, decoded."""
         frame = self.model._last_frame(self.codes)
         return frame[0] if self.unbatched else frame

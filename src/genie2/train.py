@@ -5,7 +5,8 @@ train ...` (Hugging Face Accelerate: DDP across processes, bf16 autocast on GPUs
 accumulation). A run folder holds:
 
     RUN/training.json        the resolved training config
-    RUN/checkpoints/step-N/  config.json + model.safetensors (world model and its tokenizer) + trainer/
+    RUN/checkpoints/step-N/  config.json + model.safetensors (world model and its tokenizer) + trainer/,
+                             dataset.json + start-frames.safetensors + training.json (for players and eval)
     RUN/config.json, RUN/model.safetensors   the final model (Genie2.from_pretrained(RUN))
     RUN/logs/                TensorBoard scalars (also RUN/metrics.jsonl)
     RUN/samples/step-N.gif   a rollout from a validation prompt beside the ground truth
@@ -19,6 +20,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -27,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genie2.checkpoint import (
+    WORLD_FILES,
     SeededBatches,
     StopFlag,
     cosine_lr,
@@ -36,6 +39,7 @@ from genie2.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    write_world_files,
 )
 from genie2.data.clips import ClipDataset
 from genie2.data.codes import weights_hash
@@ -185,7 +189,9 @@ def train(
             if ema is not None:  # the checkpoint's model is the average; the raw weights go with the state
                 state["ema"] = ema.module.state_dict()
                 state["raw"], state["ema_count"] = unwrapped.state_dict(), ema.n_averaged
-            save_checkpoint(out_dir, step, ema.module if ema is not None else unwrapped, state, config.keep_checkpoints)
+            saved = ema.module if ema is not None else unwrapped
+            extra = partial(write_world_files, data=data, training=asdict(config), skip_corrupt=skip_corrupt)
+            save_checkpoint(out_dir, step, saved, state, config.keep_checkpoints, extra)
 
     rank, per_micro = accelerator.process_index, config.batch_size // world
     tokens_per_step = config.batch_size * config.clip_frames * (math.prod(tokenizer.latent_shape) + 1)
@@ -242,7 +248,7 @@ def train(
                 raise KeyboardInterrupt(f"stopped at step {step}; the checkpoint there is kept")
     accelerator.end_training()
     if accelerator.is_main_process:
-        export_latest(out_dir)
+        export_latest(out_dir, ("config.json", "model.safetensors", *WORLD_FILES))
     return out_dir
 
 

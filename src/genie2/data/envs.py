@@ -27,10 +27,13 @@ class Preset:
     module: str | None = None  # imported first (registers the env ids)
 
 
+MINIGRID_RENDER = dict(tile_size=8, highlight=False)
+
 PRESETS: dict[str, Preset] = {
-    # 8 px per tile: the 8x8 grid renders at 64x64 natively, no resizing
-    "minigrid": Preset("MiniGrid-DoorKey-8x8-v0", 64, MINIGRID_ACTIONS, dict(tile_size=8), None, "minigrid"),
-    "minigrid-empty": Preset("MiniGrid-Empty-8x8-v0", 64, MINIGRID_ACTIONS, dict(tile_size=8), None, "minigrid"),
+    # 8 px per tile: the 8x8 grid renders at 64x64 natively, no resizing. The world is drawn as it is,
+    # without the agent's shaded view cone (highlight), which is the agent's partial view, not the world.
+    "minigrid": Preset("MiniGrid-DoorKey-8x8-v0", 64, MINIGRID_ACTIONS, MINIGRID_RENDER, None, "minigrid"),
+    "minigrid-empty": Preset("MiniGrid-Empty-8x8-v0", 64, MINIGRID_ACTIONS, MINIGRID_RENDER, None, "minigrid"),
     "breakout": Preset("ALE/Breakout-v5", 64, None, dict(frameskip=4), "atari", "ale_py"),
     "pong": Preset("ALE/Pong-v5", 64, None, dict(frameskip=4), "atari", "ale_py"),
     "doom-basic": Preset("VizdoomBasic-v1", 64, None, {}, "doom", "vizdoom.gymnasium_wrapper"),

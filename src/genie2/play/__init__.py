@@ -1,1 +1,1 @@
-"""Players: step inside a learned world (the terminal player; the browser player comes next)."""
+"""Players: step inside a learned world, in the browser (server.py + static/) or the terminal."""

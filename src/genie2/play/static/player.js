@@ -1,0 +1,172 @@
+// The genie2 browser player: send the keys held, draw each dreamed frame as it arrives.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const canvas = $("world");
+const context = canvas.getContext("2d");
+context.imageSmoothingEnabled = false;
+
+const state = {
+  info: null, socket: null, token: null, running: true, inFlight: false, start: 0,
+  held: new Set(), tapped: new Set(), sentAt: 0, arrivals: [], recording: false, nextId: 0,
+};
+// read by tests and benchmarks: frames received, the last frame (data URL), the page's own rates
+window.genie2 = { frames: 0, lastImage: null, fps: 0, latencyMs: 0, errors: [] };
+
+function showError(text) {
+  $("error").textContent = text;
+  window.genie2.errors.push(text);
+}
+
+function send(message) {
+  if (state.socket && state.socket.readyState === WebSocket.OPEN) state.socket.send(JSON.stringify(message));
+}
+
+function keysToSend() {
+  const keys = new Set([...state.held, ...state.tapped].map((key) => state.info.keymap[key]));
+  state.tapped.clear();
+  if (keys.size === 0 && $("idle").value !== "") keys.add(Number($("idle").value));
+  let list = [...keys];
+  if (!state.info.multiple_actions) list = list.slice(-1);
+  return list.slice(0, state.info.max_num_actions);
+}
+
+function stepIfReady(once = false) {
+  if (!(state.running || once) || state.inFlight || !state.token) return;
+  state.inFlight = true;
+  state.sentAt = performance.now();
+  send({ type: "step", keys: keysToSend(), id: state.nextId++ });
+}
+
+function reset(message) {
+  state.inFlight = true;
+  state.sentAt = performance.now();
+  send(Object.assign({ type: "reset" }, message));
+}
+
+function drawFrame(message) {
+  const now = performance.now();
+  const image = new Image();
+  image.onload = () => context.drawImage(image, 0, 0, canvas.width, canvas.height);
+  image.src = "data:image/png;base64," + message.image;
+  window.genie2.lastImage = image.src;
+  window.genie2.frames += 1;
+  const latency = now - state.sentAt;
+  state.arrivals.push(now);
+  while (state.arrivals.length > 1 && now - state.arrivals[0] > 2000) state.arrivals.shift();
+  const span = (state.arrivals[state.arrivals.length - 1] - state.arrivals[0]) / 1000;
+  const fps = span > 0 ? (state.arrivals.length - 1) / span : 0;
+  Object.assign(window.genie2, { fps, latencyMs: latency });
+  $("frame-index").textContent = message.index;
+  $("fps").textContent = fps.toFixed(1);
+  $("latency").textContent = latency.toFixed(0) + " ms";
+  $("compute").textContent = message.compute_ms.toFixed(0) + " ms";
+  $("recorded").textContent = state.recording ? `${message.recorded} frames recorded` : "";
+}
+
+function connect() {
+  const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+  state.socket = socket;
+  socket.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type === "hello") {
+      state.token = message.token;
+      reset({ start: state.start });
+    } else if (message.type === "frame") {
+      state.inFlight = false;
+      drawFrame(message);
+      setTimeout(stepIfReady, 0);
+    } else if (message.type === "error") {
+      state.inFlight = false;
+      showError(message.message);
+    }
+  };
+  socket.onclose = () => { state.token = null; showError("disconnected from the server: reload the page"); };
+}
+
+function setRunning(running) {
+  state.running = running;
+  $("run").textContent = running ? "Pause" : "Play";
+  stepIfReady();
+}
+
+function pressed(event, down) {
+  if (!(event.key in state.info.keymap)) return;
+  event.preventDefault();
+  if (down) { state.held.add(event.key); state.tapped.add(event.key); } else state.held.delete(event.key);
+  if (down && !state.running && !event.repeat) stepIfReady(true); // paused: one frame per key press
+  const cell = document.querySelector(`[data-key="${CSS.escape(event.key)}"]`);
+  if (cell) cell.classList.toggle("pressed", down);
+}
+
+function slider(id, value, key) {
+  const input = $(id), label = $(id + "-value");
+  input.value = value;
+  label.textContent = value;
+  input.oninput = () => {
+    label.textContent = input.value;
+    send({ type: "settings", [key]: Number(input.value) });
+  };
+}
+
+function keyLabel(key) {
+  return { ArrowLeft: "←", ArrowRight: "→", ArrowUp: "↑", ArrowDown: "↓", " ": "space" }[key] || key;
+}
+
+async function main() {
+  state.info = await (await fetch("/api/info")).json();
+  const info = state.info;
+  $("multi").textContent = info.multiple_actions ? `Up to ${info.max_num_actions} keys at once.` : "One action per frame.";
+  for (const [key, action] of Object.entries(info.keymap)) {
+    const row = $("keymap").insertRow();
+    row.insertCell().innerHTML = `<kbd>${keyLabel(key)}</kbd>`;
+    const cell = row.insertCell();
+    cell.textContent = info.action_names[action];
+    cell.dataset.key = key;
+  }
+  const idle = $("idle");
+  idle.add(new Option("no action (the model decides)", ""));
+  info.action_names.forEach((name, i) => idle.add(new Option(name, String(i))));
+  const noop = info.action_names.findIndex((n) => ["noop", "done", "none", "wait"].includes(n.toLowerCase()));
+  idle.value = noop >= 0 ? String(noop) : "";
+  slider("temperature", info.temperature, "temperature");
+  slider("cond-scale", info.cond_scale, "cond_scale");
+  for (let i = 0; i < info.start_frames; i++) {
+    const image = new Image();
+    image.src = `/api/start/${i}.png`;
+    image.title = `start frame ${i}`;
+    image.className = i === 0 ? "chosen" : "";
+    image.onclick = () => {
+      document.querySelectorAll("#starts img").forEach((other) => other.classList.remove("chosen"));
+      image.classList.add("chosen");
+      state.start = i;
+      reset({ start: i });
+    };
+    $("starts").appendChild(image);
+  }
+  $("run").onclick = () => setRunning(!state.running);
+  $("reset").onclick = () => reset({ start: state.start });
+  $("record").onclick = () => {
+    state.recording = !state.recording;
+    send({ type: "record", on: state.recording });
+    $("record").textContent = state.recording ? "Stop recording" : "Record";
+    for (const kind of ["gif", "mp4"]) {
+      $(kind).hidden = state.recording;
+      $(kind).href = `/api/recording/${state.token}.${kind}`;
+    }
+  };
+  $("upload").onchange = () => {
+    const file = $("upload").files[0];
+    if (!file) return;
+    if (file.size > info.max_upload_bytes) return showError(`that image is over the ${info.max_upload_bytes}-byte limit`);
+    const reader = new FileReader();
+    reader.onload = () => reset({ image: reader.result });
+    reader.readAsDataURL(file);
+  };
+  document.addEventListener("keydown", (event) => pressed(event, true));
+  document.addEventListener("keyup", (event) => pressed(event, false));
+  window.addEventListener("blur", () => state.held.clear());
+  connect();
+}
+
+main();

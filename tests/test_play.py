@@ -1,0 +1,210 @@
+"""The browser player: its server protocol (FastAPI TestClient) and the page in real Chromium (Playwright)."""
+
+import base64
+import io
+import os
+import shutil
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from genie2 import Genie2
+from genie2.evaluate import World
+from genie2.play.server import PlayerConfig, create_app, keymap
+from genie2.tokenizer import Tokenizer, TokenizerConfig
+
+NAMES = ["left", "right", "forward", "pickup", "drop", "toggle", "done"]
+CHROMIUM = os.environ.get("GENIE2_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def world():
+    """A random 16x16 world whose frames depend strongly on the action pressed."""
+    torch.manual_seed(0)
+    tokenizer = Tokenizer(
+        TokenizerConfig(frame_size=16, channels=(8, 16), res_blocks=1, dim_latent=8, codebook_size=16)
+    )
+    model = Genie2.from_tokenizer(tokenizer, dim=32, depth=1, heads=2, attn_dim_head=16, num_actions=len(NAMES))
+    with torch.no_grad():
+        model.action_embed.keys.weight.mul_(20)
+    return World(model)
+
+
+@pytest.fixture(scope="module")
+def starts():
+    return np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+
+
+def client_for(world, starts, **config):
+    from fastapi.testclient import TestClient
+
+    return TestClient(create_app(world, starts, NAMES, PlayerConfig(**config)))
+
+
+def frame_of(message) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(message["image"]))))
+
+
+def test_keymap_uses_arrows_for_named_directions_then_digits():
+    keys = keymap(NAMES)
+    assert keys["ArrowLeft"] == 0 and keys["ArrowRight"] == 1 and keys["ArrowUp"] == 2
+    assert sorted(keys.values()) == list(range(len(NAMES)))  # every action has exactly one key
+    assert keymap(["a", "b"]) == {"1": 0, "2": 1}
+
+
+def test_info_start_frames_and_steps_over_the_websocket(world, starts):
+    client = client_for(world, starts)
+    info = client.get("/api/info").json()
+    assert info["action_names"] == NAMES and info["start_frames"] == 3 and info["frame_size"] == 16
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(client.get("/api/start/2.png").content))), starts[2])
+    assert client.get("/api/start/3.png").status_code == 404
+    assert "<canvas" in client.get("/").text and "WebSocket" in client.get("/player.js").text
+    with client.websocket_connect("/ws") as ws:
+        assert ws.receive_json()["type"] == "hello"
+        ws.send_json({"type": "reset", "start": 1})
+        first = ws.receive_json()
+        assert first["type"] == "frame" and first["index"] == 0 and frame_of(first).shape == (16, 16, 3)
+        dreamed = {}
+        for action in (0, 1, 0):
+            ws.send_json({"type": "reset", "start": 1})
+            ws.receive_json()
+            ws.send_json({"type": "step", "keys": [action], "id": 7})
+            reply = ws.receive_json()
+            assert reply["index"] == 1 and reply["id"] == 7 and reply["compute_ms"] > 0
+            dreamed.setdefault(action, []).append(frame_of(reply))
+        assert np.array_equal(*dreamed[0])  # greedy: the same action dreams the same frame
+        assert not np.array_equal(dreamed[0][0], dreamed[1][0])  # another action, another frame
+
+
+@pytest.mark.parametrize(
+    "message, error",
+    [
+        ("not json", "JSON"),
+        ("[1, 2]", "JSON objects"),
+        ('{"type": "jump"}', "unknown message type"),
+        ('{"type": "step", "keys": [99]}', "action ids must be in"),
+        ('{"type": "step", "keys": "left"}', "keys must be a list"),
+        ('{"type": "reset", "start": 5}', "start must be an int"),
+        ('{"type": "reset", "image": "%%%"}', "could not read the image"),
+        ('{"type": "settings", "temperature": -1}', "temperature must be a number"),
+        ('{"type": "record", "on": "yes"}', "record needs on"),
+    ],
+)
+def test_malformed_messages_get_an_error_and_the_session_goes_on(world, starts, message, error):
+    client = client_for(world, starts)
+    with client.websocket_connect("/ws") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "reset", "start": 0})
+        ws.receive_json()
+        ws.send_text(message)
+        reply = ws.receive_json()
+        assert reply["type"] == "error" and error in reply["message"], reply
+        ws.send_json({"type": "step", "keys": [2]})
+        assert ws.receive_json()["type"] == "frame"
+
+
+def test_step_before_reset_is_refused(world, starts):
+    with client_for(world, starts).websocket_connect("/ws") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "step", "keys": [0]})
+        assert "reset" in ws.receive_json()["message"]
+
+
+def test_uploads_oversized_and_valid(world, starts):
+    client = client_for(world, starts, max_upload_bytes=2000)
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(buffer, format="PNG")
+    small = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    big = base64.b64encode(os.urandom(4000)).decode()
+    with client.websocket_connect("/ws") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "reset", "image": big})
+        assert "upload limit" in ws.receive_json()["message"]
+        ws.send_json({"type": "reset", "image": small})
+        reply = ws.receive_json()
+        assert reply["type"] == "frame" and frame_of(reply).shape == (16, 16, 3)
+
+
+def test_session_limit_and_per_tab_sessions(world, starts):
+    client = client_for(world, starts, max_sessions=1)
+    with client.websocket_connect("/ws") as first:
+        first.receive_json()
+        with client.websocket_connect("/ws") as second:
+            reply = second.receive_json()
+            assert reply["type"] == "error" and "full" in reply["message"]
+        first.send_json({"type": "reset", "start": 0})
+        assert first.receive_json()["type"] == "frame"
+    with client.websocket_connect("/ws") as again:  # the slot is free once the first tab leaves
+        assert again.receive_json()["type"] == "hello"
+
+
+def test_settings_change_sampling_and_recording_downloads(world, starts):
+    client = client_for(world, starts)
+    with client.websocket_connect("/ws") as ws:
+        token = ws.receive_json()["token"]
+        ws.send_json({"type": "reset", "start": 0})
+        ws.receive_json()
+        assert client.get(f"/api/recording/{token}.gif").status_code == 409
+        ws.send_json({"type": "record", "on": True})
+        ws.send_json({"type": "settings", "temperature": 1.0, "cond_scale": 2.0})  # guidance on: a new cache
+        for _ in range(3):
+            ws.send_json({"type": "step", "keys": [1]})
+            assert ws.receive_json()["recorded"] >= 1
+        player = client.app.state.players[token]
+        assert player.session.sampling.cond_scale == 2.0 and player.session.guided
+        gif = client.get(f"/api/recording/{token}.gif")
+        assert gif.status_code == 200 and gif.content[:3] == b"GIF"
+        mp4 = client.get(f"/api/recording/{token}.mp4")
+        assert mp4.status_code == 200 and b"ftyp" in mp4.content[:16]
+    assert client.get(f"/api/recording/{token}.gif").status_code == 404  # gone with its tab
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (tests/install-chromium.sh)")
+def test_page_in_headless_chromium_streams_frames_that_follow_the_keys(world, starts):
+    import uvicorn
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(world, starts, NAMES), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("window.genie2.frames > 5")  # it runs on its own: frames stream in
+            assert "left" in page.inner_text("#keymap") and float(page.inner_text("#fps")) > 0
+            assert page.inner_text("#latency").endswith("ms")
+            page.click("#run")  # pause: from now on each key press dreams one frame
+            page.wait_for_timeout(300)
+
+            def after(key: str) -> str:
+                page.click("#reset")
+                page.wait_for_function("n => window.genie2.frames > n", arg=page.evaluate("window.genie2.frames"))
+                count = page.evaluate("window.genie2.frames")
+                page.keyboard.press(key)
+                page.wait_for_function("n => window.genie2.frames > n", arg=count)
+                return page.evaluate("window.genie2.lastImage")
+
+            left, right, left_again = after("ArrowLeft"), after("ArrowRight"), after("ArrowLeft")
+            assert left == left_again and left != right
+            assert page.evaluate("window.genie2.errors") == []
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
