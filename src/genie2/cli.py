@@ -121,6 +121,16 @@ def evaluate(args) -> None:
     )
 
 
+def demo(args) -> None:
+    """genie2 demo: the whole pipeline on the default env (MiniGrid DoorKey) within --minutes:
+    collect -> train tokenizer -> tokenize -> train world model -> eval, then the command that
+    plays the result. Run it again to resume from the last finished stage."""
+    from genie2.demo import DemoPlan, run_demo
+
+    plan = DemoPlan(minutes=args.minutes, episodes=args.episodes, workers=args.workers)
+    run_demo(args.out, plan, progress=not args.quiet)
+
+
 def play(args) -> None:
     """genie2 play: step inside a world model, in the browser (default: a local server streams
     each dreamed frame to a page) or in this terminal (--terminal). Without --checkpoint it
@@ -260,6 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-corrupt", action="store_true", help="skip damaged episode files with a warning")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=evaluate)
+
+    p = verbs.add_parser("demo", help="the whole pipeline on MiniGrid in one command (~30 min on 2 CPU cores)")
+    p.description = demo.__doc__
+    p.add_argument("--out", default="genie2-demo", help="folder for every stage's output (default ./genie2-demo)")
+    p.add_argument("--minutes", type=float, default=30.0, help="time budget; training stages fit it (default 30)")
+    p.add_argument("--episodes", type=int, default=100, help="episodes to collect (default 100)")
+    p.add_argument("--workers", type=int, default=2, help="processes collecting in parallel (default 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(fn=demo)
 
     p = verbs.add_parser("play", help="play inside a world model, in the browser or the terminal")
     p.description = play.__doc__

@@ -98,7 +98,7 @@ def build_model(config: Training, tokenizer: Tokenizer, dataset: ClipDataset) ->
     return Genie2.from_tokenizer(tokenizer, num_actions=info.num_actions, **extra, **config.model)
 
 
-def _loss(model, batch: dict, device, drop_actions: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+def world_loss(model, batch: dict, device, drop_actions: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """The world-model loss on a batch and its parts."""
     total, (state, commit, action) = model(
         state_codes=batch["codes"].to(device),
@@ -214,7 +214,7 @@ def train(
                 with accelerator.accumulate(model):
                     micro_items = slice(micro * per_micro, (micro + 1) * per_micro)
                     batch = collate(dataset, items[micro_items])
-                    loss, parts = _loss(model, batch, accelerator.device, drop[micro_items])
+                    loss, parts = world_loss(model, batch, accelerator.device, drop[micro_items])
                     if not math.isfinite(parts["loss"]):
                         kept = "the last checkpoint is kept" if latest_checkpoint(out_dir) else "no checkpoint yet"
                         raise FloatingPointError(f"non-finite world-model loss at step {step}; {kept}")
@@ -269,7 +269,7 @@ def _evaluate(accelerator, model: Genie2, val: ClipDataset, config: Training, ou
         return
     model.eval()
     items = np.linspace(0, len(val) - 1, min(config.val_clips, len(val))).round().astype(int).tolist()
-    losses = [_loss(model, collate(val, items[i : i + 8]), accelerator.device)[1] for i in range(0, len(items), 8)]
+    losses = [world_loss(model, collate(val, items[i : i + 8]), accelerator.device)[1] for i in range(0, len(items), 8)]
     scalars = {f"val_{k}": float(np.mean([loss[k] for loss in losses])) for k in losses[0]}
     accelerator.log(scalars, step=step)
     clip = val[items[0]]

@@ -1,0 +1,267 @@
+"""`genie2 demo`: the whole pipeline on the default env in one command, within a time budget.
+
+collect -> train tokenizer -> tokenize -> train world model -> eval (report, plot, video) ->
+the command that plays the result. Each stage's outcome is written to OUT/demo.json when it
+finishes, so running the demo again skips finished stages and resumes an interrupted one
+(the trainers resume from their last checkpoint). The two training stages get their step
+counts from a short timing probe on this machine, so the whole run fits in `minutes`.
+
+    OUT/data/         the collected episodes (and data/codes/<tokenizer hash>/)
+    OUT/tokenizer/    the tokenizer run (a Tokenizer.from_pretrained folder)
+    OUT/world/        the world-model run (a Genie2.from_pretrained folder; genie2.load(OUT/world))
+    OUT/eval/         report.json, psnr.png, rollouts.gif (truth | real actions | random actions)
+    OUT/demo.json     what each finished stage did and how long it took
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from genie2.data.episode import atomic_write
+
+STAGES = ("collect", "tokenizer", "tokenize", "world", "eval")
+
+
+@dataclass
+class DemoPlan:
+    """How the demo spends its minutes (fractions of the budget for the two training stages)."""
+
+    minutes: float = 30.0
+    tokenizer_preset: str = "cpu"
+    world_preset: str = "cpu"
+    episodes: int = 100
+    steps_per_episode: int = 500
+    tokenizer_share: float = 0.17
+    world_share: float = 0.55
+    min_tokenizer_steps: int = 300
+    min_world_steps: int = 100
+    eval_episodes: int = 16
+    horizon: int = 16
+    workers: int = 2
+    seed: int = 0
+    compile_play: bool = True  # measure play speed as `genie2 play` runs: compiled
+
+    def check(self) -> None:
+        """Clear errors for budgets that cannot run."""
+        if isinstance(self.minutes, bool) or not isinstance(self.minutes, (int, float)) or self.minutes <= 0:
+            raise ValueError(f"minutes must be a positive number, got {self.minutes!r}")
+        for name in ("episodes", "steps_per_episode", "eval_episodes", "horizon", "workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def seconds_per_step(step, warmup: int = 2, repeats: int = 5) -> float:
+    """Median seconds of `step()` after a warm-up: the timing probe that sizes a training stage."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def probe_tokenizer(config) -> float:
+    """Seconds per tokenizer training step of `config` (a TokenizerTraining) on this machine."""
+    from genie2.tokenizer import Tokenizer
+    from genie2.train_tokenizer import train_step
+
+    model = Tokenizer(config.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    size = config.model.frame_size
+    frames = torch.randint(0, 256, (config.batch_size, 1, size, size, 3), dtype=torch.uint8)
+    return seconds_per_step(lambda: train_step(model, optimizer, frames, 1e-4, True, 1.0))
+
+
+def probe_world(config, tokenizer_path: Path, num_actions: int) -> float:
+    """Seconds per world-model training step of `config` (a Training) on this machine."""
+    from genie2.model import Genie2
+    from genie2.tokenizer import Tokenizer
+    from genie2.train import world_loss
+
+    tokenizer = Tokenizer.from_pretrained(tokenizer_path)
+    model = Genie2.from_tokenizer(tokenizer, num_actions=num_actions, **config.model).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    b, t, (h, w) = config.batch_size, config.clip_frames, tokenizer.latent_shape
+    batch = dict(
+        codes=torch.randint(0, tokenizer.num_codes, (b, t, h, w)),
+        actions=torch.randint(0, num_actions, (b, t, 1)),
+        lengths=torch.full((b,), t),
+    )
+
+    def step():
+        loss, _ = world_loss(model, batch, "cpu")
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return seconds_per_step(step, warmup=1, repeats=3)
+
+
+class DemoRun:
+    """The stages of one demo folder, with what each finished one recorded."""
+
+    def __init__(self, out: str | Path, plan: DemoPlan):
+        self.out, self.plan = Path(out), plan
+        self.record_path = self.out / "demo.json"
+        self.record = json.loads(self.record_path.read_text()) if self.record_path.is_file() else {}
+        saved = self.record.get("plan")
+        if saved and saved != asdict(plan):
+            changed = sorted(k for k in saved if saved[k] != asdict(plan).get(k))
+            raise ValueError(
+                f"{self.out} holds a demo run with other settings ({', '.join(changed)}); "
+                "run it with the same options to resume, or choose a new --out"
+            )
+        self.record["plan"] = asdict(plan)
+        self.started = time.perf_counter()
+
+    def save(self) -> None:
+        """Write demo.json atomically."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self.record, indent=2)
+        atomic_write(self.record_path, lambda tmp: tmp.write_text(text))
+
+    def done(self, stage: str) -> bool:
+        """Whether a stage finished in an earlier (or this) run."""
+        return self.record.get(stage, {}).get("done", False)
+
+    def finish(self, stage: str, seconds: float, **results) -> None:
+        """Record a finished stage."""
+        self.record[stage] = dict(self.record.get(stage, {}), done=True, seconds=round(seconds, 1), **results)
+        self.save()
+
+    def header(self, index: int, stage: str, text: str) -> None:
+        """Announce a stage with the time spent so far."""
+        spent = sum(self.record.get(s, {}).get("seconds", 0) for s in STAGES if self.done(s))
+        elapsed = spent + time.perf_counter() - self.started
+        print(f"\n[{index}/{len(STAGES)}] {text}  ({elapsed / 60:.1f} of {self.plan.minutes:g} min used)", flush=True)
+
+
+def run_demo(out: str | Path = "genie2-demo", plan: DemoPlan | None = None, progress: bool = True) -> dict:
+    """Run (or resume) every stage of the demo; returns demo.json's record."""
+    from genie2.data.codes import default_codes_dir, encode_dataset
+    from genie2.data.collect import collect
+    from genie2.data.episode import DatasetInfo
+    from genie2.evaluate import evaluate_world, load, write_report
+    from genie2.train import Training, train
+    from genie2.train_tokenizer import TokenizerTraining, train_tokenizer
+
+    plan = plan or DemoPlan()
+    plan.check()
+    run = DemoRun(out, plan)
+    out = run.out
+    data, tokenizer_dir, world_dir, eval_dir = out / "data", out / "tokenizer", out / "world", out / "eval"
+    budget = plan.minutes * 60
+    run.save()
+
+    if not run.done("collect"):
+        run.header(1, "collect", f"collect {plan.episodes} episodes of MiniGrid DoorKey (sticky random policy)")
+        start = time.perf_counter()
+        info = collect(data, episodes=plan.episodes, steps=plan.steps_per_episode, seed=plan.seed, workers=plan.workers,
+                       progress=progress)  # fmt: skip
+        run.finish("collect", time.perf_counter() - start, episodes=info.num_episodes, frames=info.num_frames)
+
+    if not run.done("tokenizer"):
+        config = TokenizerTraining.preset(plan.tokenizer_preset)
+        stage = run.record.setdefault("tokenizer", {})
+        if "steps" not in stage:  # sized once, so a resumed run keeps its schedule
+            per_step = probe_tokenizer(config)
+            stage["steps"] = max(plan.min_tokenizer_steps, int(plan.tokenizer_share * budget / per_step))
+            stage["probe_seconds_per_step"] = round(per_step, 4)
+            run.save()
+        run.header(2, "tokenizer", f"train the frame tokenizer for {stage['steps']} steps")
+        start = time.perf_counter()
+        resume = (tokenizer_dir / "checkpoints").is_dir()
+        result = train_tokenizer(str(data), str(tokenizer_dir), config, resume, progress, steps=stage["steps"])
+        run.finish("tokenizer", time.perf_counter() - start, psnr=round(result["psnr"], 2), usage=result["usage"])
+
+    codes = default_codes_dir(data, tokenizer_dir)
+    if not run.done("tokenize"):
+        run.header(3, "tokenize", "encode every frame into codes")
+        start = time.perf_counter()
+        encode_dataset(data, tokenizer_dir, progress=progress)
+        run.finish("tokenize", time.perf_counter() - start)
+
+    if not run.done("world"):
+        config = Training.preset(plan.world_preset, eval_every=10**9)  # the demo evaluates once, at the end
+        stage = run.record.setdefault("world", {})
+        if "steps" not in stage:
+            spent = sum(run.record[s]["seconds"] for s in ("collect", "tokenizer", "tokenize"))
+            left = max(0.0, budget - spent - 120)  # keep two minutes for the evaluation
+            per_step = probe_world(config, tokenizer_dir, DatasetInfo.load(data).num_actions)
+            stage["steps"] = max(plan.min_world_steps, int(min(plan.world_share * budget, left) / per_step))
+            stage["probe_seconds_per_step"] = round(per_step, 4)
+            run.save()
+        config.steps = stage["steps"]
+        run.header(4, "world", f"train the world model for {config.steps} steps")
+        start = time.perf_counter()
+        resume = (world_dir / "checkpoints").is_dir()
+        train(str(data), str(codes), str(tokenizer_dir), str(world_dir), config, resume, progress)
+        loss = json.loads((world_dir / "metrics.jsonl").read_text().splitlines()[-1])["loss"]
+        run.finish("world", time.perf_counter() - start, final_loss=round(loss, 3))
+
+    if not run.done("eval"):
+        run.header(5, "eval", f"dream {plan.horizon} frames after held-out frames, with real and random actions")
+        start = time.perf_counter()
+        world = load(world_dir)
+        report = evaluate_world(world, data, "val", plan.eval_episodes, plan.horizon, 1, plan.seed, progress)
+        write_report(report, eval_dir, world_dir, dict(episodes=plan.eval_episodes, horizon=plan.horizon))
+        m = report["metrics"]
+        results = dict(
+            psnr_step_1=round(m["psnr"]["mean"][0], 2),
+            psnr_last_step=round(m["psnr"]["mean"][-1], 2),
+            tokenizer_psnr=round(m["tokenizer_psnr"]["overall"], 2),
+            delta_psnr_step_8=round(m["delta_psnr"]["mean"][min(7, plan.horizon - 1)], 2),
+            play_frames_per_s=round(play_speed(world, compile=plan.compile_play), 1),
+        )
+        run.finish("eval", time.perf_counter() - start, **results)
+    print_summary(run.record, out)
+    return run.record
+
+
+def play_speed(world, frames: int = 16, compile: bool = True) -> float:
+    """Median frames/s of a play session (compiled, as `genie2 play` runs it), after warm-up."""
+    size = world.model.tokenizer.config.frame_size
+    start = world.start_frames[0] if world.start_frames is not None else torch.zeros(size, size, 3, dtype=torch.uint8)
+    session = world.session(start, temperature=0.0, compile=compile)
+    seconds = []
+    for i in range(frames + 4):
+        begin = time.perf_counter()
+        session.step(i % world.model.num_actions)
+        seconds.append(time.perf_counter() - begin)
+    seconds = sorted(seconds[4:])
+    return 1 / seconds[len(seconds) // 2]
+
+
+def print_summary(record: dict, out: Path) -> None:
+    """The table at the end: each stage's time and result, then what to run next."""
+    rows = [
+        ("collect", f"{record['collect']['episodes']} episodes, {record['collect']['frames']:,} frames"),
+        ("tokenizer", f"{record['tokenizer']['steps']} steps, val PSNR {record['tokenizer']['psnr']} dB"),
+        ("tokenize", "codes of every frame"),
+        ("world", f"{record['world']['steps']} steps, final loss {record['world']['final_loss']}"),
+    ]
+    e = record["eval"]
+    rows.append(
+        (
+            "eval",
+            f"PSNR {e['psnr_step_1']} dB at step 1, {e['psnr_last_step']} dB at the last step "
+            f"(tokenizer ceiling {e['tokenizer_psnr']}); delta PSNR at step 8 {e['delta_psnr_step_8']} dB; "
+            f"plays at {e['play_frames_per_s']} frames/s",
+        )
+    )
+    total = sum(record[s]["seconds"] for s in STAGES)
+    print("\n| stage | minutes | result |\n|---|---|---|")
+    for stage, text in rows:
+        print(f"| {stage} | {record[stage]['seconds'] / 60:.1f} | {text} |")
+    print(f"| total | {total / 60:.1f} | |")
+    results = out / "eval"
+    print(f"\nreport: {results / 'report.json'}, plot: {results / 'psnr.png'}, video: {results / 'rollouts.gif'}")
+    print(f"play it:  genie2 play --checkpoint {out / 'world'}")
