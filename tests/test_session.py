@@ -106,3 +106,27 @@ def test_compile_needs_a_bounded_context():
     model = tiny().eval()
     with pytest.raises(ValueError, match="max_context_frames"):
         Rollout(model, torch.zeros(1, 1, 2, 2, dtype=torch.long), None, Sampling(), False, None, compile=True)
+
+
+def test_configure_changes_sampling_and_rebuilding_the_cache_from_history_changes_nothing():
+    model = tiny().eval()
+    image, actions = torch.randn(16, 2, 3), [1, 4, 0, 2, 3]
+
+    def play(switch: bool):
+        # (a window the frames fit in: once frames slide out, cached keys still carry what they saw,
+        # which re-reading the window cannot reproduce)
+        session = WorldModelSession(model, image, action=actions[0], temperature=0.0, max_context_frames=8)
+        frames = [session.step(a) for a in actions[1:4]]
+        if switch:  # guidance on then off: the cache is rebuilt twice from the recent frames and keys
+            session.configure(cond_scale=3.0)
+            assert session.guided and session.sampling.cond_scale == 3.0
+            session.configure(cond_scale=1.0)
+        return frames + [session.step(actions[4])]
+
+    assert torch.allclose(torch.stack(play(False)), torch.stack(play(True)), atol=1e-5)
+    session = WorldModelSession(model, image, temperature=0.0)
+    session.configure(temperature=0.5)
+    assert session.sampling.temperature == 0.5
+    with pytest.raises(ValueError, match="temperature"):
+        session.configure(temperature=-1.0)
+    assert session.sampling.temperature == 0.5  # a refused change changes nothing

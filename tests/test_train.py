@@ -220,3 +220,29 @@ def test_half_blocks_draw_two_pixel_rows_per_line():
     lines = half_blocks(frame).split("\n")
     assert len(lines) == 2 and lines[0].count("▀") == 2
     assert "38;2;255;255;255m" in lines[0] and "48;2;0;0;0m" in lines[0]
+
+
+def test_browser_player_serves_a_trained_run_without_its_dataset(pipeline, tmp_path):
+    """`genie2 play` (browser) on a run folder: the start frames and action names come with it."""
+    import socket
+    import urllib.request
+
+    run = _tiny_run(pipeline, tmp_path)
+    assert (run / "start-frames.safetensors").is_file() and (run / "dataset.json").is_file()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "genie2.cli", "play", "--checkpoint", str(run), "--port", str(port), "--no-compile"]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert f"http://127.0.0.1:{port}/" in server.stdout.readline()
+        for _ in range(100):
+            try:
+                info = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=1).read())
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert info["action_names"][:3] == ["left", "right", "forward"] and info["start_frames"] >= 1
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
