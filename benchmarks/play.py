@@ -21,6 +21,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -39,11 +40,13 @@ def start_server(args, port: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "genie2.cli", "play", "--port", str(port), "--max-sessions", "1"]
     cmd += ["--checkpoint", args.checkpoint] if args.checkpoint else []
     cmd += ["--no-compile"] if args.no_compile else []
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tempfile.TemporaryFile(mode="w+")  # not a pipe: nobody reads it while the server runs
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300  # compiling the decode step the first time takes a while
     while time.time() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"genie2 play exited: {server.stdout.read()}")
+            log.seek(0)
+            raise RuntimeError(f"genie2 play exited: {log.read()}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=1)
             return server

@@ -244,3 +244,15 @@ def test_missing_extra_names_the_pip_command():
 
     with pytest.raises(ImportError, match=r"pip install 'genie2\[atari\]'"):
         _import(Preset("ALE/Nothing-v5", extra="atari", module="no_such_module_for_genie2"))
+
+
+def test_start_frames_come_from_validation_episodes_or_all_of_a_tiny_dataset(tmp_path):
+    from genie2.data.clips import start_frames
+
+    collect(tmp_path / "one", episodes=1, steps=5, frame_size=16, progress=False)
+    frames = start_frames(tmp_path / "one")
+    assert frames.shape == (1, 16, 16, 3) and frames.dtype == np.uint8
+    collect(tmp_path / "many", episodes=12, steps=5, frame_size=16, progress=False)
+    val = split_episodes(episode_indices(tmp_path / "many"), "val")
+    expected = np.stack([Episode.load(episode_path(tmp_path / "many", i)).frames[0] for i in val])
+    assert np.array_equal(start_frames(tmp_path / "many"), expected)

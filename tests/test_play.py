@@ -108,6 +108,47 @@ def test_malformed_messages_get_an_error_and_the_session_goes_on(world, starts, 
         assert ws.receive_json()["type"] == "frame"
 
 
+def test_binary_messages_get_an_error_and_the_session_goes_on(world, starts):
+    with client_for(world, starts).websocket_connect("/ws") as ws:
+        ws.receive_json()
+        ws.send_bytes(b"\x00\x01")
+        assert "not binary" in ws.receive_json()["message"]
+        ws.send_json({"type": "reset", "start": 0, "id": 3})
+        assert ws.receive_json()["id"] == 3
+
+
+def test_tabs_have_their_own_sessions_and_keep_their_settings(world, starts):
+    """Two tabs stepping in turn dream what each dreams alone; a reset keeps the tab's settings."""
+    client = client_for(world, starts)
+
+    def play(ws, start, keys):
+        ws.send_json({"type": "reset", "start": start})
+        ws.receive_json()
+        frames = []
+        for key in keys:
+            ws.send_json({"type": "step", "keys": [key]})
+            frames.append(frame_of(ws.receive_json()))
+        return frames
+
+    with client.websocket_connect("/ws") as a, client.websocket_connect("/ws") as b:
+        a.receive_json(), b.receive_json()
+        alone_a, alone_b = play(a, 0, [0, 1, 2]), play(b, 2, [3, 4, 5])
+        for ws, start in ((a, 0), (b, 2)):
+            ws.send_json({"type": "reset", "start": start})
+            ws.receive_json()
+        turns = {"a": [], "b": []}
+        for key_a, key_b in zip([0, 1, 2], [3, 4, 5], strict=True):
+            for name, ws, key in (("a", a, key_a), ("b", b, key_b)):
+                ws.send_json({"type": "step", "keys": [key]})
+                turns[name].append(frame_of(ws.receive_json()))
+        assert all(np.array_equal(x, y) for x, y in zip(alone_a + alone_b, turns["a"] + turns["b"], strict=True))
+        a.send_json({"type": "settings", "temperature": 0.7})
+        a.send_json({"type": "reset", "start": 1})
+        a.receive_json()
+        players = client.app.state.play.players
+        assert [p.session.sampling.temperature for p in players.values()] == [0.7, 0.0]
+
+
 def test_step_before_reset_is_refused(world, starts):
     with client_for(world, starts).websocket_connect("/ws") as ws:
         ws.receive_json()
@@ -155,7 +196,7 @@ def test_settings_change_sampling_and_recording_downloads(world, starts):
         for _ in range(3):
             ws.send_json({"type": "step", "keys": [1]})
             assert ws.receive_json()["recorded"] >= 1
-        player = client.app.state.players[token]
+        player = client.app.state.play.players[token]
         assert player.session.sampling.cond_scale == 2.0 and player.session.guided
         gif = client.get(f"/api/recording/{token}.gif")
         assert gif.status_code == 200 and gif.content[:3] == b"GIF"

@@ -227,8 +227,12 @@ def test_browser_player_serves_a_trained_run_without_its_dataset(pipeline, tmp_p
     import socket
     import urllib.request
 
+    from genie2.evaluate import load
+
     run = _tiny_run(pipeline, tmp_path)
-    assert (run / "start-frames.safetensors").is_file() and (run / "dataset.json").is_file()
+    world = load(run)  # the run folder carries what playing and evaluating need
+    assert world.action_names[:2] == ["left", "right"] and world.start_frames.dtype == np.uint8
+    assert world.max_context_frames == Training.preset("tiny").clip_frames - 1  # as much context as training
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -144,7 +144,8 @@ def play(args) -> None:
     if args.data:
         names, frames = DatasetInfo.load(args.data).action_names, start_frames(args.data, count=12)
     if frames is None:
-        raise ValueError(f"{args.checkpoint} holds no start frames: pass --data with the dataset it was trained on")
+        where = args.checkpoint or "the pretrained world"
+        raise ValueError(f"{where} holds no start frames: pass --data with the dataset it was trained on")
     if not 0 <= args.start < len(frames):
         raise ValueError(f"--start must be in [0, {len(frames)}): there are {len(frames)} start frames")
     kwargs = dict(temperature=args.temperature, cond_scale=args.cond_scale)
@@ -152,11 +153,11 @@ def play(args) -> None:
         from genie2.play.terminal import play_terminal
 
         colour = {"auto": None, "always": True, "never": False}[args.colour]
-        play_terminal(world, frames[args.start], args.save_path, colour, names, compile=args.compile, **kwargs)
+        play_terminal(world, frames[args.start], args.save_path, colour, names, compile=bool(args.compile), **kwargs)
         return
     from genie2.play.server import PlayerConfig, create_app, serve, warm_up
 
-    config = PlayerConfig(**kwargs, max_sessions=args.max_sessions, compile=not args.no_compile)
+    config = PlayerConfig(**kwargs, max_sessions=args.max_sessions, compile=args.compile is not False)
     if config.compile:
         print("compiling the decode step (cached on disk after the first time)...", flush=True)
         warm_up(world, frames[0], config)
@@ -289,12 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000)")
     p.add_argument("--max-sessions", type=int, default=4, help="browser tabs playing at once (default 4)")
-    p.add_argument("--no-compile", action="store_true", help="browser: skip compiling the decode step (slower frames)")
     p.add_argument("--terminal", action="store_true", help="play in this terminal instead of the browser")
     p.add_argument("--start", type=int, default=0, help="terminal: which start frame to begin from (default 0)")
     p.add_argument("--save-path", default="./last-frame.png", help="terminal: where the newest frame is saved as PNG")
     p.add_argument("--colour", choices=["auto", "always", "never"], default="auto", help="terminal: draw frames")
-    p.add_argument("--compile", action="store_true", help="terminal: compile the decode step (faster frames)")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="compile the decode step: seconds up front, then faster frames (default: on in the browser, off in the "
+        "terminal)",
+    )
     p.set_defaults(fn=play)
     return parser
 

@@ -141,7 +141,9 @@ class DemoRun:
         """Announce a stage with the time spent so far."""
         spent = sum(self.record.get(s, {}).get("seconds", 0) for s in STAGES if self.done(s))
         elapsed = spent + time.perf_counter() - self.started
-        print(f"\n[{index}/{len(STAGES)}] {text}  ({elapsed / 60:.1f} of {self.plan.minutes:g} min used)", flush=True)
+        eta = time.strftime("%H:%M", time.localtime(time.time() + max(0.0, self.plan.minutes * 60 - elapsed)))
+        used = f"{elapsed / 60:.1f} of {self.plan.minutes:g} min used, done by about {eta}"
+        print(f"\n[{index}/{len(STAGES)}] {text}  ({used})", flush=True)
 
 
 def run_demo(out: str | Path = "genie2-demo", plan: DemoPlan | None = None, progress: bool = True) -> dict:
@@ -211,7 +213,9 @@ def run_demo(out: str | Path = "genie2-demo", plan: DemoPlan | None = None, prog
         run.header(5, "eval", f"dream {plan.horizon} frames after held-out frames, with real and random actions")
         start = time.perf_counter()
         world = load(world_dir)
-        report = evaluate_world(world, data, "val", plan.eval_episodes, plan.horizon, 1, plan.seed, progress)
+        report = evaluate_world(
+            world, data, "val", plan.eval_episodes, plan.horizon, prompt_frames=1, seed=plan.seed, progress=progress
+        )
         write_report(report, eval_dir, world_dir, dict(episodes=plan.eval_episodes, horizon=plan.horizon))
         m = report["metrics"]
         results = dict(

@@ -51,11 +51,12 @@ def episode_files(root: str | Path, skip_corrupt: bool = False) -> list[tuple[in
 
 
 def start_frames(root: str | Path, count: int = 8, split: str = "val", skip_corrupt: bool = False) -> np.ndarray:
-    """The first frames (uint8 n h w 3) of up to `count` episodes of a split: where players start."""
-    chosen = set(split_episodes(episode_indices(root), split))
+    """The first frames (uint8 n h w 3) of up to `count` episodes of a split (of every episode
+    when the split is empty, as in a one-episode dataset): where players start."""
+    chosen = set(split_episodes(episode_indices(root), split)) or set(episode_indices(root))
     paths = [path for index, path in episode_files(root, skip_corrupt) if index in chosen][:count]
     if not paths:
-        raise ValueError(f"{root} has no {split} episodes to start from")
+        raise ValueError(f"{root} has no episodes to start from")
     frames = []
     for path in paths:
         with safe_open(str(path), framework="numpy") as f:

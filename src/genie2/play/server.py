@@ -1,22 +1,24 @@
 """Play a world model in the browser: a local FastAPI server streams dreamed frames over a WebSocket.
 
 Routes:
-    GET /                               the page (plain HTML and JS in play/static, no build step)
+    GET /, /player.js                   the page (plain HTML and JS in play/static, no build step)
     GET /api/info                       action names, keymap, start frames, frame size, limits
     GET /api/start/{i}.png              a start frame
     WS  /ws                             one play session per connection (messages below)
-    GET /api/recording/{token}.gif|mp4  the frames the session recorded
+    GET /api/recording/{token}.gif|mp4  the frames the session recorded (while it is connected)
 
-Messages, JSON text. The client sends:
-    {"type": "reset", "start": i}               start over from start frame i
+Messages, JSON text; any message may carry an "id", echoed in its reply. The client sends:
+    {"type": "reset", "start": i}               start over from start frame i (settings are kept)
     {"type": "reset", "image": "<base64>"}      ... or from an uploaded PNG/JPEG, resized to the model's frames
-    {"type": "step", "keys": [ids], "id": n}    dream the next frame; [] means no action (the model decides)
-    {"type": "settings", "temperature": t, "cond_scale": s}
+    {"type": "step", "keys": [ids]}             dream the next frame; [] means no action (the model decides)
+    {"type": "settings", "temperature": t, "cond_scale": s}     either or both
     {"type": "record", "on": true|false}        start (clearing the old recording) or stop recording
 The server answers:
-    {"type": "hello", "token": ...}             the session's token, for the recording's URL
+    {"type": "hello", "token": ...}             first: the session's token, for the recording's URL
     {"type": "frame", "image": "<base64 PNG>", "index": n, "id": n, "compute_ms": ms, "recorded": n}
-    {"type": "error", "message": ...}           the message was refused; the session goes on
+                                                to each reset and step
+    {"type": "error", "message": ..., "id": n}  the message was refused or failed; the session goes on
+A tab over the session limit gets an error with "full": true, then the socket closes (code 1013).
 
 Each connection gets its own WorldModelSession (its own cache); the model is shared, and one
 lock lets one session decode at a time. Decoding runs in a worker thread, so the server keeps
@@ -30,6 +32,7 @@ import base64
 import binascii
 import io
 import json
+import logging
 import secrets
 import threading
 import time
@@ -43,9 +46,12 @@ from fastapi.responses import FileResponse, Response
 from PIL import Image, UnidentifiedImageError
 
 from genie2.evaluate import World
+from genie2.session import WorldModelSession
 
 STATIC = Path(__file__).parent / "static"
-MAX_RECORDED_FRAMES = 3000  # 5 minutes at 10 frames/s
+MAX_RECORDED_FRAMES = 1200  # 2 minutes at 10 frames/s
+MAX_UPLOAD_PIXELS = 4096 * 4096
+logger = logging.getLogger("genie2.play")
 
 # KeyboardEvent.key values tried first for actions whose names say where they go
 NAMED_KEYS = {
@@ -110,11 +116,11 @@ class PlayerConfig:
 class Player:
     """One browser tab: its session, its frame count and its recording."""
 
-    session: object
+    session: WorldModelSession
     token: str
     index: int = 0
     recording: bool = False
-    frames: list = field(default_factory=list)
+    frames: list[np.ndarray] = field(default_factory=list)
 
 
 class BadMessage(ValueError):
@@ -131,131 +137,84 @@ def _number(message: dict, name: str, low: float, high: float) -> float | None:
     return float(value)
 
 
-def create_app(
-    world: World,
-    start_frames: np.ndarray,
-    action_names: list[str] | None = None,
-    config: PlayerConfig | None = None,
-):
-    """The FastAPI app playing `world` from `start_frames` (uint8 n h w 3)."""
-    config = config or PlayerConfig()
-    model = world.model
-    size = model.tokenizer.config.frame_size
-    start_frames = np.asarray(start_frames)
-    if start_frames.dtype != np.uint8 or start_frames.ndim != 4 or start_frames.shape[1:] != (size, size, 3):
-        raise ValueError(f"start frames must be uint8 (n, {size}, {size}, 3), got {start_frames.shape}")
-    if model.num_actions is None:
-        raise ValueError("the browser player needs a world model with actions (num_actions is None)")
-    names = list(action_names or [str(i) for i in range(model.num_actions)])
-    if len(names) != model.num_actions:
-        raise ValueError(f"{len(names)} action names for a model with {model.num_actions} actions")
-    players: dict[str, Player] = {}
-    lock = threading.Lock()  # one decode at a time: sessions share the model (and the cores)
-    app = FastAPI(title="genie2 player")
+class PlayServer:
+    """The state behind the routes: the world, its start frames, and one Player per open tab.
+    Messages are applied by `handle` (in a worker thread); `lock` lets one session decode at a
+    time, since sessions share the model and the cores."""
 
-    @app.get("/")
-    def page():
-        return FileResponse(STATIC / "index.html")
+    def __init__(self, world: World, start_frames: np.ndarray, action_names: list[str] | None, config: PlayerConfig):
+        model = world.model
+        self.size = model.tokenizer.config.frame_size
+        start_frames = np.asarray(start_frames)
+        if (
+            start_frames.dtype != np.uint8
+            or start_frames.ndim != 4
+            or start_frames.shape[1:] != (self.size,) * 2 + (3,)
+        ):
+            raise ValueError(f"start frames must be uint8 (n, {self.size}, {self.size}, 3), got {start_frames.shape}")
+        if model.num_actions is None:
+            raise ValueError("the browser player needs a world model with actions (num_actions is None)")
+        names = list(action_names or [str(i) for i in range(model.num_actions)])
+        if len(names) != model.num_actions:
+            raise ValueError(f"{len(names)} action names for a model with {model.num_actions} actions")
+        self.world, self.model, self.start_frames, self.names, self.config = world, model, start_frames, names, config
+        self.players: dict[str, Player | None] = {}  # None: a tab that has not reset yet
+        self.lock = threading.Lock()
 
-    @app.get("/player.js")
-    def script():
-        return FileResponse(STATIC / "player.js", media_type="text/javascript")
-
-    @app.get("/api/info")
-    def info():
+    def info(self) -> dict:
+        """What the page needs to set itself up."""
         return dict(
-            action_names=names,
-            keymap=keymap(names),
-            multiple_actions=bool(model.allow_multiple_actions),
-            max_num_actions=int(model.max_num_actions),
-            start_frames=len(start_frames),
-            frame_size=size,
-            temperature=config.temperature,
-            cond_scale=config.cond_scale,
-            max_upload_bytes=config.max_upload_bytes,
-            sessions=len(players),
-            max_sessions=config.max_sessions,
+            action_names=self.names,
+            keymap=keymap(self.names),
+            multiple_actions=bool(self.model.allow_multiple_actions),
+            max_num_actions=int(self.model.max_num_actions),
+            start_frames=len(self.start_frames),
+            frame_size=self.size,
+            temperature=self.config.temperature,
+            cond_scale=self.config.cond_scale,
+            max_upload_bytes=self.config.max_upload_bytes,
+            max_recorded_frames=MAX_RECORDED_FRAMES,
+            sessions=len(self.players),
+            max_sessions=self.config.max_sessions,
         )
 
-    @app.get("/api/start/{index}.png")
-    def start_png(index: int):
-        if not 0 <= index < len(start_frames):
-            raise HTTPException(404, f"start frame {index} does not exist (there are {len(start_frames)})")
-        return Response(png_bytes(start_frames[index]), media_type="image/png")
-
-    @app.get("/api/recording/{token}.{kind}")
-    def recording(token: str, kind: str):
-        player = players.get(token)
-        if player is None:
-            raise HTTPException(404, "no such session: recordings live as long as their tab's connection")
-        if kind not in ("gif", "mp4"):
-            raise HTTPException(404, "recordings are .gif or .mp4")
-        if not player.frames:
-            raise HTTPException(409, "nothing recorded yet: press record, play, then download")
-        return Response(encode_video(player.frames, kind), media_type=f"image/{kind}" if kind == "gif" else "video/mp4")
-
-    def decode_upload(text: str) -> np.ndarray:
+    def decode_upload(self, text) -> np.ndarray:
         """An uploaded image (base64, optionally a data: URL) as a model-sized uint8 frame."""
         if not isinstance(text, str):
             raise BadMessage("image must be a base64 string")
         text = text.split(",", 1)[1] if text.startswith("data:") else text
-        if len(text) * 3 // 4 > config.max_upload_bytes:
-            raise BadMessage(f"the image is over the {config.max_upload_bytes:,}-byte upload limit")
+        if len(text) * 3 // 4 > self.config.max_upload_bytes:
+            raise BadMessage(f"the image is over the {self.config.max_upload_bytes:,}-byte upload limit")
         try:
             image = Image.open(io.BytesIO(base64.b64decode(text, validate=True)))
-            image = image.convert("RGB").resize((size, size), Image.Resampling.BOX)
-        except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as error:
+            if image.width * image.height > MAX_UPLOAD_PIXELS:
+                raise BadMessage(f"the image is {image.width}x{image.height}; send one of at most 4096x4096 pixels")
+            image = image.convert("RGB").resize((self.size, self.size), Image.Resampling.BOX)
+        except (binascii.Error, UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
+            if isinstance(error, BadMessage):
+                raise
             raise BadMessage(f"could not read the image: send a PNG or JPEG ({error})") from error
         return np.array(image, dtype=np.uint8)  # a writable copy
 
-    def handle(player: Player | None, message: dict, token: str) -> tuple[Player, np.ndarray | None, float]:
-        """Apply one message under the model lock; returns the player, a new frame or None, and ms."""
-        kind = message.get("type")
-        start = time.perf_counter()
+    def handle(self, token: str, message: dict) -> np.ndarray | None:
+        """Apply one message of tab `token`; returns the new frame, if the message made one."""
+        kind, player = message.get("type"), self.players.get(token)
         if kind == "reset":
-            if "image" in message:
-                frame = decode_upload(message["image"])
-            else:
-                index = message.get("start", 0)
-                if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(start_frames):
-                    raise BadMessage(f"start must be an int in [0, {len(start_frames)}), got {index!r}")
-                frame = start_frames[index]
-            settings = player.session.sampling if player else config
-            with lock:
-                session = world.session(
-                    frame,
-                    temperature=settings.temperature,
-                    cond_scale=settings.cond_scale,
-                    compile=config.compile,
-                )
-                shown = to_uint8(session.current_frame())
-            if player is None:
-                player = Player(session, token)
-            player.session, player.index = session, 0
-            return player, shown, (time.perf_counter() - start) * 1000
+            return self.reset(token, player, message)
         if player is None:
             raise BadMessage("send a reset message first")
         if kind == "step":
-            keys = message.get("keys", [])
-            if not isinstance(keys, list) or not all(isinstance(k, int) and not isinstance(k, bool) for k in keys):
-                raise BadMessage(f"keys must be a list of action ids, got {keys!r}")
-            bad = [k for k in keys if not 0 <= k < model.num_actions]
-            if bad:
-                raise BadMessage(f"action ids must be in [0, {model.num_actions}), got {bad}")
-            keys = sorted(set(keys))
-            if len(keys) > 1 and not model.allow_multiple_actions:
-                keys = keys[-1:]  # one action per step: keep one of the keys held
-            keys = keys[: model.max_num_actions]
-            with lock:
+            keys = self.keys(message.get("keys", []))
+            with self.lock:
                 frame = to_uint8(player.session.step(keys or None))
             player.index += 1
-            return player, frame, (time.perf_counter() - start) * 1000
+            return frame
         if kind == "settings":
             temperature = _number(message, "temperature", 0.0, 5.0)
             cond_scale = _number(message, "cond_scale", 0.0, 10.0)
-            with lock:
+            with self.lock:
                 player.session.configure(temperature=temperature, cond_scale=cond_scale)
-            return player, None, 0.0
+            return None
         if kind == "record":
             on = message.get("on")
             if not isinstance(on, bool):
@@ -263,56 +222,145 @@ def create_app(
             if on:
                 player.frames = []
             player.recording = on
-            return player, None, 0.0
+            return None
         raise BadMessage(f"unknown message type {kind!r}: use reset, step, settings or record")
 
-    @app.websocket("/ws")
-    async def play(socket: WebSocket):
-        await socket.accept()
-        if len(players) >= config.max_sessions:
-            await socket.send_json(
-                dict(type="error", message=f"the server is full ({config.max_sessions} sessions); try again later")
+    def reset(self, token: str, player: Player | None, message: dict) -> np.ndarray:
+        """Start the tab's session over from a start frame or an upload, keeping its settings."""
+        if "image" in message:
+            frame = self.decode_upload(message["image"])
+        else:
+            index = message.get("start", 0)
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self.start_frames):
+                raise BadMessage(f"start must be an int in [0, {len(self.start_frames)}), got {index!r}")
+            frame = self.start_frames[index]
+        settings = player.session.sampling if player else self.config
+        with self.lock:
+            session = self.world.session(
+                frame, temperature=settings.temperature, cond_scale=settings.cond_scale, compile=self.config.compile
             )
+            shown = to_uint8(session.current_frame())
+        if player is None:
+            self.players[token] = player = Player(session, token)
+        player.session, player.index = session, 0
+        return shown
+
+    def keys(self, keys) -> list[int]:
+        """Checked action ids of a step: sorted, at most what the model takes at once."""
+        if not isinstance(keys, list) or not all(isinstance(k, int) and not isinstance(k, bool) for k in keys):
+            raise BadMessage(f"keys must be a list of action ids, got {keys!r}")
+        bad = [k for k in keys if not 0 <= k < self.model.num_actions]
+        if bad:
+            raise BadMessage(f"action ids must be in [0, {self.model.num_actions}), got {bad}")
+        keys = sorted(set(keys))
+        if len(keys) > 1 and not self.model.allow_multiple_actions:
+            keys = keys[-1:]  # one action per step: keep one of the keys held
+        return keys[: self.model.max_num_actions]
+
+    def parse(self, received: dict) -> dict:
+        """A received WebSocket message as a JSON object, or BadMessage saying why not."""
+        text = received.get("text")
+        if text is None:
+            raise BadMessage("messages are JSON text, not binary")
+        if len(text) > self.config.max_message_bytes:
+            raise BadMessage(f"message over the {self.config.max_message_bytes:,}-byte limit")
+        try:
+            message = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise BadMessage(f"messages are JSON objects: {error}") from error
+        if not isinstance(message, dict):
+            raise BadMessage("messages are JSON objects with a 'type'")
+        return message
+
+    async def serve_tab(self, socket: WebSocket) -> None:
+        """One tab's connection: hello, then a reply (frame or error) to each message until it closes."""
+        await socket.accept()
+        if len(self.players) >= self.config.max_sessions:
+            full = f"the server is full ({self.config.max_sessions} sessions); try again later"
+            await socket.send_json(dict(type="error", message=full, full=True))
             await socket.close(code=1013)
             return
-        token, player = secrets.token_urlsafe(16), None
-        players[token] = None  # holds the place, so the limit counts this tab
+        token = secrets.token_urlsafe(16)
+        self.players[token] = None  # holds the place, so the limit counts this tab
         await socket.send_json(dict(type="hello", token=token))
         try:
             while True:
-                text = await socket.receive_text()
+                received = await socket.receive()
+                if received["type"] == "websocket.disconnect":
+                    break
+                message, start = {}, time.perf_counter()
                 try:
-                    if len(text) > config.max_message_bytes:
-                        raise BadMessage(f"message over the {config.max_message_bytes:,}-byte limit")
-                    try:
-                        message = json.loads(text)
-                    except json.JSONDecodeError as error:
-                        raise BadMessage(f"messages are JSON objects: {error}") from error
-                    if not isinstance(message, dict):
-                        raise BadMessage("messages are JSON objects with a 'type'")
-                    player, frame, ms = await asyncio.to_thread(handle, player, message, token)
-                    players[token] = player
+                    message = self.parse(received)
+                    frame = await asyncio.to_thread(self.handle, token, message)
                 except BadMessage as error:
-                    await socket.send_json(dict(type="error", message=str(error)))
+                    await socket.send_json(dict(type="error", message=str(error), id=message.get("id")))
                     continue
-                if frame is None:
+                except Exception as error:  # a failure inside the model: report it, keep the server up
+                    logger.exception("play message failed")
+                    text = f"the server could not do that ({type(error).__name__}: {error})"
+                    await socket.send_json(dict(type="error", message=text, id=message.get("id")))
                     continue
-                if player.recording and len(player.frames) < MAX_RECORDED_FRAMES:
-                    player.frames.append(frame)
-                reply = dict(type="frame", index=player.index, compute_ms=round(ms, 2), recorded=len(player.frames))
-                reply.update(id=message.get("id"), image=base64.b64encode(png_bytes(frame)).decode("ascii"))
-                await socket.send_json(reply)
+                if frame is not None:
+                    await socket.send_json(self.frame_reply(self.players[token], frame, message, start))
         except WebSocketDisconnect:
             pass
         finally:
-            players.pop(token, None)
+            self.players.pop(token, None)
 
-    app.state.players = players
+    def frame_reply(self, player: Player, frame: np.ndarray, message: dict, start: float) -> dict:
+        """The frame message for a new frame (recorded first, if recording)."""
+        if player.recording and len(player.frames) < MAX_RECORDED_FRAMES:
+            player.frames.append(frame)
+        return dict(
+            type="frame",
+            id=message.get("id"),
+            index=player.index,
+            compute_ms=round((time.perf_counter() - start) * 1000, 2),
+            recorded=len(player.frames),
+            image=base64.b64encode(png_bytes(frame)).decode("ascii"),
+        )
+
+    def recording(self, token: str, kind: str) -> Response:
+        """A tab's recording as GIF or MP4."""
+        player = self.players.get(token)
+        if player is None:
+            raise HTTPException(404, "no such session: recordings live as long as their tab's connection")
+        if kind not in ("gif", "mp4"):
+            raise HTTPException(404, "recordings are .gif or .mp4")
+        if not player.frames:
+            raise HTTPException(409, "nothing recorded yet: press record, play, then download")
+        media = "image/gif" if kind == "gif" else "video/mp4"
+        return Response(encode_video(list(player.frames), kind), media_type=media)
+
+
+def create_app(
+    world: World,
+    start_frames: np.ndarray,
+    action_names: list[str] | None = None,
+    config: PlayerConfig | None = None,
+) -> FastAPI:
+    """The FastAPI app playing `world` from `start_frames` (uint8 n h w 3)."""
+    state = PlayServer(world, start_frames, action_names, config or PlayerConfig())
+    app = FastAPI(title="genie2 player")
+    app.state.play = state
+    app.get("/")(lambda: FileResponse(STATIC / "index.html"))
+    app.get("/player.js")(lambda: FileResponse(STATIC / "player.js", media_type="text/javascript"))
+    app.get("/api/info")(state.info)
+    app.get("/api/recording/{token}.{kind}")(state.recording)
+    app.websocket("/ws")(state.serve_tab)
+
+    @app.get("/api/start/{index}.png")
+    def start_png(index: int) -> Response:
+        if not 0 <= index < len(state.start_frames):
+            raise HTTPException(404, f"start frame {index} does not exist (there are {len(state.start_frames)})")
+        return Response(png_bytes(state.start_frames[index]), media_type="image/png")
+
     return app
 
 
 def encode_video(frames: list[np.ndarray], kind: str, fps: int = 10) -> bytes:
-    """Frames (uint8 h w 3) as GIF or MP4 bytes, upscaled 4x with nearest pixels so they stay sharp."""
+    """Frames (uint8 h w 3) as GIF or MP4 bytes, upscaled to about 256 px with nearest pixels so
+    they stay sharp."""
     import imageio.v3 as iio
 
     scale = max(1, 256 // frames[0].shape[0])
@@ -322,15 +370,17 @@ def encode_video(frames: list[np.ndarray], kind: str, fps: int = 10) -> bytes:
     return iio.imwrite("<bytes>", big, extension=".mp4", plugin="pyav", codec="libx264", fps=fps)
 
 
-def serve(app, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
+def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
     """Run the app with uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level, ws_max_size=PlayerConfig.max_message_bytes)
+    limit = app.state.play.config.max_message_bytes
+    uvicorn.run(app, host=host, port=port, log_level=log_level, ws_max_size=limit)
 
 
 def warm_up(world: World, frame: np.ndarray, config: PlayerConfig, steps: int = 2) -> None:
     """Run a few frames first, so the first player does not wait for compilation."""
-    session = world.session(frame, temperature=config.temperature, cond_scale=1.0, compile=config.compile)
+    settings = dict(temperature=config.temperature, cond_scale=config.cond_scale, compile=config.compile)
+    session = world.session(frame, **settings)
     for _ in range(steps):
         session.step(0)

@@ -6,8 +6,10 @@ const canvas = $("world");
 const context = canvas.getContext("2d");
 context.imageSmoothingEnabled = false;
 
+// One request (reset or step) is in flight at a time: `pending` is its id, and only its reply
+// (frame or error) lets the next one go.
 const state = {
-  info: null, socket: null, token: null, running: true, inFlight: false, start: 0,
+  info: null, socket: null, token: null, running: true, pending: null, start: 0,
   held: new Set(), tapped: new Set(), sentAt: 0, arrivals: [], recording: false, nextId: 0,
 };
 // read by tests and benchmarks: frames received, the last frame (data URL), the page's own rates
@@ -31,17 +33,20 @@ function keysToSend() {
   return list.slice(0, state.info.max_num_actions);
 }
 
-function stepIfReady(once = false) {
-  if (!(state.running || once) || state.inFlight || !state.token) return;
-  state.inFlight = true;
+function request(message) {
+  state.pending = state.nextId++;
   state.sentAt = performance.now();
-  send({ type: "step", keys: keysToSend(), id: state.nextId++ });
+  send(Object.assign({ id: state.pending }, message));
+}
+
+function stepIfReady(once = false) {
+  if (!(state.running || once) || state.pending !== null || !state.token || document.hidden) return;
+  request({ type: "step", keys: keysToSend() });
 }
 
 function reset(message) {
-  state.inFlight = true;
-  state.sentAt = performance.now();
-  send(Object.assign({ type: "reset" }, message));
+  // a reset may overtake a step in flight: the step's frame, when it comes, is drawn but ignored
+  request(Object.assign({ type: "reset" }, message));
 }
 
 function drawFrame(message) {
@@ -61,7 +66,8 @@ function drawFrame(message) {
   $("fps").textContent = fps.toFixed(1);
   $("latency").textContent = latency.toFixed(0) + " ms";
   $("compute").textContent = message.compute_ms.toFixed(0) + " ms";
-  $("recorded").textContent = state.recording ? `${message.recorded} frames recorded` : "";
+  const full = message.recorded >= state.info.max_recorded_frames ? " (full: stop and download)" : "";
+  $("recorded").textContent = state.recording ? `${message.recorded} frames recorded${full}` : "";
 }
 
 function connect() {
@@ -72,16 +78,19 @@ function connect() {
     if (message.type === "hello") {
       state.token = message.token;
       reset({ start: state.start });
-    } else if (message.type === "frame") {
-      state.inFlight = false;
-      drawFrame(message);
-      setTimeout(stepIfReady, 0);
-    } else if (message.type === "error") {
-      state.inFlight = false;
-      showError(message.message);
+    } else if (message.type === "frame" || message.type === "error") {
+      if (message.type === "frame") drawFrame(message);
+      else showError(message.message);
+      if (message.id !== null && message.id === state.pending) {
+        state.pending = null;
+        setTimeout(stepIfReady, 0);
+      }
     }
   };
-  socket.onclose = () => { state.token = null; showError("disconnected from the server: reload the page"); };
+  socket.onclose = (event) => {
+    state.token = null;
+    if (event.code !== 1013) showError("disconnected from the server: reload the page");
+  };
 }
 
 function setRunning(running) {
@@ -103,10 +112,8 @@ function slider(id, value, key) {
   const input = $(id), label = $(id + "-value");
   input.value = value;
   label.textContent = value;
-  input.oninput = () => {
-    label.textContent = input.value;
-    send({ type: "settings", [key]: Number(input.value) });
-  };
+  input.oninput = () => { label.textContent = input.value; };
+  input.onchange = () => send({ type: "settings", [key]: Number(input.value) }); // on release, not every move
 }
 
 function keyLabel(key) {
@@ -166,6 +173,7 @@ async function main() {
   document.addEventListener("keydown", (event) => pressed(event, true));
   document.addEventListener("keyup", (event) => pressed(event, false));
   window.addEventListener("blur", () => state.held.clear());
+  document.addEventListener("visibilitychange", () => stepIfReady()); // hidden tabs stop dreaming
   connect();
 }
 
