@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from genie2 import Genie2
+from genie2.checkpoint import WORLD_FILES
 from genie2.data.codes import default_codes_dir, encode_dataset
 from genie2.data.collect import collect
 from genie2.tokenizer import Tokenizer, TokenizerConfig
@@ -78,7 +79,7 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(pipeline, tmp_path, ema
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     for folder in (tmp_path / "killed" / "checkpoints").glob("step-*"):  # never half-written
-        assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "trainer"}
+        assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "trainer", *WORLD_FILES}
     assert not (tmp_path / "killed" / "model.safetensors").exists()
     subprocess.run(run_args(pipeline, tmp_path / "killed", *steps, "--resume"), check=True)
     whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
