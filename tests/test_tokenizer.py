@@ -1,5 +1,7 @@
 """The frame tokenizer: shapes, ranges, overfitting, save/load, errors, and its use in Genie2."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -46,6 +48,31 @@ def test_tiny_tokenizer_overfits_a_few_frames():
         optimizer.step()
     tokenizer.eval()
     assert psnr(tokenizer.decode(tokenizer.encode(frames))[0], frames[0]).mean() > 25
+
+
+@pytest.mark.parametrize("encoder", ["patch", "conv"])
+def test_a_patch_encoder_keeps_a_local_change_in_one_code(encoder):
+    tokenizer = tiny_tokenizer(encoder=encoder).eval()
+    frames = torch.rand(1, 1, 16, 16, 3)
+    changed = frames.clone()
+    changed[0, 0, 4:8, 8:12] = torch.rand(4, 4, 3)  # one 4x4 patch: latent (1, 2)
+    with torch.no_grad():
+        moved = (tokenizer.encode_latents(frames) - tokenizer.encode_latents(changed)).abs().amax(-1)[0, 0] > 0
+    if encoder == "patch":
+        assert moved.nonzero().tolist() == [[1, 2]]
+    else:  # strided convs see across patches: the change spreads
+        assert moved.sum() > 1
+
+
+def test_a_config_saved_before_the_encoder_option_loads_as_conv(tmp_path):
+    tokenizer = tiny_tokenizer(encoder="conv").eval()
+    tokenizer.save_pretrained(tmp_path / "tok")
+    saved = json.loads((tmp_path / "tok" / "config.json").read_text())
+    del saved["encoder"]
+    (tmp_path / "tok" / "config.json").write_text(json.dumps(saved))
+    assert Tokenizer.from_pretrained(tmp_path / "tok").config.encoder == "conv"
+    with pytest.raises(ValueError, match="encoder must be one of"):
+        TokenizerConfig(encoder="vit")
 
 
 def test_save_load_round_trip_gives_identical_codes(tmp_path):

@@ -245,7 +245,7 @@ class Genie2(nn.Module):
         if config.pop("kind", None) != "genie2-world-model":
             raise ValueError(f"{path / 'config.json'} is not a genie2 world-model config")
         tokenizer_config = config.pop("tokenizer", None)
-        tokenizer = Tokenizer(TokenizerConfig(**tokenizer_config)) if tokenizer_config else None
+        tokenizer = Tokenizer(TokenizerConfig.from_saved(tokenizer_config)) if tokenizer_config else None
         model = cls(**config, tokenizer=tokenizer)
         model.load_state_dict(load_file(str(path / "model.safetensors")))
         return model.to(device).eval()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -31,6 +31,7 @@ from genie2.model import CausalConv3d
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 QUANTIZERS = ("vq", "fsq")
+ENCODERS = ("patch", "conv")
 
 
 @dataclass
@@ -38,8 +39,12 @@ class TokenizerConfig:
     """Everything that defines a tokenizer; saved as config.json beside its weights."""
 
     frame_size: int = 64
-    channels: tuple[int, ...] = (32, 64, 128)  # one strided conv each: downsampling 2 ** len(channels)
+    channels: tuple[int, ...] = (32, 64, 128)  # one stage each: downsampling 2 ** len(channels)
     res_blocks: int = 2  # residual blocks at the latent resolution
+    # "patch": each code sees only its own f x f patch, so a change in one place of a frame changes
+    # one code (what a world model predicts best); "conv": strided convs whose codes see most of
+    # the frame, so moving one object changes codes everywhere (the default before this option)
+    encoder: str = "patch"
     dim_latent: int = 32
     quantizer: str = "vq"  # "vq" or "fsq"
     codebook_size: int = 256  # vq entries
@@ -52,12 +57,21 @@ class TokenizerConfig:
 
     def __post_init__(self):
         self.channels, self.fsq_levels = tuple(self.channels), tuple(self.fsq_levels)
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if self.quantizer not in QUANTIZERS:
             raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
         if not self.channels or any(not isinstance(c, int) or c < 1 for c in self.channels):
             raise ValueError(f"channels must be positive ints, got {self.channels!r}")
         if self.frame_size % self.downsample:
             raise ValueError(f"frame_size {self.frame_size} must be divisible by the downsampling {self.downsample}")
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> TokenizerConfig:
+        """The config a checkpoint saved (other keys ignored; ones saved before an option
+        existed keep the behaviour they were trained with)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{"encoder": "conv", **{k: v for k, v in saved.items() if k in known}})
 
     @property
     def downsample(self) -> int:
@@ -73,29 +87,36 @@ class TokenizerConfig:
 
 
 class ResBlock(nn.Module):
-    """ReLU -> 3x3 conv -> ReLU -> 1x1 conv, plus the input (as in VQ-VAE, arXiv 1711.00937)."""
+    """ReLU -> k x k conv -> ReLU -> 1x1 conv, plus the input (as in VQ-VAE, arXiv 1711.00937)."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, kernel: int = 3):
         super().__init__()
-        self.net = nn.Sequential(nn.ReLU(), nn.Conv2d(dim, dim, 3, padding=1), nn.ReLU(), nn.Conv2d(dim, dim, 1))
+        conv = nn.Conv2d(dim, dim, kernel, padding=kernel // 2)
+        self.net = nn.Sequential(nn.ReLU(), conv, nn.ReLU(), nn.Conv2d(dim, dim, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.net(x)
 
 
 class Encoder(nn.Module):
-    """Frames (b 3 H W) in [-1, 1] to latents (b d h w): strided convs, then residual blocks
-    at the latent resolution, where most of the compute is cheap."""
+    """Frames (b 3 H W) in [-1, 1] to latents (b d h w). "conv": strided convs, then residual
+    blocks at the latent resolution. "patch": one linear map of each f x f patch, then residual
+    blocks of 1x1 convs, so each latent depends on its own patch alone."""
 
     def __init__(self, config: TokenizerConfig):
         super().__init__()
-        chans = (3, *config.channels)
+        dim = config.channels[-1]
         layers: list[nn.Module] = []
-        for dim_in, dim_out in zip(chans[:-1], chans[1:], strict=True):
-            layers += [nn.Conv2d(dim_in, dim_out, 4, stride=2, padding=1), nn.ReLU()]
-        layers.append(nn.Conv2d(chans[-1], chans[-1], 3, padding=1))
-        layers += [ResBlock(chans[-1]) for _ in range(config.res_blocks)]
-        layers += [nn.ReLU(), nn.Conv2d(chans[-1], config.dim_latent, 1)]
+        if config.encoder == "patch":
+            layers.append(nn.Conv2d(3, dim, config.downsample, stride=config.downsample))
+            layers += [ResBlock(dim, kernel=1) for _ in range(config.res_blocks)]
+        else:
+            chans = (3, *config.channels)
+            for dim_in, dim_out in zip(chans[:-1], chans[1:], strict=True):
+                layers += [nn.Conv2d(dim_in, dim_out, 4, stride=2, padding=1), nn.ReLU()]
+            layers.append(nn.Conv2d(dim, dim, 3, padding=1))
+            layers += [ResBlock(dim) for _ in range(config.res_blocks)]
+        layers += [nn.ReLU(), nn.Conv2d(dim, config.dim_latent, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -313,8 +334,7 @@ class Tokenizer(nn.Module):
         config = json.loads((path / CONFIG_FILE).read_text())
         if config.pop("kind", None) != "genie2-tokenizer":
             raise ValueError(f"{path / CONFIG_FILE} is not a genie2 tokenizer config")
-        known = {f.name for f in TokenizerConfig.__dataclass_fields__.values()}
-        tokenizer = cls(TokenizerConfig(**{k: v for k, v in config.items() if k in known}))
+        tokenizer = cls(TokenizerConfig.from_saved(config))
         tokenizer.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
         return tokenizer.to(device).eval()
 

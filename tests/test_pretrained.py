@@ -1,0 +1,39 @@
+"""The world that ships inside the package: present, small, loadable with no argument, playable."""
+
+import torch
+from einops import rearrange
+
+import genie2
+from genie2.checkpoint import WORLD_FILES
+from genie2.data.envs import MINIGRID_ACTIONS, GameEnv
+from genie2.evaluate import PRETRAINED
+
+MAX_SHIPPED_BYTES = 20 * 2**20
+
+
+def unit(frame) -> torch.Tensor:
+    """An env frame (h w 3 uint8) as the session's frames (3 h w float in [0, 1])."""
+    return rearrange(torch.from_numpy(frame).float() / 255, "h w c -> c h w")
+
+
+def test_the_pretrained_world_ships_whole_and_small():
+    files = {"config.json", "model.safetensors", *WORLD_FILES}
+    assert {p.name for p in PRETRAINED.iterdir()} >= files
+    assert sum((PRETRAINED / name).stat().st_size for name in files) <= MAX_SHIPPED_BYTES
+
+
+def test_load_with_no_argument_gives_a_world_that_answers_the_keys():
+    world = genie2.load()
+    assert list(world.action_names) == list(MINIGRID_ACTIONS) and len(world.start_frames) > 0
+    env = GameEnv("minigrid")
+    for seed in (900001, 900002, 900003):  # layouts outside the training episodes' seeds
+        truth, dreamed = {}, {}
+        for name in ("left", "right"):
+            action, start = world.action_names.index(name), env.reset(seed)
+            truth[name] = torch.stack([unit(env.step(action)[0]) for _ in range(2)])
+            session = world.session(start, temperature=0.0)
+            dreamed[name] = torch.stack([session.step(action) for _ in range(2)])
+        # each dreamed turn is nearer the real turn it asked for than to the other one
+        for asked, other in (("left", "right"), ("right", "left")):
+            error = (dreamed[asked] - truth[asked]).square().mean()
+            assert error < (dreamed[asked] - truth[other]).square().mean(), (seed, asked)
