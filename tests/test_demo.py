@@ -27,6 +27,7 @@ def test_demo_runs_every_stage_then_resumes_from_the_last_finished_one(tmp_path,
     for stage in ("collect", "tokenizer", "tokenize", "world", "eval"):
         assert record[stage]["done"] and record[stage]["seconds"] >= 0
     assert record["tokenizer"]["steps"] >= 20 and record["world"]["steps"] >= 10
+    assert json.loads((out / "data" / "dataset.json").read_text())["source"]["policy"] == "random"
     for name in ("report.json", "psnr.png", "rollouts.gif"):
         assert (out / "eval" / name).is_file()
     assert (out / "world" / "start-frames.safetensors").is_file()  # the result plays without its data

@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.description = demo.__doc__
     p.add_argument("--out", default="genie2-demo", help="folder for every stage's output (default ./genie2-demo)")
     p.add_argument("--minutes", type=float, default=30.0, help="time budget; training stages fit it (default 30)")
-    p.add_argument("--episodes", type=int, default=100, help="episodes to collect (default 100)")
+    p.add_argument("--episodes", type=int, default=300, help="episodes to collect, 160 steps each (default 300)")
     p.add_argument("--workers", type=int, default=2, help="processes collecting in parallel (default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=demo)
