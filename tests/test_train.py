@@ -130,7 +130,7 @@ def test_eval_writes_every_output_and_a_valid_report(pipeline, tmp_path):
     assert {"version", "episodes", "horizon", "prompt_frames", "metrics", "frames_per_s", "checkpoint_sha256"} <= set(
         saved
     )
-    for name in ("psnr", "ssim", "psnr_random", "ssim_random", "delta_psnr", "tokenizer_psnr", "tokenizer_ssim"):
+    for name in ("psnr", "ssim", "psnr_random", "ssim_random", "psnr_copy", "delta_psnr", "tokenizer_psnr"):
         assert len(saved["metrics"][name]["mean"]) == 3 and len(saved["metrics"][name]["std"]) == 3, name
     assert (tmp_path / "report" / "psnr.png").stat().st_size > 0 and (tmp_path / "report" / "rollouts.gif").exists()
 
@@ -142,6 +142,7 @@ def test_eval_writes_every_output_and_a_valid_report(pipeline, tmp_path):
     frames = torch.from_numpy(Episode.load(first).frames[:4])
     psnr, _ = psnr_ssim(frames[:1].expand(3, -1, -1, -1), frames[1:])
     assert torch.allclose(torch.tensor(baseline["metrics"]["psnr"]["mean"]), psnr, atol=1e-4)
+    assert baseline["metrics"]["psnr_copy"]["mean"] == baseline["metrics"]["psnr"]["mean"]  # the built-in copy
     with pytest.raises(FileNotFoundError, match="world-model checkpoint"):
         load(tmp_path / "nothing")
     with pytest.raises(ValueError, match="lower --horizon"):

@@ -116,7 +116,8 @@ def evaluate(args) -> None:
     m = report["metrics"]
     print(
         f"PSNR step 1 {m['psnr']['mean'][0]:.2f} dB, step {args.horizon} {m['psnr']['mean'][-1]:.2f} dB "
-        f"(tokenizer ceiling {m['tokenizer_psnr']['overall']:.2f} dB); delta PSNR at step {args.horizon} "
+        f"(tokenizer ceiling {m['tokenizer_psnr']['overall']:.2f} dB, copying the last real frame "
+        f"{m['psnr_copy']['mean'][-1]:.2f} dB at step {args.horizon}); delta PSNR at step {args.horizon} "
         f"{m['delta_psnr']['mean'][-1]:.2f} dB; {report['frames_per_s']:.1f} frames/s; report in {args.out}"
     )
 

@@ -226,6 +226,7 @@ def run_demo(out: str | Path = "genie2-demo", plan: DemoPlan | None = None, prog
             psnr_step_1=round(m["psnr"]["mean"][0], 2),
             psnr_last_step=round(m["psnr"]["mean"][-1], 2),
             tokenizer_psnr=round(m["tokenizer_psnr"]["overall"], 2),
+            copy_psnr_last_step=round(m["psnr_copy"]["mean"][-1], 2),
             delta_psnr_step_8=round(m["delta_psnr"]["mean"][min(7, plan.horizon - 1)], 2),
             play_frames_per_s=round(play_speed(world, compile=plan.compile_play), 1),
         )
@@ -261,7 +262,8 @@ def print_summary(record: dict, out: Path) -> None:
         (
             "eval",
             f"PSNR {e['psnr_step_1']} dB at step 1, {e['psnr_last_step']} dB at the last step "
-            f"(tokenizer ceiling {e['tokenizer_psnr']}); delta PSNR at step 8 {e['delta_psnr_step_8']} dB; "
+            f"(tokenizer ceiling {e['tokenizer_psnr']}, copying the last real frame {e['copy_psnr_last_step']}); "
+            f"delta PSNR at step 8 {e['delta_psnr_step_8']} dB; "
             f"plays at {e['play_frames_per_s']} frames/s",
         )
     )

@@ -156,7 +156,8 @@ def evaluate_world(
     if model is not None and model.num_actions != info.num_actions:
         raise ValueError(f"the model has {model.num_actions} actions but {data} has {info.num_actions}")
     k, rng = prompt_frames, np.random.default_rng(seed)
-    scores = {name: [] for name in ("psnr", "ssim", "psnr_random", "ssim_random", "tokenizer_psnr", "tokenizer_ssim")}
+    names = ("psnr", "ssim", "psnr_random", "ssim_random", "psnr_copy", "ssim_copy", "tokenizer_psnr", "tokenizer_ssim")
+    scores = {name: [] for name in names}
     videos, seconds, dreamed = [], 0.0, 0
     for path in tqdm(
         eval_episodes(data, split, episodes, k + horizon, skip_corrupt), desc="eval", disable=not progress
@@ -172,7 +173,8 @@ def evaluate_world(
         seconds, dreamed = seconds + time.perf_counter() - start, dreamed + horizon
         fake = world.rollout(frames[:k], random_actions, seed=seed)
         truth = frames[k:]
-        for prefix, pred in (("", real), ("_random", fake)):
+        copy = frames[k - 1 : k].expand(horizon, -1, -1, -1)  # the do-nothing baseline: the last real frame
+        for prefix, pred in (("", real), ("_random", fake), ("_copy", copy)):
             psnr, ssim = psnr_ssim(pred, truth)
             scores["psnr" + prefix].append(psnr)
             scores["ssim" + prefix].append(ssim)
@@ -222,6 +224,7 @@ def write_report(report: dict, out: str | Path, checkpoint: str | Path | None, c
         for name, label in (
             (metric, "real actions"),
             (f"{metric}_random", "random actions"),
+            (f"{metric}_copy", "copy the last real frame"),
             (f"tokenizer_{metric}", "tokenizer ceiling"),
         ):
             if name in report["metrics"]:
