@@ -40,8 +40,8 @@ class DemoPlan:
     policy: str = "random"
     episodes: int = 300
     steps_per_episode: int = 160
-    tokenizer_share: float = 0.17
-    world_share: float = 0.55
+    tokenizer_share: float = 0.12
+    world_share: float = 0.7
     min_tokenizer_steps: int = 300
     min_world_steps: int = 100
     eval_episodes: int = 16
