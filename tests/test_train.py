@@ -249,6 +249,15 @@ def test_browser_player_serves_a_trained_run_without_its_dataset(pipeline, tmp_p
             except OSError:
                 time.sleep(0.1)
         assert info["action_names"][:3] == ["left", "right", "forward"] and info["start_frames"] >= 1
+        from websockets.sync.client import connect
+
+        with connect(f"ws://127.0.0.1:{port}/ws", max_size=None) as ws:  # the model runs on the main thread
+            assert json.loads(ws.recv())["type"] == "hello"
+            for message in ({"type": "reset", "start": 0}, {"type": "step", "keys": [2], "id": 7}):
+                ws.send(json.dumps(message))
+                reply = json.loads(ws.recv(timeout=60))
+                assert reply["type"] == "frame", reply
+            assert reply["id"] == 7 and reply["index"] == 1
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -21,8 +21,9 @@ The server answers:
 A tab over the session limit gets an error with "full": true, then the socket closes (code 1013).
 
 Each connection gets its own WorldModelSession (its own cache); the model is shared, and one
-lock lets one session decode at a time. Decoding runs in a worker thread, so the server keeps
-answering while a frame is dreamed.
+lock lets one session decode at a time. Decoding runs off the event loop, so the server keeps
+answering while a frame is dreamed: under `serve` on the main thread (uvicorn runs in another),
+in tests on a one-thread pool.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ import logging
 import secrets
 import threading
 import time
+import queue
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,6 +163,8 @@ class PlayServer:
         self.world, self.model, self.start_frames, self.names, self.config = world, model, start_frames, names, config
         self.players: dict[str, Player | None] = {}  # None: a tab that has not reset yet
         self.lock = threading.Lock()
+        # model calls run one at a time, off the event loop; `serve` moves them to the main thread
+        self.executor: Executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genie2-model")
 
     def info(self) -> dict:
         """What the page needs to set itself up."""
@@ -291,7 +296,8 @@ class PlayServer:
                 message, start = {}, time.perf_counter()
                 try:
                     message = self.parse(received)
-                    frame = await asyncio.to_thread(self.handle, token, message)
+                    loop = asyncio.get_running_loop()
+                    frame = await loop.run_in_executor(self.executor, self.handle, token, message)
                 except BadMessage as error:
                     await socket.send_json(dict(type="error", message=str(error), id=message.get("id")))
                     continue
@@ -370,12 +376,55 @@ def encode_video(frames: list[np.ndarray], kind: str, fps: int = 10) -> bytes:
     return iio.imwrite("<bytes>", big, extension=".mp4", plugin="pyav", codec="libx264", fps=fps)
 
 
+class MainThreadExecutor(Executor):
+    """Runs submitted calls on the thread that calls `run_until`. Compiled CPU kernels called
+    from a thread other than the one torch first ran them on took 2.7x longer per frame here
+    (84 vs 229 ms on 2 cores), so the player keeps the model on the main thread."""
+
+    def __init__(self):
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        self.jobs.put((future, fn, args, kwargs))
+        return future
+
+    def run_until(self, done: threading.Event) -> None:
+        """Run the submitted calls, in order, until `done` is set."""
+        while not done.is_set():
+            try:
+                future, fn, args, kwargs = self.jobs.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as error:  # handed to the awaiting handler, which answers it
+                    future.set_exception(error)
+
+
 def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
-    """Run the app with uvicorn until interrupted."""
+    """Run the app with uvicorn (in a thread) until interrupted; the model runs on this thread."""
     import uvicorn
 
     limit = app.state.play.config.max_message_bytes
-    uvicorn.run(app, host=host, port=port, log_level=log_level, ws_max_size=limit)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, ws_max_size=limit))
+    executor, done = MainThreadExecutor(), threading.Event()
+    app.state.play.executor = executor
+
+    def run_server() -> None:
+        try:
+            server.run()
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=run_server, name="genie2-http", daemon=True)
+    thread.start()
+    try:
+        executor.run_until(done)
+    except KeyboardInterrupt:
+        server.should_exit = True
+        thread.join(timeout=5)
 
 
 def warm_up(world: World, frame: np.ndarray, config: PlayerConfig, steps: int = 2) -> None:
