@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from genie2.data.collect import resize
-from genie2.data.episode import DatasetInfo, Episode, atomic_write
 from genie2.data.envs import GameEnv
+from genie2.data.episode import DatasetInfo, Episode, atomic_write
 from genie2.evaluate import eval_episodes
 
 
@@ -85,8 +85,10 @@ def main() -> None:
         ideal_delta_psnr=(ceiling - ideal_random).tolist(),
         reached_delta_psnr=reached,
     )
-    print(f"{'step':>4} {'identical':>9} {'pixels changed':>14} {'ceiling':>9} {'ideal random':>12} "
-          f"{'ideal delta':>11} {'reached':>8}")
+    print(
+        f"{'step':>4} {'identical':>9} {'pixels changed':>14} {'ceiling':>9} {'ideal random':>12} "
+        f"{'ideal delta':>11} {'reached':>8}"
+    )
     for step in range(args.horizon):
         print(
             f"{step + 1:>4} {result['identical_fraction'][step]:>9.0%} {result['pixels_changed'][step]:>14.2%} "

@@ -124,7 +124,6 @@ class DemoRun:
                 "run it with the same options to resume, or choose a new --out"
             )
         self.record["plan"] = asdict(plan)
-        self.started = time.perf_counter()
 
     def save(self) -> None:
         """Write demo.json atomically."""
@@ -143,8 +142,7 @@ class DemoRun:
 
     def header(self, index: int, stage: str, text: str) -> None:
         """Announce a stage with the time spent so far."""
-        spent = sum(self.record.get(s, {}).get("seconds", 0) for s in STAGES if self.done(s))
-        elapsed = spent + time.perf_counter() - self.started
+        elapsed = sum(self.record.get(s, {}).get("seconds", 0) for s in STAGES if self.done(s))
         eta = time.strftime("%H:%M", time.localtime(time.time() + max(0.0, self.plan.minutes * 60 - elapsed)))
         used = f"{elapsed / 60:.1f} of {self.plan.minutes:g} min used, done by about {eta}"
         print(f"\n[{index}/{len(STAGES)}] {text}  ({used})", flush=True)

@@ -34,10 +34,10 @@ import binascii
 import io
 import json
 import logging
+import queue
 import secrets
 import threading
 import time
-import queue
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
