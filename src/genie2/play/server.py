@@ -377,9 +377,9 @@ def encode_video(frames: list[np.ndarray], kind: str, fps: int = 10) -> bytes:
 
 
 class MainThreadExecutor(Executor):
-    """Runs submitted calls on the thread that calls `run_until`. Compiled CPU kernels called
-    from a thread other than the one torch first ran them on took 2.7x longer per frame here
-    (84 vs 229 ms on 2 cores), so the player keeps the model on the main thread."""
+    """Runs submitted calls on the thread that calls `run_until`. On 2 CPU cores the compiled
+    decode step took 84 ms a frame on the main thread and 229 ms from a worker thread, so the
+    player keeps the model on the main thread."""
 
     def __init__(self):
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
