@@ -21,7 +21,7 @@ import torch
 from genie2.data.collect import resize
 from genie2.data.envs import GameEnv
 from genie2.data.episode import DatasetInfo, Episode, atomic_write
-from genie2.evaluate import eval_episodes
+from genie2.evaluate import eval_episodes, random_keys
 
 
 def replay(env: GameEnv, seed: int, actions: np.ndarray, frame_size: int) -> torch.Tensor:
@@ -57,13 +57,12 @@ def main() -> None:
     for path in eval_episodes(args.data, args.split, args.episodes, k + args.horizon):
         episode = Episode.load(path)
         index = int(path.stem.split("-")[-1])
-        actions = episode.actions[: k + args.horizon, 0].copy()
-        truth = replay(env, source["seed"] + index, actions, info.frame_size)
+        actions = torch.from_numpy(episode.actions[: k + args.horizon])
+        truth = replay(env, source["seed"] + index, actions[:, 0].numpy(), info.frame_size)
         if not torch.equal(truth, torch.from_numpy(episode.frames[: k + args.horizon])):
             raise ValueError(f"replaying {path} does not reproduce its frames: is the env version the same?")
-        random_actions = actions.copy()  # the same draws as evaluate_world
-        random_actions[k:] = rng.integers(0, info.num_actions, args.horizon)
-        fake = replay(env, source["seed"] + index, random_actions, info.frame_size)
+        random_actions = random_keys(actions, k, info.num_actions, rng)  # the draws of evaluate_world
+        fake = replay(env, source["seed"] + index, random_actions[:, 0].numpy(), info.frame_size)
         diff = fake[k:].float() / 255 - truth[k:].float() / 255
         mse.append(diff.square().mean((1, 2, 3)))
         changed.append((fake[k:] != truth[k:]).any(-1).float().mean((1, 2)))
