@@ -89,6 +89,36 @@ def test_compiled_decoding_equals_eager():
     assert (logits[0] - logits[1]).abs().max() < 1e-4
 
 
+def test_compiled_sampling_equals_eager_and_settings_never_recompile():
+    """Sampling runs inside the compiled step: the same seed draws the same codes as eager, and
+    moving the temperature or guidance sliders reuses the compiled graphs."""
+    model = tiny().eval()
+    image = torch.randn(16, 2, 2)
+
+    def play(compile: bool) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(3)
+        session = WorldModelSession(
+            model, image, temperature=0.9, max_context_frames=4, generator=generator, compile=compile
+        )
+        frames = [session.step(a) for a in (0, 3, 1)]
+        session.configure(temperature=0.5)
+        return frames + [session.step(2)]
+
+    eager = play(False)
+    torch._dynamo.utils.counters.clear()
+    compiled = play(True)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert graphs > 0
+    assert all(torch.equal(a, b) for a, b in zip(eager, compiled, strict=True))
+    session = WorldModelSession(model, image, temperature=0.9, cond_scale=2.0, max_context_frames=4, compile=True)
+    session.step(0), session.step(3)  # the first frame after reset is prefilled, the second compiles all shapes
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    for temperature, cond_scale in ((0.0, 3.0), (1.3, 1.5), (0.2, 2.5)):
+        session.configure(temperature=temperature, cond_scale=cond_scale)
+        session.step(1)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+
+
 def test_compiled_steps_of_two_models_do_not_mix():
     """Each model has its own compiled graphs, even with identical shapes."""
     codes = torch.randint(0, 32, (1, 3, 2, 2))

@@ -17,7 +17,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from genie2.helpers import exists, gumbel_noise, guide, min_p_filter
+from genie2.helpers import exists, guide, gumbel_noise, min_p_filter
 from genie2.interactive import QuitInteractive, prompt_action, save_frame
 from genie2.transformer import KVCache
 
@@ -54,7 +54,9 @@ def draw(logits: Tensor, min_p: float | None, temperature: Tensor, noise: Tensor
     return torch.where(hot, logits / torch.where(hot, temperature, 1.0) + noise, logits).argmax(dim=-1)
 
 
-def token_step(rollout: Rollout, tokens: Tensor, pos: Tensor, noise: Tensor, knobs: Tensor, forced: Tensor, transformer=None):
+def token_step(
+    rollout: Rollout, tokens: Tensor, pos: Tensor, noise: Tensor, knobs: Tensor, forced: Tensor, transformer=None
+):
     """One decoding step, whole: feed placed tokens (B n d) to the cached transformer, guide the
     next code's logits, draw the code (or take `forced` (b), where >= 0) and embed it for the next
     step. Returns code (b), logits (b l) and the tokens to feed next (B 1 d). The settings come as
@@ -169,7 +171,8 @@ class Rollout:
         With `codes` (b h w) the frame is teacher-forced instead of sampled; `return_logits`
         also returns the logits of every code (b h w l)."""
         model, frame, s = self.model, self.num_frames, self.sampling
-        (h, w), n, b = self.latent_shape, self.latent_shape[0] * self.latent_shape[1], self.batch
+        (h, w), b = self.latent_shape, self.batch
+        n = h * w
         tokens, pending_pos = self.pending
         action = rearrange(actions, "b a -> b 1 a") if exists(actions) else None
         tokens = torch.cat((tokens, self._action_tokens(action, 1)), dim=1)
@@ -183,7 +186,8 @@ class Rollout:
         else:
             forced = torch.full((n, b), -1, dtype=torch.long, device=model.device)
         noise = self._noise(n, b)
-        knobs = torch.tensor([float(s.temperature), float(s.cond_scale), float(s.parallel_keep_frac)], device=model.device)
+        knobs = [float(s.temperature), float(s.cond_scale), float(s.parallel_keep_frac)]
+        knobs = torch.tensor(knobs, device=model.device)
         sampled, all_logits = [], []
         for i in range(n):
             placed = first_slots if i == 0 else slots[i - 1 : i]

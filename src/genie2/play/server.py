@@ -142,7 +142,7 @@ def _number(message: dict, name: str, low: float, high: float) -> float | None:
 
 class PlayServer:
     """The state behind the routes: the world, its start frames, and one Player per open tab.
-    Messages are applied by `handle` (in a worker thread); `lock` lets one session decode at a
+    Messages are applied by `handle` (on `executor`, off the event loop); `lock` lets one session decode at a
     time, since sessions share the model and the cores."""
 
     def __init__(self, world: World, start_frames: np.ndarray, action_names: list[str] | None, config: PlayerConfig):
@@ -377,9 +377,12 @@ def encode_video(frames: list[np.ndarray], kind: str, fps: int = 10) -> bytes:
 
 
 class MainThreadExecutor(Executor):
-    """Runs submitted calls on the thread that calls `run_until`. On 2 CPU cores the compiled
-    decode step took 84 ms a frame on the main thread and 229 ms from a worker thread, so the
-    player keeps the model on the main thread."""
+    """Runs submitted calls on the thread that calls `run_until`, so the model runs on the thread
+    that loaded it. Each thread that runs torch ops gets its own OpenMP team, and once the teams
+    hold more threads than there are cores, libgomp stops spin-waiting between parallel regions
+    (its throttled spin count), so every small kernel pays a sleep and wake-up: on 2 cores a
+    frame took 2.7x longer from a worker thread (OMP_WAIT_POLICY=PASSIVE made the main thread
+    as slow; a worker was as fast when the main thread had never run torch)."""
 
     def __init__(self):
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
