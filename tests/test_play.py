@@ -2,6 +2,7 @@
 
 import base64
 import io
+import json
 import os
 import shutil
 import socket
@@ -79,6 +80,28 @@ def test_info_start_frames_and_steps_over_the_websocket(world, starts):
             dreamed.setdefault(action, []).append(frame_of(reply))
         assert np.array_equal(*dreamed[0])  # greedy: the same action dreams the same frame
         assert not np.array_equal(dreamed[0][0], dreamed[1][0])  # another action, another frame
+
+
+def test_raw_frames_carry_the_same_pixels_as_png_frames(world, starts):
+    client = client_for(world, starts)
+    frames = {}
+    for kind in ("png", "raw"):
+        with client.websocket_connect(f"/ws?frames={kind}") as ws:
+            ws.receive_json()  # hello
+            ws.send_json({"type": "reset", "start": 2})
+            ws.receive_json() if kind == "png" else ws.receive_bytes()
+            ws.send_json({"type": "step", "keys": [1], "id": 3})
+            if kind == "png":
+                frames[kind] = frame_of(ws.receive_json())
+                continue
+            data = ws.receive_bytes()
+            length = int.from_bytes(data[:4], "little")
+            header = json.loads(data[4 : 4 + length])
+            assert header["type"] == "frame" and header["id"] == 3 and header["index"] == 1 and header["size"] == 16
+            frames[kind] = np.frombuffer(data[4 + length :], dtype=np.uint8).reshape(16, 16, 3)
+    assert np.array_equal(frames["png"], frames["raw"])
+    with client.websocket_connect("/ws?frames=jpeg") as ws:
+        assert "frames must be png or raw" in ws.receive_json()["message"]
 
 
 @pytest.mark.parametrize(

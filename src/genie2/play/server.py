@@ -5,6 +5,7 @@ Routes:
     GET /api/info                       action names, keymap, start frames, frame size, limits
     GET /api/start/{i}.png              a start frame
     WS  /ws                             one play session per connection (messages below)
+    WS  /ws?frames=raw                  the same, frames as raw pixels (what the page uses)
     GET /api/recording/{token}.gif|mp4  the frames the session recorded (while it is connected)
 
 Messages, JSON text; any message may carry an "id", echoed in its reply. The client sends:
@@ -18,6 +19,9 @@ The server answers:
     {"type": "frame", "image": "<base64 PNG>", "index": n, "id": n, "compute_ms": ms, "recorded": n}
                                                 to each reset and step
     {"type": "error", "message": ..., "id": n}  the message was refused or failed; the session goes on
+With frames=raw a frame comes as one binary message instead: 4 bytes (little-endian uint32) giving
+the header's length, the header (the frame message as JSON, without "image", with "size"), then the
+frame's pixels (size x size x 3 bytes, RGB, row by row). No PNG to encode, no base64 to decode.
 A tab over the session limit gets an error with "full": true, then the socket closes (code 1013).
 
 Each connection gets its own WorldModelSession (its own cache); the model is shared, and one
@@ -90,6 +94,12 @@ def png_bytes(frame: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(frame).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def raw_frame(header: dict, frame: np.ndarray) -> bytes:
+    """A binary frame message: header length (uint32 little-endian), JSON header, RGB bytes."""
+    text = json.dumps(dict(header, size=frame.shape[0])).encode()
+    return len(text).to_bytes(4, "little") + text + np.ascontiguousarray(frame).tobytes()
 
 
 def to_uint8(frame: torch.Tensor) -> np.ndarray:
@@ -277,9 +287,14 @@ class PlayServer:
             raise BadMessage("messages are JSON objects with a 'type'")
         return message
 
-    async def serve_tab(self, socket: WebSocket) -> None:
-        """One tab's connection: hello, then a reply (frame or error) to each message until it closes."""
+    async def serve_tab(self, socket: WebSocket, frames: str = "png") -> None:
+        """One tab's connection: hello, then a reply (frame or error) to each message until it
+        closes. Frames go as base64 PNG in JSON (`frames=png`) or as raw binary (`frames=raw`)."""
         await socket.accept()
+        if frames not in ("png", "raw"):
+            await socket.send_json(dict(type="error", message=f"frames must be png or raw, got {frames!r}"))
+            await socket.close(code=1008)
+            return
         if len(self.players) >= self.config.max_sessions:
             full = f"the server is full ({self.config.max_sessions} sessions); try again later"
             await socket.send_json(dict(type="error", message=full, full=True))
@@ -306,15 +321,21 @@ class PlayServer:
                     text = f"the server could not do that ({type(error).__name__}: {error})"
                     await socket.send_json(dict(type="error", message=text, id=message.get("id")))
                     continue
-                if frame is not None:
-                    await socket.send_json(self.frame_reply(self.players[token], frame, message, start))
+                if frame is None:
+                    continue
+                reply = self.frame_reply(self.players[token], frame, message, start)
+                if frames == "raw":
+                    await socket.send_bytes(raw_frame(reply, frame))
+                else:
+                    reply["image"] = base64.b64encode(png_bytes(frame)).decode("ascii")
+                    await socket.send_json(reply)
         except WebSocketDisconnect:
             pass
         finally:
             self.players.pop(token, None)
 
     def frame_reply(self, player: Player, frame: np.ndarray, message: dict, start: float) -> dict:
-        """The frame message for a new frame (recorded first, if recording)."""
+        """The frame message for a new frame, without its image (recorded first, if recording)."""
         if player.recording and len(player.frames) < MAX_RECORDED_FRAMES:
             player.frames.append(frame)
         return dict(
@@ -323,7 +344,6 @@ class PlayServer:
             index=player.index,
             compute_ms=round((time.perf_counter() - start) * 1000, 2),
             recorded=len(player.frames),
-            image=base64.b64encode(png_bytes(frame)).decode("ascii"),
         )
 
     def recording(self, token: str, kind: str) -> Response:

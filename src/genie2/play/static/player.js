@@ -12,8 +12,10 @@ const state = {
   info: null, socket: null, token: null, running: true, pending: null, start: 0,
   held: new Set(), tapped: new Set(), sentAt: 0, arrivals: [], recording: false, nextId: 0,
 };
-// read by tests and benchmarks: frames received, the last frame (data URL), the page's own rates
-window.genie2 = { frames: 0, lastImage: null, fps: 0, latencyMs: 0, errors: [] };
+// read by tests and benchmarks: frames received, the last frame (a data URL, made when read),
+// the page's own rates
+window.genie2 = { frames: 0, fps: 0, latencyMs: 0, errors: [] };
+Object.defineProperty(window.genie2, "lastImage", { get: () => (window.genie2.frames ? canvas.toDataURL() : null) });
 
 function showError(text) {
   $("error").textContent = text;
@@ -49,14 +51,27 @@ function reset(message) {
   request(Object.assign({ type: "reset" }, message));
 }
 
-function drawFrame(message) {
-  const now = performance.now();
-  const image = new Image();
-  image.onload = () => context.drawImage(image, 0, 0, canvas.width, canvas.height);
-  image.src = "data:image/png;base64," + message.image;
-  window.genie2.lastImage = image.src;
+// A binary frame: header length (uint32 little-endian), JSON header, then size x size RGB bytes.
+function readFrame(buffer) {
+  const length = new DataView(buffer).getUint32(0, true);
+  const message = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 4, length)));
+  const rgb = new Uint8Array(buffer, 4 + length);
+  const pixels = new ImageData(message.size, message.size);
+  for (let i = 0, j = 0; i < rgb.length; i += 3, j += 4) {
+    pixels.data[j] = rgb[i];
+    pixels.data[j + 1] = rgb[i + 1];
+    pixels.data[j + 2] = rgb[i + 2];
+    pixels.data[j + 3] = 255;
+  }
+  message.pixels = pixels;
+  return message;
+}
+
+function drawFrame(message, now, latency) {
+  // the canvas has the model's own size; CSS shows it large with sharp pixels
+  if (canvas.width !== message.size) canvas.width = canvas.height = message.size;
+  context.putImageData(message.pixels, 0, 0);
   window.genie2.frames += 1;
-  const latency = now - state.sentAt;
   state.arrivals.push(now);
   while (state.arrivals.length > 1 && now - state.arrivals[0] > 2000) state.arrivals.shift();
   const span = (state.arrivals[state.arrivals.length - 1] - state.arrivals[0]) / 1000;
@@ -71,20 +86,22 @@ function drawFrame(message) {
 }
 
 function connect() {
-  const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+  const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws?frames=raw`);
+  socket.binaryType = "arraybuffer";
   state.socket = socket;
   socket.onmessage = (event) => {
-    const message = JSON.parse(event.data);
+    const message = typeof event.data === "string" ? JSON.parse(event.data) : readFrame(event.data);
     if (message.type === "hello") {
       state.token = message.token;
       reset({ start: state.start });
     } else if (message.type === "frame" || message.type === "error") {
-      if (message.type === "frame") drawFrame(message);
-      else showError(message.message);
+      const now = performance.now(), latency = now - state.sentAt;
       if (message.id !== null && message.id === state.pending) {
         state.pending = null;
-        setTimeout(stepIfReady, 0);
+        stepIfReady(); // ask for the next frame first: the server dreams it while this one is drawn
       }
+      if (message.type === "frame") drawFrame(message, now, latency);
+      else showError(message.message);
     }
   };
   socket.onclose = (event) => {
