@@ -78,7 +78,8 @@ def compiled_token_step(model) -> Callable:
     if model not in _COMPILED:
         code, defaults = token_step.__code__.replace(), token_step.__defaults__
         fn = types.FunctionType(code, token_step.__globals__, "token_step", defaults)
-        options = dict(guard_filter_fn=torch.compiler.skip_guard_on_all_nn_modules_unsafe)
+        skip = getattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe", None)  # torch >= 2.8
+        options = dict(guard_filter_fn=skip) if skip else {}
         if model.device.type == "cpu":
             options["cpp_wrapper"] = True  # kernels called from C++, not Python: ~1.2x faster tokens on CPU
         _COMPILED[model] = torch.compile(fn, dynamic=False, options=options)
