@@ -1,8 +1,9 @@
 """Play speed: frames/s and latency per frame through the browser player's server.
 
 Starts `genie2 play` in its own process (as a user would), then drives it two ways:
-a WebSocket client that steps as fast as frames come back, and (with --browser) the real page
-in headless Chromium, whose own frames/s and latency counters are read after it has played.
+a WebSocket client that steps as fast as frames come back (frames as JSON with base64 PNG), and
+(with --browser) the real page in headless Chromium (frames as raw pixels), whose own frames/s
+and latency counters are read after it has played.
 Prints a table, writes JSON.
 
     python benchmarks/play.py                       # the pretrained world, WebSocket client
