@@ -1,6 +1,7 @@
 """World-model training: it learns, it resumes exactly after kill -9, it refuses to overwrite."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -58,8 +59,12 @@ def test_tiny_preset_learns_and_saves_a_playable_checkpoint(pipeline, tmp_path):
     out = train(
         str(pipeline / "data"), str(codes), str(pipeline / "tok"), str(tmp_path / "run"), config, progress=False
     )
-    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [row["loss"] for row in rows]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
+    # the validation at the last step sits in the same row: losses and how much the actions tell the model
+    assert {"val_loss", "val_state_loss", "val_action_gain"} <= set(rows[-1]) and "val_loss" not in rows[0]
+    assert math.isfinite(rows[-1]["val_action_gain"])
     assert list((out / "samples").glob("*.gif")) and list((out / "logs").rglob("events.out.tfevents*"))
     world = Genie2.from_pretrained(out)  # the checkpoint alone carries the tokenizer
     video = world.generate(torch.rand(1, 3, 16, 16), num_frames=2, actions=torch.tensor([[0, 1, 2]]))

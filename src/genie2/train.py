@@ -236,12 +236,12 @@ def train(
                 "step_seconds": step_seconds,
                 "lr": optimizer.param_groups[0]["lr"],
             }
+            if step % config.eval_every == 0 or step == config.steps:
+                record.update(_evaluate(accelerator, unwrapped, val, config, out_dir, step))
             accelerator.log(record, step=step)
             if accelerator.is_main_process:
                 with (out_dir / "metrics.jsonl").open("a") as log:
                     log.write(json.dumps(dict(step=step, **record)) + "\n")
-            if step % config.eval_every == 0 or step == config.steps:
-                _evaluate(accelerator, unwrapped, val, config, out_dir, step)
             if step % config.checkpoint_every == 0 or step == config.steps or stop.raised:
                 checkpoint_now()
             if stop.raised:
@@ -263,15 +263,23 @@ def _check_codes(codes: str, tokenizer_path: str) -> None:
 
 
 @torch.no_grad()
-def _evaluate(accelerator, model: Genie2, val: ClipDataset, config: Training, out_dir: Path, step: int) -> None:
-    """Validation loss, and a rollout GIF from a validation prompt beside the ground truth."""
+def _evaluate(accelerator, model: Genie2, val: ClipDataset, config: Training, out_dir: Path, step: int) -> dict:
+    """Validation loss; how much the actions tell the model (`val_action_gain`: the state loss
+    with the actions hidden minus with them, nats per code, 0 while the model ignores the keys);
+    and a rollout GIF from a validation prompt beside the ground truth."""
     if not accelerator.is_main_process:
-        return
+        return {}
     model.eval()
     items = np.linspace(0, len(val) - 1, min(config.val_clips, len(val))).round().astype(int).tolist()
-    losses = [world_loss(model, collate(val, items[i : i + 8]), accelerator.device)[1] for i in range(0, len(items), 8)]
+    batches = [collate(val, items[i : i + 8]) for i in range(0, len(items), 8)]
+    losses = [world_loss(model, batch, accelerator.device)[1] for batch in batches]
     scalars = {f"val_{k}": float(np.mean([loss[k] for loss in losses])) for k in losses[0]}
-    accelerator.log(scalars, step=step)
+    if model.num_actions is not None:
+        blind = []
+        for batch in batches:  # the same clips with every action hidden (the null action)
+            hidden = torch.ones(len(batch["codes"]), dtype=torch.bool)
+            blind.append(world_loss(model, batch, accelerator.device, hidden)[1]["state_loss"])
+        scalars["val_action_gain"] = float(np.mean(blind)) - scalars["val_state_loss"]
     clip = val[items[0]]
     codes, actions = clip["codes"][None].to(accelerator.device), clip["actions"][None].to(accelerator.device)
     length = clip["length"]
@@ -281,6 +289,7 @@ def _evaluate(accelerator, model: Genie2, val: ClipDataset, config: Training, ou
     dream = dream[0].permute(1, 2, 3, 0)  # t H W c
     save_side_by_side(truth.cpu(), dream.cpu(), out_dir / "samples" / f"step-{step:08d}.gif")
     model.train()
+    return scalars
 
 
 def save_side_by_side(truth: torch.Tensor, dream: torch.Tensor, path: Path, scale: int = 2) -> None:
