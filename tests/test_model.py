@@ -81,6 +81,27 @@ def test_cached_decoding_equals_full_forward(h, w, meta, mode):
     assert (cached - full).abs().max() <= 1e-4
 
 
+@pytest.mark.parametrize("mode", ["single", "multi-cfg"])
+def test_action_added_to_codes_decodes_like_the_full_forward(mode):
+    """add_action_to_codes: every code token carries its frame's action, in training and decoding alike."""
+    multi = mode.startswith("multi")
+    model = tiny(allow_multiple_actions=multi, add_action_to_codes=True).eval()
+    b, t, h, w = 2, 4, 2, 3
+    codes = random_codes(b, t, h, w)
+    actions = torch.randint(-1, 5, (b, t, 3)) if multi else torch.randint(0, 5, (b, t))
+    cond_scale = 2.5 if mode.endswith("cfg") else 1.0
+    full = model.forward_with_cfg(state_codes=codes, actions=actions, cond_scale=cond_scale)
+    full = full.view(b, t, h, w, -1)[:, 1:]
+    cached = cached_logits(model, codes, sort_keys(actions if multi else actions[..., None]), cond_scale)
+    assert (cached - full).abs().max() <= 1e-4
+    plain = tiny(allow_multiple_actions=multi).eval()
+    plain.load_state_dict(model.state_dict())  # the same weights without the option see other inputs
+    other = plain.forward_with_cfg(state_codes=codes, actions=actions, cond_scale=cond_scale)
+    assert (other.view(b, t, h, w, -1)[:, 1:] - full).abs().max() > 1e-3
+    with pytest.raises(TypeError, match="add_action_to_codes"):
+        tiny(add_action_to_codes=1)
+
+
 def test_generate_follows_the_full_forward_greedily():
     model = tiny().eval()
     image = torch.randn(1, 16, 2, 2)

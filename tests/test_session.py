@@ -77,9 +77,10 @@ def test_session_rejects_bad_use():
         WorldModelSession(model, torch.randn(16, 2, 2), max_context_frames=0)
 
 
-def test_compiled_decoding_equals_eager():
+@pytest.mark.parametrize("add_action_to_codes", [False, True])
+def test_compiled_decoding_equals_eager(add_action_to_codes):
     """The compiled decode step is the same computation: same logits, teacher-forced, with CFG."""
-    model = tiny(num_meta_tokens=2).eval()
+    model = tiny(num_meta_tokens=2, add_action_to_codes=add_action_to_codes).eval()
     codes = torch.randint(0, 32, (1, 4, 2, 2))
     actions = torch.randint(0, 5, (1, 4, 1))
     logits = []

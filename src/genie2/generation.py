@@ -55,19 +55,28 @@ def draw(logits: Tensor, min_p: float | None, temperature: Tensor, noise: Tensor
 
 
 def token_step(
-    rollout: Rollout, tokens: Tensor, pos: Tensor, noise: Tensor, knobs: Tensor, forced: Tensor, transformer=None
+    rollout: Rollout,
+    tokens: Tensor,
+    pos: Tensor,
+    action: Tensor,
+    noise: Tensor,
+    knobs: Tensor,
+    forced: Tensor,
+    transformer=None,
 ):
     """One decoding step, whole: feed placed tokens (B n d) to the cached transformer, guide the
     next code's logits, draw the code (or take `forced` (b), where >= 0) and embed it for the next
-    step. Returns code (b), logits (b l) and the tokens to feed next (B 1 d). The settings come as
-    a tensor (`knobs`: temperature, cond_scale, parallel_keep_frac), so changing them never recompiles."""
-    transformer = transformer or rollout.core
-    logits = rollout.model.code_logits(transformer(tokens, pos=pos, cache=rollout.cache)[:, -1])
+    step (adding the frame's action token `action` (B 1 d) when the model does). Returns code (b),
+    logits (b l) and the tokens to feed next (B 1 d). The settings come as a tensor (`knobs`:
+    temperature, cond_scale, parallel_keep_frac), so changing them never recompiles."""
+    model, transformer = rollout.model, transformer or rollout.core
+    logits = model.code_logits(transformer(tokens, pos=pos, cache=rollout.cache)[:, -1])
     if rollout.guided:
         logits = guide(*logits.chunk(2), knobs[1], knobs[2])
     code = torch.where(forced >= 0, forced, draw(logits, rollout.sampling.min_p, knobs[0], noise))
     tokens = rollout.code_tokens[code][:, None]
-    return code, logits, torch.cat((tokens, tokens)) if rollout.guided else tokens
+    tokens = torch.cat((tokens, tokens)) if rollout.guided else tokens
+    return code, logits, tokens + action if model.add_action_to_codes else tokens
 
 
 def compiled_token_step(model) -> Callable:
@@ -148,15 +157,16 @@ class Rollout:
             frame = frame % self.ring
         return self.num_meta + frame * self.slots_per_frame + slot
 
-    def _forward(self, tokens: Tensor, pos: Tensor, slots: Tensor, noise: Tensor, knobs: Tensor, forced: Tensor):
+    def _forward(self, tokens: Tensor, pos: Tensor, slots: Tensor, *step_args: Tensor):
         """Place, decode and commit tokens at cache `slots`, then draw the next code (token_step's
-        outputs); the first call also feeds the meta tokens."""
+        outputs; `step_args` are its action, noise, knobs and forced); the first call also feeds
+        the meta tokens."""
         if self.cache.length == 0:  # prefill: meta tokens and the prompt, once, outside compile
             self.cache.place(torch.cat((torch.arange(self.num_meta, device=slots.device), slots)))
-            out = token_step(self, tokens, pos, noise, knobs, forced, self.model.transformer)
+            out = token_step(self, tokens, pos, *step_args, self.model.transformer)
         else:
             self.cache.place(slots)
-            out = self.decode(self, tokens, pos, noise, knobs, forced)
+            out = self.decode(self, tokens, pos, *step_args)
         self.cache.commit()
         return out
 
@@ -175,8 +185,8 @@ class Rollout:
         (h, w), b = self.latent_shape, self.batch
         n = h * w
         tokens, pending_pos = self.pending
-        action = rearrange(actions, "b a -> b 1 a") if exists(actions) else None
-        tokens = torch.cat((tokens, self._action_tokens(action, 1)), dim=1)
+        action = self._action_tokens(rearrange(actions, "b a -> b 1 a") if exists(actions) else None, 1)
+        tokens = torch.cat((tokens, action), dim=1)
         # this frame's positions and cache slots, worked out at once: the action token, then codes 1..n
         positions = model.frame_positions(1, n, start=frame)
         pos = torch.cat((pending_pos, positions[:1]), dim=0)
@@ -193,7 +203,7 @@ class Rollout:
         for i in range(n):
             placed = first_slots if i == 0 else slots[i - 1 : i]
             at = pos if i == 0 else positions[i : i + 1]
-            code, logits, tokens = self._forward(tokens, at, placed, noise[i], knobs, forced[i])
+            code, logits, tokens = self._forward(tokens, at, placed, action, noise[i], knobs, forced[i])
             sampled.append(code)
             all_logits.append(logits)
         self.pending = (tokens, positions[n:])  # the last code is fed with the next action token

@@ -120,6 +120,7 @@ class Genie2(nn.Module):
         temporal_autoencoder_recon_loss_weight: float = 0.2,
         is_video_enc_dec: bool = False,
         tokenizer: nn.Module | None = None,
+        add_action_to_codes: bool = False,
     ):
         super().__init__()
         transformer_kwargs = dict(default(transformer_kwargs, REFERENCE_TRANSFORMER_KWARGS))
@@ -135,6 +136,7 @@ class Genie2(nn.Module):
         self.allow_multiple_actions = allow_multiple_actions
         self.max_num_actions = max_num_actions if allow_multiple_actions else 1
         self.cfg_train_action_dropout = cfg_train_action_dropout
+        self.add_action_to_codes = add_action_to_codes  # each code token also carries its frame's action
         self.latent_channel_first = latent_channel_first
         self.is_video_enc_dec = is_video_enc_dec
         self.dim_latent = dim_latent
@@ -186,6 +188,8 @@ class Genie2(nn.Module):
             raise ValueError(f"num_meta_tokens must be an int >= 0, got {args['num_meta_tokens']!r}")
         if not 0.0 <= args["cfg_train_action_dropout"] <= 1.0:
             raise ValueError("cfg_train_action_dropout must be in [0, 1]")
+        if not isinstance(args["add_action_to_codes"], bool):
+            raise TypeError(f"add_action_to_codes must be True or False, got {args['add_action_to_codes']!r}")
         check_transformer_kwargs(args["transformer_kwargs"])
         check_transformer_kwargs(args["action_transformer_kwargs"], "action_transformer_kwargs")
         clash = sorted({"depth", "heads", "attn_dim_head"} & set(args["transformer_kwargs"]))
@@ -396,8 +400,11 @@ class Genie2(nn.Module):
         return self.positions(frames, slots)
 
     def frame_tokens(self, latents: Tensor, action_tokens: Tensor) -> Tensor:
-        """Interleave action tokens (b t d) before code latents (b t h w d_latent): b (t k) d."""
+        """Interleave action tokens (b t d) before code latents (b t h w d_latent): b (t k) d.
+        With add_action_to_codes each code token also gets its frame's action token added."""
         codes = self.latent_to_model(rearrange(latents, "b t h w d -> b t (h w) d"))
+        if self.add_action_to_codes:
+            codes = codes + rearrange(action_tokens, "b t d -> b t 1 d")
         tokens = torch.cat((rearrange(action_tokens, "b t d -> b t 1 d"), codes), dim=2)
         return rearrange(tokens, "b t k d -> b (t k) d")
 
