@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from report import write_report
 
 from genie2.data.clips import ClipDataset
 from genie2.data.codes import default_codes_dir
-from genie2.data.episode import atomic_write
 from genie2.evaluate import evaluate_world, load
 from genie2.train import Training, collate, train, world_loss
 
@@ -98,10 +96,7 @@ def main() -> None:
             f"{r['variant']:>12} {r['steps']:>5} {r['psnr_step_1']:>7.2f} {r['psnr_last_step']:>9.2f} "
             f"{r['delta_psnr_step_8']:>8.2f} {r['val_state_loss']:>7.4f} {r['action_gain']:>7.4f}"
         )
-    report = dict(config=vars(args), machine=platform.platform(), cpus=os.cpu_count(), rows=rows)
-    out = Path(args.out)
-    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
-    print(f"wrote {out}")
+    write_report(args.out, args, rows)
 
 
 if __name__ == "__main__":

@@ -8,20 +8,17 @@ Prints a table, writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from report import write_report
 from torch.utils.data import DataLoader
 
 from genie2.data.clips import ClipDataset
 from genie2.data.collect import collect
 from genie2.data.envs import DEFAULT_ENV
-from genie2.data.episode import atomic_write
 
 
 def time_collect(args, workers: int, root: Path) -> dict:
@@ -70,10 +67,7 @@ def main() -> None:
             row = time_clips(args, root / f"collect-{args.workers[0]}-0", workers)
             rows.append(row)
             print(f"{'clips':>8} {workers:>7} {row['clips']:>8} {row['clips_per_s']:>9.0f} clip/s")
-    report = dict(config=vars(args), machine=platform.platform(), cpus=os.cpu_count(), rows=rows)
-    out = Path(args.out)
-    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
-    print(f"wrote {out}")
+    write_report(args.out, args, rows)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -25,9 +23,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
-from genie2.data.episode import atomic_write
+from report import write_report
 
 
 def free_port() -> int:
@@ -148,10 +145,7 @@ def main() -> None:
             f"{row['client']:>13} {row['frames']:>6} {row['frames_per_s']:>9.1f} "
             f"{row['latency_ms_median']:>11.1f} {row['latency_ms_p90']:>7.1f} {compute}"
         )
-    report = dict(config=vars(args), machine=platform.platform(), cpus=os.cpu_count(), rows=rows)
-    out = Path(args.out)
-    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
-    print(f"wrote {out}")
+    write_report(args.out, args, rows)
 
 
 if __name__ == "__main__":
