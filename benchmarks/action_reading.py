@@ -18,32 +18,18 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
 from report import write_report
 
 from genie2.data.clips import ClipDataset
 from genie2.data.codes import default_codes_dir
 from genie2.evaluate import evaluate_world, load
-from genie2.train import Training, collate, train, world_loss
+from genie2.train import Training, train, val_losses
 
 VARIANTS = [
     'single={"add_action_to_codes": false}',
     'dropout-0.1={"add_action_to_codes": false, "cfg_train_action_dropout": 0.1}',
     'on-codes={"add_action_to_codes": true}',
 ]
-
-
-@torch.no_grad()
-def action_gain(model, data: str, codes: Path, clips: int = 64) -> tuple[float, float]:
-    """Validation state loss with the actions, and how much higher it is with them hidden."""
-    model.eval()
-    val = ClipDataset(data, 8, "val", codes=codes)
-    items = np.linspace(0, len(val) - 1, min(clips, len(val))).round().astype(int).tolist()
-    batches = [collate(val, items[i : i + 8]) for i in range(0, len(items), 8)]
-    seen = np.mean([world_loss(model, b, model.device)[1]["state_loss"] for b in batches])
-    hidden = [world_loss(model, b, model.device, torch.ones(len(b["codes"]), dtype=torch.bool)) for b in batches]
-    return float(seen), float(np.mean([h[1]["state_loss"] for h in hidden]) - seen)
 
 
 def main() -> None:
@@ -74,7 +60,7 @@ def main() -> None:
         world = load(run)
         report = evaluate_world(world, args.data, "val", args.episodes, args.horizon, prompt_frames=1, progress=False)
         m = report["metrics"]
-        loss, gain = action_gain(world.model, args.data, codes)
+        val = val_losses(world.model, ClipDataset(args.data, 8, "val", codes=codes), 64, world.model.device)
         rows.append(
             dict(
                 variant=name,
@@ -85,8 +71,8 @@ def main() -> None:
                 psnr_last_step=m["psnr"]["mean"][-1],
                 delta_psnr_step_8=m["delta_psnr"]["mean"][min(7, args.horizon - 1)],
                 delta_psnr_last_step=m["delta_psnr"]["mean"][-1],
-                val_state_loss=loss,
-                action_gain=gain,
+                val_state_loss=val["val_state_loss"],
+                action_gain=val["val_action_gain"],
             )
         )
         print(json.dumps(rows[-1]), flush=True)

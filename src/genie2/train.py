@@ -263,24 +263,35 @@ def _check_codes(codes: str, tokenizer_path: str) -> None:
 
 
 @torch.no_grad()
-def _evaluate(accelerator, model: Genie2, val: ClipDataset, config: Training, out_dir: Path, step: int) -> dict:
-    """Validation loss; how much the actions tell the model (`val_action_gain`: the state loss
-    with the actions hidden minus with them, nats per code, 0 while the model ignores the keys);
-    and a rollout GIF from a validation prompt beside the ground truth."""
-    if not accelerator.is_main_process:
-        return {}
+def val_losses(model: Genie2, val: ClipDataset, clips: int, device) -> dict:
+    """Validation losses over `clips` clips spread through `val`, and how much the actions tell
+    the model (`val_action_gain`: the state loss with the actions hidden minus with them, nats
+    per code, 0 while the model ignores the keys)."""
+    was_training = model.training
     model.eval()
-    items = np.linspace(0, len(val) - 1, min(config.val_clips, len(val))).round().astype(int).tolist()
+    items = np.linspace(0, len(val) - 1, min(clips, len(val))).round().astype(int).tolist()
     batches = [collate(val, items[i : i + 8]) for i in range(0, len(items), 8)]
-    losses = [world_loss(model, batch, accelerator.device)[1] for batch in batches]
+    losses = [world_loss(model, batch, device)[1] for batch in batches]
     scalars = {f"val_{k}": float(np.mean([loss[k] for loss in losses])) for k in losses[0]}
     if model.num_actions is not None:
         blind = []
         for batch in batches:  # the same clips with every action hidden (the null action)
             hidden = torch.ones(len(batch["codes"]), dtype=torch.bool)
-            blind.append(world_loss(model, batch, accelerator.device, hidden)[1]["state_loss"])
+            blind.append(world_loss(model, batch, device, hidden)[1]["state_loss"])
         scalars["val_action_gain"] = float(np.mean(blind)) - scalars["val_state_loss"]
-    clip = val[items[0]]
+    model.train(was_training)
+    return scalars
+
+
+@torch.no_grad()
+def _evaluate(accelerator, model: Genie2, val: ClipDataset, config: Training, out_dir: Path, step: int) -> dict:
+    """Validation losses (`val_losses`) and a rollout GIF from a validation prompt beside the
+    ground truth."""
+    if not accelerator.is_main_process:
+        return {}
+    scalars = val_losses(model, val, config.val_clips, accelerator.device)
+    model.eval()
+    clip = val[0]  # the first of the clips val_losses reads
     codes, actions = clip["codes"][None].to(accelerator.device), clip["actions"][None].to(accelerator.device)
     length = clip["length"]
     truth = model.tokenizer.decode(codes[:, :length])[0]
