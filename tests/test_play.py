@@ -228,6 +228,97 @@ def test_settings_change_sampling_and_recording_downloads(world, starts):
     assert client.get(f"/api/recording/{token}.gif").status_code == 404  # gone with its tab
 
 
+def refused(client, url="/ws", **headers) -> int:
+    """The close code of a WebSocket the server refuses before accepting it."""
+    from starlette.websockets import WebSocketDisconnect
+
+    with pytest.raises(WebSocketDisconnect) as refusal:
+        with client.websocket_connect(url, headers=headers):
+            pass
+    return refusal.value.code
+
+
+def test_websockets_from_other_origins_are_refused_before_taking_a_slot(world, starts):
+    """Only the page's own origin (scheme, host and port of the Host header) plays; scripts send no Origin."""
+    client = client_for(world, starts, max_sessions=1)
+    for origin in ("http://evil.example", "http://testserver:8000", "https://testserver", "null", "garbage"):
+        assert refused(client, origin=origin) == 1008, origin
+        assert client.app.state.play.players == {}  # refused before it took the one slot
+    for headers in ({"origin": "http://testserver"}, {"origin": "http://TestServer:80"}, {}):
+        with client.websocket_connect("/ws", headers=headers) as ws:
+            assert ws.receive_json()["type"] == "hello"
+    # served from 127.0.0.1, the page's origin is 127.0.0.1: localhost is another origin (and vice versa)
+    assert refused(client, "ws://127.0.0.1:8000/ws", origin="http://localhost:8000") == 1008
+    with client.websocket_connect("ws://127.0.0.1:8000/ws", headers={"origin": "http://127.0.0.1:8000"}) as ws:
+        assert ws.receive_json()["type"] == "hello"
+    with client.websocket_connect("ws://localhost:8000/ws", headers={"origin": "http://localhost:8000"}) as ws:
+        assert ws.receive_json()["type"] == "hello"
+
+
+def test_allowed_origins_play_and_others_stay_refused(world, starts):
+    client = client_for(world, starts, allow_origins=["https://example.com", "http://localhost:3000/"])
+    for origin in ("https://example.com", "https://example.com:443", "http://localhost:3000", "http://testserver"):
+        with client.websocket_connect("/ws", headers={"origin": origin}) as ws:
+            assert ws.receive_json()["type"] == "hello", origin
+    for origin in ("http://example.com", "https://example.com:8443", "https://sub.example.com"):
+        assert refused(client, origin=origin) == 1008, origin
+    with client_for(world, starts, allow_origins=["*"]).websocket_connect("/ws", headers={"origin": "null"}) as ws:
+        assert ws.receive_json()["type"] == "hello"
+
+
+@pytest.mark.parametrize(
+    "config, error",
+    [
+        (dict(allow_origins=["example.com"]), "allow_origins entries are origins like https://example.com"),
+        (dict(allow_origins=["https://example.com/play"]), "no path"),
+        (dict(allow_origins=["ftp://example.com"]), "http or https"),
+        (dict(allow_origins=["https://example.com:99999"]), "allow_origins entries are origins"),
+        (dict(allow_origins="https://example.com"), "allow_origins must be a list"),
+        (dict(idle_timeout=0), "idle_timeout must be a positive number"),
+        (dict(idle_timeout=True), "idle_timeout must be a positive number"),
+        (dict(idle_timeout=float("inf")), "idle_timeout must be a positive number"),
+    ],
+)
+def test_bad_player_configs_say_what_to_pass(config, error):
+    with pytest.raises((ValueError, TypeError), match=error):
+        PlayerConfig(**config)
+
+
+def test_play_flags_parse_origins_and_idle_timeout():
+    from genie2.cli import build_parser
+
+    args = build_parser().parse_args(["play", "--allow-origin", "https://a.com, https://b.com", "--allow-origin", "*"])
+    assert args.allow_origin == ["https://a.com", "https://b.com", "*"] and args.idle_timeout == 300
+    args = build_parser().parse_args(["play", "--idle-timeout", "0.5"])
+    assert args.allow_origin == [] and args.idle_timeout == 0.5
+
+
+def test_idle_connections_are_closed_and_free_their_slot(world, starts):
+    """A tab that sends nothing for idle_timeout seconds is closed; pings keep a quiet tab alive."""
+    from starlette.websockets import WebSocketDisconnect
+
+    client = client_for(world, starts, max_sessions=1, idle_timeout=0.3)
+    players = client.app.state.play.players
+    assert client.get("/api/info").json()["idle_timeout"] == 0.3
+    with client.websocket_connect("/ws") as ws:
+        ws.receive_json()
+        ws.send_json({"type": "reset", "start": 0})
+        ws.receive_json()
+        for i in range(8):  # 1.2 s in all, longer than the timeout, but never 0.3 s quiet
+            time.sleep(0.15)
+            ws.send_json({"type": "ping", "id": i})
+            assert ws.receive_json() == {"type": "pong", "id": i}
+        assert len(players) == 1
+        reply = ws.receive_json()  # then silence
+        assert reply["type"] == "error" and reply["idle"] and "0.3 s" in reply["message"]
+        assert players == {}  # the slot is free before the socket closes
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 1000
+    with client.websocket_connect("/ws") as again:
+        assert again.receive_json()["type"] == "hello"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

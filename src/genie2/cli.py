@@ -158,7 +158,13 @@ def play(args) -> None:
         return
     from genie2.play.server import PlayerConfig, create_app, serve, warm_up
 
-    config = PlayerConfig(**kwargs, max_sessions=args.max_sessions, compile=args.compile is not False)
+    config = PlayerConfig(
+        **kwargs,
+        max_sessions=args.max_sessions,
+        compile=args.compile is not False,
+        idle_timeout=args.idle_timeout,
+        allow_origins=args.allow_origin,
+    )
     if config.compile:
         print("compiling the decode step (cached on disk after the first time)...", flush=True)
         warm_up(world, frames[0], config)
@@ -291,6 +297,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000)")
     p.add_argument("--max-sessions", type=int, default=4, help="browser tabs playing at once (default 4)")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=300.0,
+        help="close a tab's connection after this many seconds without a message, freeing its slot (default 300; "
+        "a visible page pings, a hidden one reconnects when shown)",
+    )
+    p.add_argument(
+        "--allow-origin",
+        action="extend",
+        default=[],
+        type=lambda text: [origin.strip() for origin in text.split(",") if origin.strip()],
+        metavar="ORIGIN",
+        help="also let pages from this origin (like https://example.com) open the WebSocket; repeat it or separate "
+        "origins with commas; * allows any page. By default only the server's own page may play",
+    )
     p.add_argument("--terminal", action="store_true", help="play in this terminal instead of the browser")
     p.add_argument("--start", type=int, default=0, help="terminal: which start frame to begin from (default 0)")
     p.add_argument("--save-path", default="./last-frame.png", help="terminal: where the newest frame is saved as PNG")

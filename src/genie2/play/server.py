@@ -14,15 +14,26 @@ Messages, JSON text; any message may carry an "id", echoed in its reply. The cli
     {"type": "step", "keys": [ids]}             dream the next frame; [] means no action (the model decides)
     {"type": "settings", "temperature": t, "cond_scale": s}     either or both
     {"type": "record", "on": true|false}        start (clearing the old recording) or stop recording
+    {"type": "ping"}                            keep a quiet session alive (answered at once, even mid-frame)
 The server answers:
     {"type": "hello", "token": ...}             first: the session's token, for the recording's URL
     {"type": "frame", "image": "<base64 PNG>", "index": n, "id": n, "compute_ms": ms, "recorded": n}
                                                 to each reset and step
     {"type": "error", "message": ..., "id": n}  the message was refused or failed; the session goes on
+    {"type": "pong", "id": n}                   to each ping
 With frames=raw a frame comes as one binary message instead: 4 bytes (little-endian uint32) giving
 the header's length, the header (the frame message as JSON, without "image", with "size"), then the
 frame's pixels (size x size x 3 bytes, RGB, row by row). No PNG to encode, no base64 to decode.
 A tab over the session limit gets an error with "full": true, then the socket closes (code 1013).
+A connection that sends nothing for `idle_timeout` seconds (default 300) gets an error with "idle": true,
+then the socket closes (code 1000) and its slot is free. The page pings while it is visible, so a paused
+tab keeps its session; a hidden tab sends nothing, is closed once idle, and reconnects (a new session from
+its start frame) when it is shown again.
+
+Only pages of this server's own origin may open /ws: a handshake whose Origin header is not the scheme,
+host and port of its Host header, nor one of `allow_origins`, is refused before it takes a slot (closed
+with code 1008: an HTTP 403). Otherwise any web page the user visits could play on their CPU. Browsers
+always send Origin; a request without one (a Python script) is let in, as it could set any Origin anyway.
 
 Each connection gets its own WorldModelSession (its own cache); the model is shared, and one
 lock lets one session decode at a time. Decoding runs off the event loop, so the server keeps
@@ -38,6 +49,7 @@ import binascii
 import io
 import json
 import logging
+import math
 import queue
 import secrets
 import threading
@@ -45,6 +57,7 @@ import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -58,6 +71,7 @@ from genie2.session import WorldModelSession
 STATIC = Path(__file__).parent / "static"
 MAX_RECORDED_FRAMES = 1200  # 2 minutes at 10 frames/s
 MAX_UPLOAD_PIXELS = 4096 * 4096
+DEFAULT_PORTS = {"http": 80, "https": 443}
 logger = logging.getLogger("genie2.play")
 
 # KeyboardEvent.key values tried first for actions whose names say where they go
@@ -102,6 +116,20 @@ def raw_frame(header: dict, frame: np.ndarray) -> bytes:
     return len(text).to_bytes(4, "little") + text + np.ascontiguousarray(frame).tobytes()
 
 
+def origin_key(origin: str) -> tuple[str, str, int] | None:
+    """An origin (http[s]://host[:port]) as (scheme, host, port), or None if it is not one."""
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:  # a port that is not a number in [0, 65535], a bad IPv6 address
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.username is not None:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    return parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme]
+
+
 def to_uint8(frame: torch.Tensor) -> np.ndarray:
     """A session frame (c h w in [0, 1]) as uint8 h w 3."""
     return (frame.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
@@ -117,12 +145,25 @@ class PlayerConfig:
     max_upload_bytes: int = 2_000_000
     max_message_bytes: int = 4_000_000
     compile: bool = False
+    idle_timeout: float = 300.0  # seconds without a message before a connection is closed
+    allow_origins: list[str] = field(default_factory=list)  # other origins whose pages may play; "*": any
 
     def __post_init__(self):
         for name in ("max_sessions", "max_upload_bytes", "max_message_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        timeout = self.idle_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+            raise ValueError(f"idle_timeout must be a positive number of seconds, got {timeout!r}")
+        if isinstance(self.allow_origins, str) or not isinstance(self.allow_origins, (list, tuple)):
+            raise TypeError(f"allow_origins must be a list of origins, got {self.allow_origins!r}: pass a list")
+        for origin in self.allow_origins:
+            if origin != "*" and (not isinstance(origin, str) or origin_key(origin) is None):
+                raise ValueError(
+                    "allow_origins entries are origins like https://example.com (http or https, a host, an optional "
+                    f"port, no path) or * for any, got {origin!r}"
+                )
 
 
 @dataclass
@@ -173,6 +214,8 @@ class PlayServer:
         self.world, self.model, self.start_frames, self.names, self.config = world, model, start_frames, names, config
         self.players: dict[str, Player | None] = {}  # None: a tab that has not reset yet
         self.lock = threading.Lock()
+        self.allowed = {origin_key(origin) for origin in config.allow_origins if origin != "*"}
+        self.refused_origins: set[str] = set()  # logged once each
         # model calls run one at a time, off the event loop; `serve` moves them to the main thread
         self.executor: Executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genie2-model")
 
@@ -191,6 +234,7 @@ class PlayServer:
             max_recorded_frames=MAX_RECORDED_FRAMES,
             sessions=len(self.players),
             max_sessions=self.config.max_sessions,
+            idle_timeout=self.config.idle_timeout,
         )
 
     def decode_upload(self, text) -> np.ndarray:
@@ -238,7 +282,7 @@ class PlayServer:
                 player.frames = []
             player.recording = on
             return None
-        raise BadMessage(f"unknown message type {kind!r}: use reset, step, settings or record")
+        raise BadMessage(f"unknown message type {kind!r}: use reset, step, settings, record or ping")
 
     def reset(self, token: str, player: Player | None, message: dict) -> np.ndarray:
         """Start the tab's session over from a start frame or an upload, keeping its settings."""
@@ -287,52 +331,89 @@ class PlayServer:
             raise BadMessage("messages are JSON objects with a 'type'")
         return message
 
-    async def serve_tab(self, socket: WebSocket, frames: str = "png") -> None:
-        """One tab's connection: hello, then a reply (frame or error) to each message until it
-        closes. Frames go as base64 PNG in JSON (`frames=png`) or as raw binary (`frames=raw`)."""
+    def origin_allowed(self, socket: WebSocket) -> bool:
+        """Whether the handshake comes from this server's own page, an allowed origin, or no browser."""
+        origin = socket.headers.get("origin")
+        if origin is None or "*" in self.config.allow_origins:
+            return True  # browsers always send Origin: without one it is a script, which could send any
+        key = origin_key(origin)
+        own = origin_key(f"{'https' if socket.url.scheme == 'wss' else 'http'}://{socket.headers.get('host', '')}")
+        return key is not None and (key == own or key in self.allowed)
+
+    async def admit(self, socket: WebSocket, frames: str) -> str | None:
+        """Accept a tab's connection and give it a token, or refuse it (and return None)."""
+        if not self.origin_allowed(socket):
+            origin = socket.headers["origin"]
+            if origin not in self.refused_origins:
+                self.refused_origins.add(origin)
+                logger.warning("refused a WebSocket from origin %r: to let it play, pass --allow-origin", origin)
+            await socket.close(code=1008)  # before accepting: the handshake gets an HTTP 403
+            return None
         await socket.accept()
         if frames not in ("png", "raw"):
             await socket.send_json(dict(type="error", message=f"frames must be png or raw, got {frames!r}"))
             await socket.close(code=1008)
-            return
+            return None
         if len(self.players) >= self.config.max_sessions:
             full = f"the server is full ({self.config.max_sessions} sessions); try again later"
             await socket.send_json(dict(type="error", message=full, full=True))
             await socket.close(code=1013)
-            return
+            return None
         token = secrets.token_urlsafe(16)
         self.players[token] = None  # holds the place, so the limit counts this tab
         await socket.send_json(dict(type="hello", token=token))
+        return token
+
+    async def serve_tab(self, socket: WebSocket, frames: str = "png") -> None:
+        """One tab's connection: hello, then a reply (frame or error) to each message until it
+        closes or goes idle. Frames go as base64 PNG in JSON (`frames=png`) or as raw binary (`frames=raw`)."""
+        token = await self.admit(socket, frames)
+        if token is None:
+            return
         try:
             while True:
-                received = await socket.receive()
+                try:
+                    received = await asyncio.wait_for(socket.receive(), self.config.idle_timeout)
+                except asyncio.TimeoutError:
+                    self.players.pop(token, None)  # the slot is free before the tab hears of it
+                    idle = f"closed after {self.config.idle_timeout:g} s without a message: reconnect to play"
+                    await socket.send_json(dict(type="error", message=idle, idle=True))
+                    await socket.close(code=1000)
+                    break
                 if received["type"] == "websocket.disconnect":
                     break
-                message, start = {}, time.perf_counter()
-                try:
-                    message = self.parse(received)
-                    loop = asyncio.get_running_loop()
-                    frame = await loop.run_in_executor(self.executor, self.handle, token, message)
-                except BadMessage as error:
-                    await socket.send_json(dict(type="error", message=str(error), id=message.get("id")))
-                    continue
-                except Exception as error:  # a failure inside the model: report it, keep the server up
-                    logger.exception("play message failed")
-                    text = f"the server could not do that ({type(error).__name__}: {error})"
-                    await socket.send_json(dict(type="error", message=text, id=message.get("id")))
-                    continue
-                if frame is None:
-                    continue
-                reply = self.frame_reply(self.players[token], frame, message, start)
-                if frames == "raw":
-                    await socket.send_bytes(raw_frame(reply, frame))
-                else:
-                    reply["image"] = base64.b64encode(png_bytes(frame)).decode("ascii")
-                    await socket.send_json(reply)
+                await self.answer(socket, token, received, frames)
         except WebSocketDisconnect:
             pass
         finally:
             self.players.pop(token, None)
+
+    async def answer(self, socket: WebSocket, token: str, received: dict, frames: str) -> None:
+        """Apply one received message and send its reply: a frame, a pong, an error, or nothing."""
+        message, start = {}, time.perf_counter()
+        try:
+            message = self.parse(received)
+            if message.get("type") == "ping":  # on the event loop: a ping never waits for a frame
+                await socket.send_json(dict(type="pong", id=message.get("id")))
+                return
+            loop = asyncio.get_running_loop()
+            frame = await loop.run_in_executor(self.executor, self.handle, token, message)
+        except BadMessage as error:
+            await socket.send_json(dict(type="error", message=str(error), id=message.get("id")))
+            return
+        except Exception as error:  # a failure inside the model: report it, keep the server up
+            logger.exception("play message failed")
+            text = f"the server could not do that ({type(error).__name__}: {error})"
+            await socket.send_json(dict(type="error", message=text, id=message.get("id")))
+            return
+        if frame is None:
+            return
+        reply = self.frame_reply(self.players[token], frame, message, start)
+        if frames == "raw":
+            await socket.send_bytes(raw_frame(reply, frame))
+        else:
+            reply["image"] = base64.b64encode(png_bytes(frame)).decode("ascii")
+            await socket.send_json(reply)
 
     def frame_reply(self, player: Player, frame: np.ndarray, message: dict, start: float) -> dict:
         """The frame message for a new frame, without its image (recorded first, if recording)."""
