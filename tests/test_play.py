@@ -1,6 +1,7 @@
 """The browser player: its server protocol (FastAPI TestClient) and the page in real Chromium (Playwright)."""
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -325,41 +326,93 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (tests/install-chromium.sh)")
-def test_page_in_headless_chromium_streams_frames_that_follow_the_keys(world, starts):
+@contextlib.contextmanager
+def served(app):
+    """The app on a free local port, served by uvicorn in a thread; yields the port."""
     import uvicorn
-    from playwright.sync_api import sync_playwright
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(world, starts, NAMES), port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.05)
-    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags)
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_function("window.genie2.frames > 5")  # it runs on its own: frames stream in
-            assert "left" in page.inner_text("#keymap") and float(page.inner_text("#fps")) > 0
-            assert page.inner_text("#latency").endswith("ms")
-            page.click("#run")  # pause: from now on each key press dreams one frame
-            page.wait_for_timeout(300)
-
-            def after(key: str) -> str:
-                page.click("#reset")
-                page.wait_for_function("n => window.genie2.frames > n", arg=page.evaluate("window.genie2.frames"))
-                count = page.evaluate("window.genie2.frames")
-                page.keyboard.press(key)
-                page.wait_for_function("n => window.genie2.frames > n", arg=count)
-                return page.evaluate("window.genie2.lastImage")
-
-            left, right, left_again = after("ArrowLeft"), after("ArrowRight"), after("ArrowLeft")
-            assert left == left_again and left != right
-            assert page.evaluate("window.genie2.errors") == []
-            browser.close()
+        yield port
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def chromium_page():
+    """A page in headless Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags)
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
+needs_chromium = pytest.mark.skipif(
+    not shutil.which(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (tests/install-chromium.sh)"
+)
+
+
+@needs_chromium
+def test_page_in_headless_chromium_streams_frames_that_follow_the_keys(world, starts):
+    with served(create_app(world, starts, NAMES)) as port, chromium_page() as page:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("window.genie2.frames > 5")  # it runs on its own: frames stream in
+        assert "left" in page.inner_text("#keymap") and float(page.inner_text("#fps")) > 0
+        assert page.inner_text("#latency").endswith("ms")
+        page.click("#run")  # pause: from now on each key press dreams one frame
+        page.wait_for_timeout(300)
+
+        def after(key: str) -> str:
+            # counted before acting (a fast reply may land before a later read), done once nothing is in flight
+            # (a step still out when paused may answer after the reset)
+            for act in (lambda: page.click("#reset"), lambda: page.keyboard.press(key)):
+                count = page.evaluate("window.genie2.frames")
+                act()
+                page.wait_for_function("n => !window.genie2.busy && window.genie2.frames > n", arg=count)
+            return page.evaluate("window.genie2.lastImage")
+
+        left, right, left_again = after("ArrowLeft"), after("ArrowRight"), after("ArrowLeft")
+        assert left == left_again and left != right
+        assert page.evaluate("window.genie2.errors") == []
+
+
+@needs_chromium
+def test_paused_page_keeps_its_session_and_a_hidden_one_reconnects_when_shown(world, starts):
+    """A visible, paused page pings past the idle timeout; a hidden one is closed, then comes back when shown."""
+    app = create_app(world, starts, NAMES, PlayerConfig(idle_timeout=1.0))
+    players = app.state.play.players
+
+    def show(hidden: bool) -> None:  # headless tabs are never hidden: tell the page it is
+        script = "h => { Object.defineProperty(document, 'hidden', {value: h, configurable: true}); "
+        page.evaluate(script + "document.dispatchEvent(new Event('visibilitychange')); }", hidden)
+
+    with served(app) as port, chromium_page() as page:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("window.genie2.frames > 2")
+        page.click("#run")  # paused: only pings go out
+        page.wait_for_timeout(2500)
+        assert len(players) == 1 and page.evaluate("window.genie2.connections") == 1
+        show(True)
+        for _ in range(100):  # hidden: silent, so closed once idle
+            if not players:
+                break
+            time.sleep(0.05)
+        assert players == {}
+        page.wait_for_timeout(300)
+        assert page.evaluate("window.genie2.connections") == 1  # hidden: it stays closed
+        count = page.evaluate("window.genie2.frames")
+        show(False)
+        page.wait_for_function("n => window.genie2.frames > n", arg=count)  # reconnected: a new session's frame
+        assert page.evaluate("window.genie2.connections") == 2 and len(players) == 1
+        assert page.evaluate("window.genie2.errors") == []

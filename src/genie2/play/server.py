@@ -14,7 +14,7 @@ Messages, JSON text; any message may carry an "id", echoed in its reply. The cli
     {"type": "step", "keys": [ids]}             dream the next frame; [] means no action (the model decides)
     {"type": "settings", "temperature": t, "cond_scale": s}     either or both
     {"type": "record", "on": true|false}        start (clearing the old recording) or stop recording
-    {"type": "ping"}                            keep a quiet session alive (answered at once, even mid-frame)
+    {"type": "ping"}                            keep a quiet session alive (answered without queueing for the model)
 The server answers:
     {"type": "hello", "token": ...}             first: the session's token, for the recording's URL
     {"type": "frame", "image": "<base64 PNG>", "index": n, "id": n, "compute_ms": ms, "recorded": n}
@@ -25,10 +25,10 @@ With frames=raw a frame comes as one binary message instead: 4 bytes (little-end
 the header's length, the header (the frame message as JSON, without "image", with "size"), then the
 frame's pixels (size x size x 3 bytes, RGB, row by row). No PNG to encode, no base64 to decode.
 A tab over the session limit gets an error with "full": true, then the socket closes (code 1013).
-A connection that sends nothing for `idle_timeout` seconds (default 300) gets an error with "idle": true,
-then the socket closes (code 1000) and its slot is free. The page pings while it is visible, so a paused
-tab keeps its session; a hidden tab sends nothing, is closed once idle, and reconnects (a new session from
-its start frame) when it is shown again.
+A connection that sends nothing for `idle_timeout` seconds (default 300; time spent dreaming its own
+frames does not count) gets an error with "idle": true, then the socket closes (code 1000), its slot
+already free. The page pings while it is visible, so a paused tab keeps its session; a hidden tab sends
+nothing, is closed once idle, and reconnects (a new session from its start frame) when shown again.
 
 Only pages of this server's own origin may open /ws: a handshake whose Origin header is not the scheme,
 host and port of its Host header, nor one of `allow_origins`, is refused before it takes a slot (closed
@@ -393,7 +393,7 @@ class PlayServer:
         message, start = {}, time.perf_counter()
         try:
             message = self.parse(received)
-            if message.get("type") == "ping":  # on the event loop: a ping never waits for a frame
+            if message.get("type") == "ping":  # on the event loop: a ping never queues for the model
                 await socket.send_json(dict(type="pong", id=message.get("id")))
                 return
             loop = asyncio.get_running_loop()

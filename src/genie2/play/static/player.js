@@ -11,11 +11,13 @@ context.imageSmoothingEnabled = false;
 const state = {
   info: null, socket: null, token: null, running: true, pending: null, start: 0,
   held: new Set(), tapped: new Set(), sentAt: 0, arrivals: [], recording: false, nextId: 0,
+  lastSent: 0, idle: false, // idle: the server closed the socket after idle_timeout s without a message
 };
-// read by tests and benchmarks: frames received, the last frame (a data URL, made when read),
-// the page's own rates
-window.genie2 = { frames: 0, fps: 0, latencyMs: 0, errors: [] };
+// read by tests and benchmarks: frames received, connections opened, the last frame (a data URL,
+// made when read), whether a request is in flight, the page's own rates
+window.genie2 = { frames: 0, connections: 0, fps: 0, latencyMs: 0, errors: [] };
 Object.defineProperty(window.genie2, "lastImage", { get: () => (window.genie2.frames ? canvas.toDataURL() : null) });
+Object.defineProperty(window.genie2, "busy", { get: () => state.pending !== null });
 
 function showError(text) {
   $("error").textContent = text;
@@ -23,7 +25,18 @@ function showError(text) {
 }
 
 function send(message) {
-  if (state.socket && state.socket.readyState === WebSocket.OPEN) state.socket.send(JSON.stringify(message));
+  if (!state.socket || state.socket.readyState !== WebSocket.OPEN) return;
+  state.socket.send(JSON.stringify(message));
+  state.lastSent = performance.now();
+}
+
+// A visible page pings when it has sent nothing for a third of the server's idle timeout, so a
+// paused tab keeps its session; a hidden one stays quiet, is closed once idle, and reconnects when shown.
+function keepAlive() {
+  const period = (state.info.idle_timeout * 1000) / 3;
+  setInterval(() => {
+    if (!document.hidden && performance.now() - state.lastSent > period) send({ type: "ping" });
+  }, period);
 }
 
 function keysToSend() {
@@ -93,7 +106,12 @@ function connect() {
     const message = typeof event.data === "string" ? JSON.parse(event.data) : readFrame(event.data);
     if (message.type === "hello") {
       state.token = message.token;
+      window.genie2.connections += 1;
+      showRecording(false, false); // a new session: nothing recorded yet
       reset({ start: state.start });
+    } else if (message.idle) {
+      state.idle = true;
+      $("error").textContent = "closed while hidden and idle: it reconnects when shown";
     } else if (message.type === "frame" || message.type === "error") {
       const now = performance.now(), latency = now - state.sentAt;
       if (message.id !== null && message.id === state.pending) {
@@ -106,8 +124,28 @@ function connect() {
   };
   socket.onclose = (event) => {
     state.token = null;
+    state.pending = null;
+    if (state.idle) {
+      if (!document.hidden) reconnect(); // else when shown again
+      return;
+    }
     if (event.code !== 1013) showError("disconnected from the server: reload the page");
   };
+}
+
+function reconnect() {
+  state.idle = false;
+  $("error").textContent = "";
+  connect();
+}
+
+function showRecording(on, links) {
+  state.recording = on;
+  $("record").textContent = on ? "Stop recording" : "Record";
+  for (const kind of ["gif", "mp4"]) {
+    $(kind).hidden = !links;
+    $(kind).href = `/api/recording/${state.token}.${kind}`;
+  }
 }
 
 function setRunning(running) {
@@ -171,13 +209,9 @@ async function main() {
   $("run").onclick = () => setRunning(!state.running);
   $("reset").onclick = () => reset({ start: state.start });
   $("record").onclick = () => {
-    state.recording = !state.recording;
-    send({ type: "record", on: state.recording });
-    $("record").textContent = state.recording ? "Stop recording" : "Record";
-    for (const kind of ["gif", "mp4"]) {
-      $(kind).hidden = state.recording;
-      $(kind).href = `/api/recording/${state.token}.${kind}`;
-    }
+    const on = !state.recording;
+    send({ type: "record", on });
+    showRecording(on, !on); // the download links show once recording stops
   };
   $("upload").onchange = () => {
     const file = $("upload").files[0];
@@ -190,8 +224,12 @@ async function main() {
   document.addEventListener("keydown", (event) => pressed(event, true));
   document.addEventListener("keyup", (event) => pressed(event, false));
   window.addEventListener("blur", () => state.held.clear());
-  document.addEventListener("visibilitychange", () => stepIfReady()); // hidden tabs stop dreaming
+  document.addEventListener("visibilitychange", () => {
+    if (state.idle && !document.hidden) reconnect(); // closed while hidden: a new session
+    else stepIfReady(); // hidden tabs stop dreaming
+  });
   connect();
+  keepAlive();
 }
 
 main();
