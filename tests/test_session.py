@@ -134,7 +134,7 @@ def test_compiled_steps_of_two_models_do_not_mix():
 
 
 def test_compile_needs_a_bounded_context():
-    model = tiny().eval()
+    model = tiny(max_context_frames=None).eval()  # a model that attends to every past frame
     with pytest.raises(ValueError, match="max_context_frames"):
         Rollout(model, torch.zeros(1, 1, 2, 2, dtype=torch.long), None, Sampling(), False, None, compile=True)
 

@@ -23,10 +23,11 @@ from einops import rearrange
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from genie2.actions import check_actions
 from genie2.checkpoint import read_world_files
 from genie2.data.clips import episode_files, split_episodes
 from genie2.data.episode import DatasetInfo, Episode, atomic_write, episode_indices, episode_length
-from genie2.generation import DEFAULT_CONTEXT_FRAMES, Rollout, Sampling
+from genie2.generation import Rollout, Sampling, context_window
 from genie2.helpers import exists
 from genie2.model import Genie2
 from genie2.session import WorldModelSession
@@ -51,13 +52,14 @@ class World:
     def __init__(
         self,
         model: Genie2,
-        max_context_frames: int | None = DEFAULT_CONTEXT_FRAMES,
+        max_context_frames: int | None = None,
         action_names: list[str] | None = None,
         start_frames: np.ndarray | None = None,
     ):
         if not exists(model.tokenizer):
             raise ValueError("World needs a Genie2 with a tokenizer (frames in, frames out)")
-        self.model, self.max_context_frames = model.eval(), max_context_frames
+        self.model = model.eval()
+        self.max_context_frames = context_window(model, max_context_frames)  # default: the model's own
         self.action_names, self.start_frames = action_names, start_frames  # from the training data, if known
 
     def _to_unit(self, frames: Tensor | np.ndarray) -> Tensor:
@@ -71,7 +73,7 @@ class World:
     @torch.no_grad()
     def rollout(self, prompt_frames, actions, temperature: float = 0.0, seed: int = 0) -> Tensor:
         """The H frames (uint8 H h w 3) after k real `prompt_frames` (uint8 k h w 3), given one
-        action per frame of the whole clip (k + H entries, or (k + H, a) keys; -1 for none)."""
+        action per frame of the whole clip (k + H entries, or (k + H, a) keys; -1: no key pressed)."""
         video = self._to_unit(prompt_frames)
         k = video.shape[2]
         keys = torch.as_tensor(np.asarray(actions)).long()
@@ -84,16 +86,18 @@ class World:
         _, codes, _ = self.model.encode_state(video)
         generator = torch.Generator(device=self.model.device).manual_seed(seed)
         sampling = Sampling(temperature=temperature, generator=generator)
-        rollout = Rollout(self.model, codes, self._keys(keys[:, :k]), sampling, False, self.max_context_frames)
-        dreamed = [rollout.step(self._keys(keys[:, t])) for t in range(k, keys.shape[1])]
+        model, steps = self.model, range(k, keys.shape[1])
+        if exists(model.num_actions):
+            keys = check_actions(
+                keys, 1, keys.shape[1], model.num_actions, model.allow_multiple_actions, model.max_num_actions
+            )
+            prompt_keys, step_keys = keys[:, :k], [keys[:, t] for t in steps]
+        else:  # a model without actions: the null token throughout, as in training
+            prompt_keys, step_keys = None, [None for _ in steps]
+        rollout = Rollout(model, codes, prompt_keys, sampling, False, self.max_context_frames)
+        dreamed = [rollout.step(step) for step in step_keys]
         frames = self.model.tokenizer.decode(torch.stack(dreamed, dim=1))[0]
         return (frames * 255).round().to(torch.uint8).cpu()
-
-    def _keys(self, keys: Tensor) -> Tensor | None:
-        """Keys (b [t] a) for the model, or None where no key is pressed at all."""
-        if self.model.num_actions is None or (keys < 0).all():
-            return None
-        return keys
 
     def session(self, frame=None, **kwargs) -> WorldModelSession:
         """A step-by-step session (frames c h w float in [0, 1]); `frame` may be uint8 h w 3."""
@@ -121,8 +125,6 @@ def load(checkpoint: str | Path | None = None, device: str = "cpu", **kwargs) ->
     if not (checkpoint / "config.json").is_file() and checkpoint == PRETRAINED:
         raise FileNotFoundError(f"the pretrained world is missing from this install ({PRETRAINED}); reinstall genie2")
     found = read_world_files(checkpoint)
-    if "clip_frames" in found:  # attend to as many past frames as training did, no more
-        kwargs.setdefault("max_context_frames", found["clip_frames"] - 1)
     names, frames = found.get("action_names"), found.get("start_frames")
     return World(Genie2.from_pretrained(checkpoint, device), action_names=names, start_frames=frames, **kwargs)
 

@@ -24,6 +24,16 @@ from genie2.transformer import KVCache
 DEFAULT_CONTEXT_FRAMES = 16
 
 
+def context_window(model, max_context_frames: int | None = None) -> int | None:
+    """How many past frames a rollout attends to: `max_context_frames` when given, else the
+    model's own window (`model.max_context_frames`, saved in its config; None there: all)."""
+    if max_context_frames is None:
+        return model.max_context_frames
+    if isinstance(max_context_frames, bool) or not isinstance(max_context_frames, int) or max_context_frames < 1:
+        raise ValueError(f"max_context_frames must be a positive int (None: the model's), got {max_context_frames!r}")
+    return max_context_frames
+
+
 @dataclass
 class Sampling:
     """How codes are drawn from the logits."""
@@ -113,8 +123,7 @@ class Rollout:
         max_context_frames: int | None = None,
         compile: bool = False,
     ):
-        if exists(max_context_frames) and (not isinstance(max_context_frames, int) or max_context_frames < 1):
-            raise ValueError(f"max_context_frames must be a positive int or None, got {max_context_frames!r}")
+        max_context_frames = context_window(model, max_context_frames)
         if exists(max_context_frames) and prompt_codes.shape[1] > max_context_frames:  # older frames are out of view
             prompt_codes = prompt_codes[:, -max_context_frames:]
             prompt_actions = prompt_actions[:, -max_context_frames:] if exists(prompt_actions) else None
@@ -134,7 +143,7 @@ class Rollout:
         if guided:
             latents = torch.cat((latents, latents))
         tokens = model.frame_tokens(latents, self._action_tokens(prompt_actions, t))
-        self.pending = (tokens, model.frame_positions(t, h * w))
+        self.pending = (tokens, model.frame_positions(t, h * w))  # fed with the first frame's action token
         if compile and not exists(max_context_frames):
             raise ValueError(
                 "compile=True needs a bounded context: set max_context_frames (the cache has fixed shapes)"
@@ -178,20 +187,23 @@ class Rollout:
         return gumbel_noise(torch.empty(shape, device=self.model.device), generator=s.generator)
 
     def step(self, actions: Tensor | None, codes: Tensor | None = None, return_logits: bool = False):
-        """Generate the next frame's codes (b h w) given the keys pressed into it (b a, or None).
+        """Generate the next frame's codes (b h w) given the keys pressed into it (b a, -1 for none;
+        None only for a model without actions, or an unconditioned rollout: the null token).
         With `codes` (b h w) the frame is teacher-forced instead of sampled; `return_logits`
         also returns the logits of every code (b h w l)."""
         model, frame, s = self.model, self.num_frames, self.sampling
         (h, w), b = self.latent_shape, self.batch
         n = h * w
-        tokens, pending_pos = self.pending
         action = self._action_tokens(rearrange(actions, "b a -> b 1 a") if exists(actions) else None, 1)
-        tokens = torch.cat((tokens, action), dim=1)
         # this frame's positions and cache slots, worked out at once: the action token, then codes 1..n
         positions = model.frame_positions(1, n, start=frame)
-        pos = torch.cat((pending_pos, positions[:1]), dim=0)
-        slots = self._slots(positions[1:n])
-        first_slots = self._slots(pos)
+        slots = self._slots(positions)
+        tokens, pos, placed = action, positions[:1], slots[:1]
+        if exists(self.pending):  # the prompt goes in with the first action token
+            prompt, prompt_pos = self.pending
+            tokens, pos = torch.cat((prompt, action), dim=1), torch.cat((prompt_pos, pos), dim=0)
+            placed = self._slots(pos)
+            self.pending = None
         if exists(codes):
             forced = rearrange(codes, "b h w -> (h w) b").contiguous()
         else:
@@ -200,13 +212,13 @@ class Rollout:
         knobs = [float(s.temperature), float(s.cond_scale), float(s.parallel_keep_frac)]
         knobs = torch.tensor(knobs, device=model.device)
         sampled, all_logits = [], []
-        for i in range(n):
-            placed = first_slots if i == 0 else slots[i - 1 : i]
-            at = pos if i == 0 else positions[i : i + 1]
-            code, logits, tokens = self._forward(tokens, at, placed, action, noise[i], knobs, forced[i])
+        for i in range(n):  # token i (the action token, then codes 1..n-1) gives code i + 1
+            code, logits, tokens = self._forward(tokens, pos, placed, action, noise[i], knobs, forced[i])
             sampled.append(code)
             all_logits.append(logits)
-        self.pending = (tokens, positions[n:])  # the last code is fed with the next action token
+            pos, placed = positions[i + 1 : i + 2], slots[i + 1 : i + 2]
+        # the last code goes into the cache now, while it still sees the frames its siblings saw
+        self._forward(tokens, pos, placed, action, noise[-1], knobs, forced[-1])
         self.num_frames += 1
         self._forget_old_frames()
         codes = rearrange(torch.stack(sampled, dim=-1), "b (h w) -> b h w", h=h)
@@ -233,7 +245,7 @@ class Rollout:
                 self.cache.set_keys(meta, self.meta_keys, self.core.rotary(shift))
 
 
-def _pad_keys(actions: list[Tensor]) -> Tensor:
+def pad_keys(actions: list[Tensor]) -> Tensor:
     """Stack per-step keys (b a_i) into b t a, -1 padded."""
     width = max(a.shape[-1] for a in actions)
     padded = [torch.nn.functional.pad(a, (0, width - a.shape[-1]), value=-1) for a in actions]
@@ -272,13 +284,15 @@ def generate(
     input_fn: Callable[[str], str] | None = None,
     print_fn: Callable[[str], None] | None = None,
     generator: torch.Generator | None = None,
-    max_context_frames: int | None = DEFAULT_CONTEXT_FRAMES,
+    max_context_frames: int | None = None,
     compile: bool = False,
 ):
     """Dream `num_frames` frames after `image` (b c h w); returns the video `b c (1 + num_frames) h w`
     (and the actions b t a when interactive). `actions` (b t or b t a, t = num_frames + 1) rolls
-    out under given actions, with classifier-free guidance when cond_scale != 1. The model
-    attends to at most `max_context_frames` past frames (None: all of them). `compile=True`
+    out under given actions (-1: no key pressed), with classifier-free guidance when cond_scale != 1;
+    with `init_action` only, the later steps press no key; with neither, the rollout is
+    unconditioned (the null action token, as the training's action dropout). The model attends to
+    at most `max_context_frames` past frames (default: the model's own window). `compile=True`
     compiles the decode step (seconds up front, about 2.5x faster per token on CPU)."""
     if not isinstance(num_frames, int) or num_frames < 0:
         raise ValueError(f"num_frames must be an int >= 0, got {num_frames!r}")
@@ -308,6 +322,9 @@ def generate(
     elif init_action is not None:
         step_actions[0] = _init_keys(self, init_action, device).expand(b, -1)
     conditioned = any(exists(a) for a in step_actions) or interactive
+    if conditioned:  # a step without keys presses none (-1), as the first step of every training episode
+        no_keys = torch.full((b, 1), -1, dtype=torch.long, device=device)
+        step_actions = [a if exists(a) else no_keys for a in step_actions]
     sampling = Sampling(temperature, filter_kwargs.get("min_p", 0.1), cond_scale, parallel_keep_frac, generator)
 
     was_training = self.training
@@ -341,7 +358,7 @@ def generate(
 
     if not interactive:
         return video
-    return video, _pad_keys([a if exists(a) else torch.full((b, 1), -1, device=device) for a in step_actions])
+    return video, pad_keys(step_actions)
 
 
 def _last_frame(self, codes: list[Tensor]) -> Tensor:

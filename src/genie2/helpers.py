@@ -51,12 +51,15 @@ def project(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def guide(logits: Tensor, null_logits: Tensor, cond_scale: float, parallel_keep_frac: float = 0.0):
-    """Classifier-free guidance, keeping only part of the update parallel to the logits
-    (adaptive projected guidance, arXiv 2410.02416)."""
+    """Classifier-free guidance. Past 1 it keeps only part of the update parallel to the logits
+    (adaptive projected guidance, arXiv 2410.02416); from 0 to 1 it interpolates plainly, so
+    cond_scale 0 is the unconditional (null-action) distribution and 1 the conditional one."""
     logits, null_logits = logits.log_softmax(dim=-1), null_logits.log_softmax(dim=-1)  # drop the free offset
     update = logits - null_logits
     parallel, orthogonal = project(update, logits)
-    update = parallel * parallel_keep_frac + orthogonal
+    # arithmetic, not `if`: cond_scale may be a tensor inside the compiled decode step
+    keep = parallel_keep_frac + (1.0 - parallel_keep_frac) * (cond_scale < 1)
+    update = parallel * keep + orthogonal
     return logits + update * (cond_scale - 1.0)
 
 

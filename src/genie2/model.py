@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from vector_quantize_pytorch import VectorQuantize
 
 from genie2.actions import ActionEmbed, MultiActionHead, check_actions, masked_cross_entropy, sort_keys
-from genie2.generation import _last_frame
+from genie2.generation import DEFAULT_CONTEXT_FRAMES, _last_frame
 from genie2.generation import generate as _generate
 from genie2.helpers import default, exists, guide
 from genie2.transformer import KVCache, Transformer, check_transformer_kwargs
@@ -121,6 +121,7 @@ class Genie2(nn.Module):
         is_video_enc_dec: bool = False,
         tokenizer: nn.Module | None = None,
         add_action_to_codes: bool = False,
+        max_context_frames: int | None = DEFAULT_CONTEXT_FRAMES,
     ):
         super().__init__()
         transformer_kwargs = dict(default(transformer_kwargs, REFERENCE_TRANSFORMER_KWARGS))
@@ -137,6 +138,8 @@ class Genie2(nn.Module):
         self.max_num_actions = max_num_actions if allow_multiple_actions else 1
         self.cfg_train_action_dropout = cfg_train_action_dropout
         self.add_action_to_codes = add_action_to_codes  # each code token also carries its frame's action
+        # how many past frames generation attends to (training sets clip_frames - 1); None: all of them
+        self.max_context_frames = max_context_frames
         self.latent_channel_first = latent_channel_first
         self.is_video_enc_dec = is_video_enc_dec
         self.dim_latent = dim_latent
@@ -188,6 +191,9 @@ class Genie2(nn.Module):
             raise ValueError(f"num_meta_tokens must be an int >= 0, got {args['num_meta_tokens']!r}")
         if not 0.0 <= args["cfg_train_action_dropout"] <= 1.0:
             raise ValueError("cfg_train_action_dropout must be in [0, 1]")
+        window = args["max_context_frames"]
+        if exists(window) and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise ValueError(f"max_context_frames must be a positive int or None (all frames), got {window!r}")
         if not isinstance(args["add_action_to_codes"], bool):
             raise TypeError(f"add_action_to_codes must be True or False, got {args['add_action_to_codes']!r}")
         check_transformer_kwargs(args["transformer_kwargs"])
@@ -250,6 +256,8 @@ class Genie2(nn.Module):
             raise ValueError(f"{path / 'config.json'} is not a genie2 world-model config")
         tokenizer_config = config.pop("tokenizer", None)
         tokenizer = Tokenizer(TokenizerConfig.from_saved(tokenizer_config)) if tokenizer_config else None
+        if "max_context_frames" not in config and (path / "training.json").is_file():  # saved before it was config
+            config["max_context_frames"] = json.loads((path / "training.json").read_text())["clip_frames"] - 1
         model = cls(**config, tokenizer=tokenizer)
         model.load_state_dict(load_file(str(path / "model.safetensors")))
         return model.to(device).eval()
@@ -306,7 +314,7 @@ class Genie2(nn.Module):
     def encode_state(self, state: Tensor, mask: Tensor | None = None, return_recon_loss: bool = False):
         """Quantize a video (b c t h w): (latents b t h w d, codes b t h w, commit loss)[, recon loss].
         `mask` (b t) marks real frames; padded ones do not touch the losses. With a tokenizer,
-        `state` holds RGB frames in [0, 1] (b 3 t H W) and the losses are zero (it is frozen)."""
+        `state` holds RGB frames (b 3 t H W, uint8 or float in [0, 1]) and the losses are zero (it is frozen)."""
         if exists(self.tokenizer):
             size = self.tokenizer.config.frame_size
             if (
@@ -316,9 +324,11 @@ class Genie2(nn.Module):
                 or state.shape[-2:] != (size, size)
             ):
                 shape = tuple(state.shape) if isinstance(state, Tensor) else type(state).__name__
-                raise ValueError(f"state must be RGB frames (b, 3, t, {size}, {size}) in [0, 1], got {shape}")
-            with torch.no_grad(), self.tokenizer._frozen_codebook():
-                latents = self.tokenizer.encode_latents(rearrange(state.float(), "b c t h w -> b t h w c"))
+                raise ValueError(
+                    f"state must be RGB frames (b, 3, t, {size}, {size}), uint8 or float in [0, 1], got {shape}"
+                )
+            with torch.no_grad(), self.tokenizer._frozen_codebook():  # uint8 or float: the tokenizer checks which
+                latents = self.tokenizer.encode_latents(rearrange(state, "b c t h w -> b t h w c"))
                 quantized, codes, _ = self.tokenizer.quantize(latents)
             quantized = quantized.to(self.to_logits.weight.dtype)
             return (quantized, codes, self.zero, self.zero) if return_recon_loss else (quantized, codes, self.zero)

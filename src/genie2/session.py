@@ -15,7 +15,7 @@ from einops import rearrange
 from torch import Tensor
 
 from genie2.actions import check_actions
-from genie2.generation import DEFAULT_CONTEXT_FRAMES, Rollout, Sampling
+from genie2.generation import Rollout, Sampling, context_window, pad_keys
 from genie2.helpers import exists
 
 
@@ -33,13 +33,13 @@ class WorldModelSession:
         temperature: float = 0.9,
         min_p: float | None = 0.1,
         cond_scale: float = 1.0,
-        max_context_frames: int | None = DEFAULT_CONTEXT_FRAMES,
+        max_context_frames: int | None = None,
         generator: torch.Generator | None = None,
         compile: bool = False,
     ):
         self.model = model.eval()
         self.sampling = Sampling(temperature, min_p, cond_scale, generator=generator)
-        self.max_context_frames = max_context_frames
+        self.max_context_frames = context_window(model, max_context_frames)  # default: the model's own
         self.compile = compile
         self.guided = cond_scale != 1 and exists(model.num_actions)
         self.rollout: Rollout | None = None
@@ -94,19 +94,15 @@ class WorldModelSession:
         if guided == self.guided or not exists(self.rollout):
             self.guided = guided
             return
-        self.guided = guided
-        width = max(k.shape[-1] if exists(k) else 1 for k in self.keys)
-        keys = [k if exists(k) else torch.full((self.batch, width), -1, device=self.model.device) for k in self.keys]
-        keys = [torch.nn.functional.pad(k, (0, width - k.shape[-1]), value=-1) for k in keys]
+        self.guided = guided  # the history is read again with the same keys: the same conditioning
+        keys = pad_keys(self.keys) if exists(self.model.num_actions) else None
         codes = torch.cat(self.codes, dim=1)
-        self.rollout = Rollout(
-            self.model, codes, torch.stack(keys, dim=1), s, guided, self.max_context_frames, self.compile
-        )
+        self.rollout = Rollout(self.model, codes, keys, s, guided, self.max_context_frames, self.compile)
 
     @torch.no_grad()
     def step(self, action: int | Sequence[int] | Tensor | None = None) -> Tensor:
         """Dream the next frame given the action leading into it (an id, several ids, a tensor
-        b or b a, or None for no action); returns it (c h w, or b c h w for a batch)."""
+        b or b a; None, [] or -1 press no key); returns it (c h w, or b c h w for a batch)."""
         if not exists(self.rollout):
             raise RuntimeError("call reset(frame) before step(action)")
         keys = self._keys(action)
@@ -126,14 +122,24 @@ class WorldModelSession:
         return frame[0] if self.unbatched else frame
 
     def _keys(self, action) -> Tensor | None:
-        """Normalise a user action into keys (b a), checked against the model."""
-        if action is None:
-            return None
+        """Normalise a user action into keys (b a; -1 for no key), checked against the model;
+        None for a model without actions."""
         model = self.model
-        if isinstance(action, int):
+        if model.num_actions is None:
+            if action is not None:
+                raise ValueError("this world model has no actions (num_actions is None): step with None")
+            return None
+        if action is None:
+            action = []
+        if isinstance(action, int) and not isinstance(action, bool):
             action = [action]
         if not isinstance(action, Tensor):
-            action = torch.tensor(list(action), dtype=torch.long)
+            if isinstance(action, (str, bytes)) or not isinstance(action, Sequence):
+                raise TypeError(f"an action is an int id, a list of ids or a tensor, got {type(action).__name__}")
+            bad = [k for k in action if isinstance(k, bool) or not isinstance(k, int)]
+            if bad:
+                raise TypeError(f"action ids must be ints, got {bad!r} in {action!r}")
+            action = torch.tensor(list(action) or [-1], dtype=torch.long)
             action = action.expand(self.batch, -1)
         if action.ndim == 1:
             action = action[:, None] if action.shape[0] == self.batch and self.batch > 1 else action[None]

@@ -95,7 +95,9 @@ def build_model(config: Training, tokenizer: Tokenizer, dataset: ClipDataset) ->
     info = dataset.info
     multi = info.max_keys > 1
     extra = dict(allow_multiple_actions=True, max_num_actions=info.max_keys) if multi else {}
-    return Genie2.from_tokenizer(tokenizer, num_actions=info.num_actions, **extra, **config.model)
+    # generation attends to as many past frames as the clips showed a frame in training, saved in its config
+    extra["max_context_frames"] = config.clip_frames - 1
+    return Genie2.from_tokenizer(tokenizer, num_actions=info.num_actions, **{**extra, **config.model})
 
 
 def world_loss(model, batch: dict, device, drop_actions: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:

@@ -175,7 +175,7 @@ class Attention(nn.Module):
         self.value_residual = value_residual
         self.to_mix = nn.Linear(dim, heads) if value_residual and learned_mix else None
 
-    def forward(self, x, rotation=None, first_values=None, cache=None, layer=0):
+    def forward(self, x, rotation=None, first_values=None, cache=None, layer=0, mask=None):
         b, n, _ = x.shape
         q, k, v = self.to_qkv(x).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # qkv b h n d
         orig_v = v
@@ -188,7 +188,7 @@ class Attention(nn.Module):
         if exists(rotation):
             q, k = apply_rotary(rotation, torch.stack((q, k))).unbind(0)
 
-        mask, is_causal = None, n > 1
+        is_causal = n > 1 and not exists(mask)
         if exists(cache):
             k, v, mask = cache.append(layer, k, v)
             is_causal = False
@@ -292,14 +292,21 @@ class Transformer(nn.Module):
             )
         self.final_norm = norm(dim)
 
-    def forward(self, x: Tensor, pos: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, pos: Tensor | None = None, cache: KVCache | None = None, mask: Tensor | None = None
+    ) -> Tensor:
         """Attend causally over `x` (b n d); positions `pos` are (n a). With a cache, `x` goes to
-        the slots placed beforehand and attends to the filled ones; the caller commits them."""
+        the slots placed beforehand and attends to the filled ones; the caller commits them.
+        Without one, `mask` (n n bool, True: may attend) replaces the causal mask."""
+        if exists(mask) and exists(cache):
+            raise ValueError("pass a mask or a cache, not both: the cache brings its own mask")
         rotation = self.rotary(pos) if exists(pos) else None
         streams = repeat(x, "b n d -> b n s d", s=self.num_streams)
         first_values = None
         for layer, (attn_norm, attn, attn_res, ff_norm, ff, ff_res) in enumerate(self.layers):
-            streams, values = attn_res(streams, lambda t: attn(attn_norm(t), rotation, first_values, cache, layer))
+            streams, values = attn_res(
+                streams, lambda t: attn(attn_norm(t), rotation, first_values, cache, layer, mask)
+            )
             first_values = values if first_values is None else first_values
             (streams,) = ff_res(streams, lambda t: (ff(ff_norm(t)),))
         return self.final_norm(streams.sum(dim=-2))
