@@ -34,6 +34,7 @@ def build(args) -> Genie2:
         num_actions=8,
         vq_codebook_size=args.codebook_size,
         latent_channel_first=True,
+        max_context_frames=args.context or None,  # 0: unbounded, like the uncached reference
     )
     return model.to(args.device).eval()
 
@@ -71,9 +72,10 @@ def measure(fn, repeats: int, args, warmup: bool = True) -> float:
     return statistics.median(times)
 
 
-def cached_rollout(model: Genie2, image: torch.Tensor, actions: torch.Tensor, compile: bool, context) -> int:
-    """Our decoding path (a session, as players use it); returns the cache's bytes at the end."""
-    session = WorldModelSession(model, image, action=int(actions[0, 0]), max_context_frames=context, compile=compile)
+def cached_rollout(model: Genie2, image: torch.Tensor, actions: torch.Tensor, compile: bool) -> int:
+    """Our decoding path (a session over the model's window, as players use it); returns the
+    cache's bytes at the end."""
+    session = WorldModelSession(model, image, action=int(actions[0, 0]), compile=compile)
     for action in actions[0, 1:].tolist():
         session.step(action)
     return session.rollout.cache.nbytes()
@@ -85,7 +87,7 @@ def profile(args) -> None:
 
     model, side = build(args), args.profile
     image = torch.randn(args.dim_latent, side, side, device=args.device)
-    session = WorldModelSession(model, image, action=0, max_context_frames=args.context or None, compile=True)
+    session = WorldModelSession(model, image, action=0, compile=True)
     for _ in range(args.context or 16):  # fill the window
         session.step(1)
     with torch_profile() as prof:
@@ -107,11 +109,11 @@ def run(args) -> list[dict]:
             for name, compile in (("eager", False), ("compiled", True)):
                 if args.device.startswith("cuda"):
                     torch.cuda.reset_peak_memory_stats()
-                seconds = measure(lambda: cached_rollout(model, image, actions, compile, context), args.repeats, args)
+                seconds = measure(lambda: cached_rollout(model, image, actions, compile), args.repeats, args)
                 row[f"{name}_s"] = seconds
                 row[f"{name}_frames_per_s"] = frames / seconds
                 row[f"{name}_tokens_per_s"] = tokens / seconds
-            row["cache_mib"] = cached_rollout(model, image, actions, False, context) / 2**20
+            row["cache_mib"] = cached_rollout(model, image, actions, False) / 2**20
             row["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None
             row["uncached_s"] = row["speedup_eager"] = row["speedup_compiled"] = None
             if tokens <= args.max_uncached_tokens:

@@ -11,6 +11,7 @@ import time
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from genie2.data.clips import ClipDataset, split_episodes
 from genie2.data.collect import collect
@@ -256,3 +257,30 @@ def test_start_frames_come_from_validation_episodes_or_all_of_a_tiny_dataset(tmp
     val = split_episodes(episode_indices(tmp_path / "many"), "val")
     expected = np.stack([Episode.load(episode_path(tmp_path / "many", i)).frames[0] for i in val])
     assert np.array_equal(start_frames(tmp_path / "many"), expected)
+
+
+def test_codes_of_a_temporal_tokenizer_equal_the_whole_episode_encoded_at_once(tmp_path):
+    """Episodes are encoded in chunks; a temporal tokenizer's codes must not restart at each chunk."""
+    from safetensors.torch import load_file
+
+    from genie2.data.codes import encode_dataset
+    from genie2.data.episode import Episode
+    from genie2.tokenizer import Tokenizer, TokenizerConfig
+
+    collect(tmp_path / "data", episodes=1, steps=11, frame_size=16, progress=False)
+    config = TokenizerConfig(frame_size=16, channels=(8, 16), res_blocks=1, dim_latent=8, codebook_size=16)
+    tokenizer = Tokenizer(TokenizerConfig(**{**config.__dict__, "temporal": True})).eval()
+    tokenizer.save_pretrained(tmp_path / "tok")
+    codes_dir = encode_dataset(tmp_path / "data", tmp_path / "tok", batch_size=4, progress=False)
+    episode = sorted((tmp_path / "data" / "episodes").glob("*.safetensors"))[0]
+    frames = torch.from_numpy(Episode.load(episode).frames)
+    assert len(frames) > 4  # several chunks
+    whole = tokenizer.encode(frames[None])[0]
+    assert torch.equal(load_file(str(codes_dir / episode.name))["codes"].long(), whole)
+
+
+def test_every_minigrid_id_renders_like_the_presets():
+    """An ad-hoc MiniGrid id gets the presets' settings: the world without the agent's view cone."""
+    adhoc, preset = GameEnv("MiniGrid-Empty-8x8-v0"), GameEnv("minigrid-empty")
+    assert adhoc.preset.make_kwargs == preset.preset.make_kwargs
+    assert np.array_equal(adhoc.reset(3), preset.reset(3))

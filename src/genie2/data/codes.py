@@ -54,6 +54,19 @@ def _encoded(codes_path: Path, episode: Path) -> bool:
         return False
 
 
+def encode_frames(tokenizer, frames: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Codes (t h w) of an episode's frames (t H W 3), `batch_size` frames at a time. A temporal
+    tokenizer's causal convolution sees earlier frames, so each chunk is encoded after the frames
+    that convolution reaches back to (then dropped): the codes equal those of the whole episode."""
+    reach = tokenizer.config.temporal_kernel - 1 if tokenizer.config.temporal else 0
+    codes = []
+    for start in range(0, len(frames), batch_size):
+        first = max(0, start - reach)
+        chunk = frames[first : start + batch_size]
+        codes.append(tokenizer.encode(chunk[None])[0, start - first :].cpu())
+    return torch.cat(codes)
+
+
 def default_codes_dir(data: str | Path, tokenizer_path: str | Path) -> Path:
     """DATA/codes/<first 12 hex digits of the tokenizer weights' hash>."""
     return Path(data) / CODES_DIR / weights_hash(tokenizer_path)[:12]
@@ -99,7 +112,7 @@ def encode_dataset(
         for _, path in todo:
             episode = Episode.load(path)
             frames = torch.from_numpy(episode.frames)
-            codes = torch.cat([tokenizer.encode(chunk[None])[0].cpu() for chunk in frames.split(batch_size)])
+            codes = encode_frames(tokenizer, frames, batch_size)
             arrays = dict(codes=codes.numpy().astype(np.int32), actions=episode.actions)
             atomic_write(out / path.name, lambda tmp, arrays=arrays: save_file(arrays, str(tmp)))
             frames_done += len(frames)

@@ -64,7 +64,7 @@ def resolve(name: str) -> Preset:
             "('package:EnvId' imports the package that registers it first)"
         )
     if env_id.startswith("MiniGrid"):
-        return Preset(env_id, 64, MINIGRID_ACTIONS, dict(tile_size=8), None, "minigrid")
+        return Preset(env_id, 64, MINIGRID_ACTIONS, MINIGRID_RENDER, None, "minigrid")  # as the presets render
     return Preset(env_id)
 
 
