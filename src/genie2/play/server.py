@@ -11,7 +11,7 @@ Routes:
 Messages, JSON text; any message may carry an "id", echoed in its reply. The client sends:
     {"type": "reset", "start": i}               start over from start frame i (settings are kept)
     {"type": "reset", "image": "<base64>"}      ... or from an uploaded PNG/JPEG, resized to the model's frames
-    {"type": "step", "keys": [ids]}             dream the next frame; [] means no action (the model decides)
+    {"type": "step", "keys": [ids]}             dream the next frame; [] presses no key (like -1 in training data)
     {"type": "settings", "temperature": t, "cond_scale": s}     either or both
     {"type": "record", "on": true|false}        start (clearing the old recording) or stop recording
     {"type": "ping"}                            keep a quiet session alive (answered without queueing for the model)
