@@ -267,6 +267,28 @@ def test_allowed_origins_play_and_others_stay_refused(world, starts):
         assert ws.receive_json()["type"] == "hello"
 
 
+def test_a_loopback_server_answers_only_loopback_host_names(world, starts):
+    """DNS rebinding: a page whose domain now points at 127.0.0.1 sends its own name as Host (and
+    as Origin, so the origin check alone would let it in); a loopback server refuses that name."""
+    from fastapi.testclient import TestClient
+
+    from genie2.play.server import loopback_hosts
+
+    assert loopback_hosts("0.0.0.0") is None and "localhost" in loopback_hosts("127.0.0.1")
+    app = create_app(world, starts, NAMES, PlayerConfig(), hosts=loopback_hosts("127.0.0.1"))
+    client = TestClient(app, base_url="http://127.0.0.1:8000")
+    assert client.get("/api/info").status_code == 200
+    assert client.get("/api/info", headers={"host": "localhost:8000"}).status_code == 200
+    assert client.get("/api/info", headers={"host": "rebound.example:8000"}).status_code == 400
+    from starlette.testclient import WebSocketDenialResponse
+
+    rebound = {"host": "rebound.example:8000", "origin": "http://rebound.example:8000"}
+    with pytest.raises(WebSocketDenialResponse):  # an HTTP 400 instead of the handshake
+        with client.websocket_connect("ws://rebound.example:8000/ws", headers=rebound):
+            pass
+    assert app.state.play.players == {}
+
+
 @pytest.mark.parametrize(
     "config, error",
     [

@@ -140,6 +140,17 @@ def play(args) -> None:
     from genie2.data.episode import DatasetInfo
     from genie2.evaluate import load
 
+    if not args.terminal:  # settings are checked before the world loads
+        from genie2.play.server import PlayerConfig
+
+        config = PlayerConfig(
+            temperature=args.temperature,
+            cond_scale=args.cond_scale,
+            max_sessions=args.max_sessions,
+            compile=args.compile is not False,
+            idle_timeout=args.idle_timeout,
+            allow_origins=args.allow_origin,
+        )
     world = load(args.checkpoint)
     names, frames = world.action_names, world.start_frames
     if args.data:
@@ -156,19 +167,12 @@ def play(args) -> None:
         colour = {"auto": None, "always": True, "never": False}[args.colour]
         play_terminal(world, frames[args.start], args.save_path, colour, names, compile=bool(args.compile), **kwargs)
         return
-    from genie2.play.server import PlayerConfig, create_app, serve, warm_up
+    from genie2.play.server import create_app, loopback_hosts, serve, warm_up
 
-    config = PlayerConfig(
-        **kwargs,
-        max_sessions=args.max_sessions,
-        compile=args.compile is not False,
-        idle_timeout=args.idle_timeout,
-        allow_origins=args.allow_origin,
-    )
     if config.compile:
         print("compiling the decode step (cached on disk after the first time)...", flush=True)
         warm_up(world, frames[0], config)
-    app = create_app(world, frames, names, config)
+    app = create_app(world, frames, names, config, hosts=loopback_hosts(args.host))
     print(f"genie2 play: open http://{args.host}:{args.port}/ in a browser (Ctrl-C stops)", flush=True)
     serve(app, args.host, args.port)
 

@@ -34,6 +34,8 @@ Only pages of this server's own origin may open /ws: a handshake whose Origin he
 host and port of its Host header, nor one of `allow_origins`, is refused before it takes a slot (closed
 with code 1008: an HTTP 403). Otherwise any web page the user visits could play on their CPU. Browsers
 always send Origin; a request without one (a Python script) is let in, as it could set any Origin anyway.
+A server listening on loopback also answers only requests whose Host is a loopback name (`loopback_hosts`):
+otherwise a page whose domain is re-pointed at 127.0.0.1 (DNS rebinding) would be of "its own" origin.
 
 Each connection gets its own WorldModelSession (its own cache); the model is shared, and one
 lock lets one session decode at a time. Decoding runs off the event loop, so the server keeps
@@ -440,15 +442,30 @@ class PlayServer:
         return Response(encode_video(list(player.frames), kind), media_type=media)
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def loopback_hosts(host: str) -> list[str] | None:
+    """The Host names a server bound to `host` answers: the loopback names when it listens on
+    loopback only (refusing DNS-rebound names), else None (any)."""
+    return list(LOOPBACK) if host in LOOPBACK or host.startswith("127.") else None
+
+
 def create_app(
     world: World,
     start_frames: np.ndarray,
     action_names: list[str] | None = None,
     config: PlayerConfig | None = None,
+    hosts: list[str] | None = None,
 ) -> FastAPI:
-    """The FastAPI app playing `world` from `start_frames` (uint8 n h w 3)."""
+    """The FastAPI app playing `world` from `start_frames` (uint8 n h w 3); with `hosts`, requests
+    whose Host header names another host get HTTP 400 (see `loopback_hosts`)."""
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
     state = PlayServer(world, start_frames, action_names, config or PlayerConfig())
     app = FastAPI(title="genie2 player")
+    if hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
     app.state.play = state
     app.get("/")(lambda: FileResponse(STATIC / "index.html"))
     app.get("/player.js")(lambda: FileResponse(STATIC / "player.js", media_type="text/javascript"))
