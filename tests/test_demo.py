@@ -1,6 +1,9 @@
 """`genie2 demo`: every stage runs and reports, and a second run resumes instead of redoing."""
 
 import json
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -56,3 +59,64 @@ def test_demo_refuses_a_folder_made_with_other_settings(tmp_path):
 def test_demo_plan_checks_its_values(field, value):
     with pytest.raises(ValueError, match=field):
         DemoPlan(**{**TINY, field: value}).check()
+
+
+# runs the demo in a fresh process that kills itself (SIGKILL, as kill -9 or the OOM killer would) when
+# MODULE's OBJECT is called for the AT-th time: python -c KILLED OUT PLAN MODULE OBJECT AT
+KILLED = """
+import importlib, json, os, signal, sys
+out, plan, module, name, at = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+owner = importlib.import_module(module)
+*parents, attr = name.split(".")
+for parent in parents:
+    owner = getattr(owner, parent)
+real, calls = getattr(owner, attr), [0]
+def dying(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+setattr(owner, attr, dying)
+from genie2.demo import DemoPlan, run_demo
+run_demo(out, DemoPlan(**plan), progress=False)
+"""
+
+
+def rows(run) -> list[int]:
+    """The steps of a run's metrics.jsonl rows."""
+    return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_demo_killed_at_any_moment_continues_when_run_again(tmp_path):
+    """kill -9 mid-collect, mid-tokenizer (before its first checkpoint), mid-world model (after a checkpoint),
+    mid-checkpoint write and mid-export: each rerun carries on, and the logs keep one row per step."""
+    from genie2 import Genie2, Tokenizer
+
+    out, plan = tmp_path / "demo", dict(TINY, min_tokenizer_steps=4, min_world_steps=12)  # world: checkpoint at 10
+
+    def killed_at(module: str, name: str, at: int) -> dict:
+        args = [sys.executable, "-c", KILLED, str(out), json.dumps(plan), module, name, str(at)]
+        assert subprocess.run(args, timeout=300).returncode == -signal.SIGKILL
+        return json.loads((out / "demo.json").read_text())
+
+    record = killed_at("genie2.data.episode", "Episode.save", 2)
+    assert "collect" not in record and len(list((out / "data" / "episodes").iterdir())) == 1
+    record = killed_at("genie2.train_tokenizer", "FrameBatches.next", 3)
+    assert record["collect"]["done"] and "done" not in record["tokenizer"]
+    assert rows(out / "tokenizer") == [1, 2] and not list((out / "tokenizer").glob("checkpoints/step-*"))
+    record = killed_at("genie2.train", "collate", 12)  # at step 12: step 11's row is newer than checkpoint 10
+    assert record["tokenizer"]["done"] and record["tokenize"]["done"] and "done" not in record["world"]
+    assert rows(out / "tokenizer") == list(range(1, record["tokenizer"]["steps"] + 1))
+    assert rows(out / "world") == list(range(1, 12))
+    assert [p.name for p in (out / "world" / "checkpoints").glob("step-*")] == ["step-00000010"]
+    killed_at("genie2.checkpoint", "save_state", 1)  # writing the checkpoint of step 12
+    assert [p.name[:18] for p in (out / "world" / "checkpoints").glob(".tmp-*")] == [".tmp-step-00000012"]
+    killed_at("shutil", "copyfile", 2)  # exporting the last checkpoint to the run folder
+    assert (out / "world" / "checkpoints" / "step-00000012").is_dir() and not (out / "world" / "config.json").exists()
+    record = killed_at("genie2.evaluate", "evaluate_world", 1)
+    assert record["world"]["done"] and record["world"]["steps"] == 12 and "eval" not in record
+    assert rows(out / "world") == list(range(1, 13))
+    last = out / "world" / "checkpoints" / "step-00000012"
+    for name in ("config.json", "model.safetensors", "dataset.json", "start-frames.safetensors", "training.json"):
+        assert (out / "world" / name).read_bytes() == (last / name).read_bytes(), name
+    assert Genie2.from_pretrained(out / "world").tokenizer is not None and Tokenizer.from_pretrained(out / "tokenizer")

@@ -138,6 +138,7 @@ def test_train_resume_tokenize_and_plug_into_genie2(tmp_path):
     whole, resumed = Tokenizer.from_pretrained(tmp_path / "tok"), Tokenizer.from_pretrained(tmp_path / "part")
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
+    assert metric_steps(tmp_path / "part") == list(range(1, 7))  # step 4's row, after the checkpoint, is not repeated
 
     codes_dir = encode_dataset(data, tmp_path / "tok", progress=False)
     from safetensors.numpy import load_file
@@ -151,3 +152,28 @@ def test_train_resume_tokenize_and_plug_into_genie2(tmp_path):
     assert not world.tokenizer.training and not any(p.requires_grad for p in world.tokenizer.parameters())
     loss, _ = world(torch.rand(1, 3, 3, 16, 16), actions=torch.tensor([[0, 1, 2]]))
     loss.backward()
+
+
+def metric_steps(run) -> list[int]:
+    """The step of each row of a run's metrics.jsonl."""
+    return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_without_a_whole_checkpoint_starts_from_scratch(tmp_path):
+    """A run killed before its first checkpoint was whole: --resume starts it again, as a new run would go."""
+    data = tmp_path / "data"
+    collect(data, episodes=3, steps=12, frame_size=16, progress=False)
+    config = TokenizerTraining.preset("tiny", steps=3, eval_every=3, val_frames=8)
+    config.model = TokenizerConfig(**{**config.model.__dict__, "channels": (8, 16)})
+    killed = tmp_path / "killed"
+    (killed / "checkpoints" / ".tmp-step-00000003-12345").mkdir(parents=True)
+    (killed / "samples").mkdir()
+    (killed / "samples" / "step-00000003.png").write_bytes(b"half a png")
+    (killed / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n{"step": 2, "lo')
+    train_tokenizer(str(data), str(killed), config, resume=True, progress=False)
+    train_tokenizer(str(data), str(tmp_path / "fresh"), config, progress=False)
+    assert metric_steps(killed) == [1, 2, 3]
+    assert [p.name for p in (killed / "checkpoints").iterdir()] == ["step-00000003"]
+    fresh, restarted = Tokenizer.from_pretrained(tmp_path / "fresh"), Tokenizer.from_pretrained(killed)
+    for (name, a), b in zip(fresh.state_dict().items(), restarted.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

@@ -92,6 +92,111 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(pipeline, tmp_path, ema
     assert whole.keys() == resumed.keys()
     for name in whole:
         assert torch.allclose(whole[name], resumed[name], atol=1e-6), name
+    assert metric_steps(tmp_path / "killed") == list(range(1, 31))  # rows after the checkpoint are not repeated
+
+
+def metric_steps(run) -> list[int]:
+    """The step of each row of a run's metrics.jsonl."""
+    return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_without_a_whole_checkpoint_starts_from_scratch(pipeline, tmp_path):
+    """A run killed before its first checkpoint was whole leaves only leftovers; --resume starts it again cleanly."""
+    codes = default_codes_dir(pipeline / "data", pipeline / "tok")
+    killed = tmp_path / "killed"
+    (killed / "checkpoints" / ".tmp-step-00000002-12345").mkdir(parents=True)  # a checkpoint being written
+    (killed / "checkpoints" / ".tmp-step-00000002-12345" / "config.json").write_text("{")
+    (killed / "logs").mkdir()
+    (killed / "logs" / "events.out.tfevents.0").write_bytes(b"old")
+    (killed / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n{"step": 2, "loss": 8.0}\n{"step": 3, "lo')
+    (killed / "training.json").write_text("{}")
+    config = Training.preset("tiny", steps=2, eval_every=100)
+    args = (str(pipeline / "data"), str(codes), str(pipeline / "tok"))
+    train(*args, str(killed), config, resume=True, progress=False)
+    train(*args, str(tmp_path / "fresh"), config, progress=False)
+    assert metric_steps(killed) == [1, 2] and not (killed / "logs" / "events.out.tfevents.0").exists()
+    assert [p.name for p in (killed / "checkpoints").iterdir()] == ["step-00000002"]
+    fresh, restarted = (load_file(str(run / "model.safetensors")) for run in (tmp_path / "fresh", killed))
+    for name in fresh:
+        assert torch.equal(fresh[name], restarted[name]), name
+    # a folder that holds anything else is not a run to restart: it is refused, not cleared
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="notes.txt"):
+        train(*args, str(tmp_path / "other"), config, resume=True, progress=False)
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_resume_drops_the_metrics_rows_written_after_the_last_checkpoint(pipeline, tmp_path):
+    codes = default_codes_dir(pipeline / "data", pipeline / "tok")
+    args = (str(pipeline / "data"), str(codes), str(pipeline / "tok"), str(tmp_path / "run"))
+    train(*args, Training.preset("tiny", steps=7, checkpoint_every=5, eval_every=100), progress=False)
+    import shutil
+
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "step-00000007")  # as if killed at step 7: step 5 is the last
+    train(*args, Training.preset("tiny"), resume=True, progress=False)
+    assert metric_steps(tmp_path / "run") == list(range(1, 8))
+
+
+def test_keep_checkpoints_must_keep_at_least_one():
+    with pytest.raises(ValueError, match="keep_checkpoints"):
+        Training.preset("tiny", keep_checkpoints=0).check()
+
+
+class FakeModel:
+    """Writes model files whose bytes say which step they are from."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def save_pretrained(self, folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "model.safetensors", "dataset.json"):
+            (folder / name).write_text(f"{name} of step {self.step}")
+
+
+def test_export_switches_every_model_file_at_once(tmp_path, monkeypatch):
+    """A crash while exporting leaves the run folder's model files all of one step, never mixed."""
+    import shutil
+
+    from genie2.checkpoint import export_latest, save_checkpoint
+
+    names = ("config.json", "model.safetensors", "dataset.json")
+    with pytest.raises(ValueError, match="keep"):
+        save_checkpoint(tmp_path, 1, FakeModel(1), {}, keep=0)
+    save_checkpoint(tmp_path, 1, FakeModel(1), {})
+    export_latest(tmp_path, names)
+    assert {(tmp_path / name).read_text() for name in names} == {f"{name} of step 1" for name in names}
+    save_checkpoint(tmp_path, 2, FakeModel(2), {})
+    real_copy, calls = shutil.copyfile, []
+
+    def dying_copy(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise SystemExit("killed")
+        return real_copy(*args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copyfile", dying_copy)
+    with pytest.raises(SystemExit):
+        export_latest(tmp_path, names)
+    assert {(tmp_path / name).read_text() for name in names} == {f"{name} of step 1" for name in names}
+    monkeypatch.setattr(shutil, "copyfile", real_copy)
+    export_latest(tmp_path, names)
+    assert {(tmp_path / name).read_text() for name in names} == {f"{name} of step 2" for name in names}
+    assert [p.name[:21] for p in tmp_path.glob(".export-*")] == [".export-step-00000002"]  # older exports go
+
+
+def test_train_encodes_the_codes_it_is_missing(pipeline, tmp_path):
+    """Without codes for its tokenizer, train encodes them first (as `genie2 tokenize` would)."""
+    codes = tmp_path / "codes"
+    config = Training.preset("tiny", steps=2, eval_every=100)
+    args = (str(pipeline / "data"), str(codes), str(pipeline / "tok"))
+    train(*args, str(tmp_path / "run"), config, progress=False)
+    made = sorted(p.name for p in codes.glob("episode-*.safetensors"))
+    assert len(made) == 6 and (codes / "codes.json").is_file()
+    (codes / made[0]).unlink()  # a tokenize that was killed part-way
+    train(*args, str(tmp_path / "again"), config, progress=False)
+    assert sorted(p.name for p in codes.glob("episode-*.safetensors")) == made
 
 
 def test_codes_of_another_tokenizer_are_refused(pipeline, tmp_path):

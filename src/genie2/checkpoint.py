@@ -4,13 +4,21 @@ JSON), atomic checkpoint folders, RNG state, stop signals and the learning-rate 
 A training run folder holds the model's own checkpoint (config.json + model.safetensors,
 what `from_pretrained` reads) and `trainer/` with what resuming needs: the optimizer and
 scheduler state, the RNG, the step and the data position.
+
+A run resumes from any moment: checkpoint folders exist only when whole, a run killed before
+its first one starts again from scratch (`open_run`), metrics.jsonl is cut back to the step
+resumed from (`truncate_metrics`), and the run folder's exported model files switch from one
+step to the next all at once (`export_latest`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import signal
+import tempfile
 import threading
 from pathlib import Path
 
@@ -98,10 +106,9 @@ CHECKPOINT_DIR = "checkpoints"
 def save_checkpoint(run: str | Path, step: int, model, state: dict, keep: int = 2, extra=None) -> Path:
     """Write run/checkpoints/step-N (the model's own files, `extra(folder)`'s, the trainer state)
     into a temporary folder and rename it, so a checkpoint folder exists only when whole; keep the
-    newest `keep`."""
-    import os
-    import shutil
-
+    newest `keep` (at least 1: resuming needs one)."""
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"keep must be an int >= 1 (checkpoints kept; resuming needs one), got {keep!r}")
     root = Path(run) / CHECKPOINT_DIR
     final, tmp = root / f"step-{step:08d}", root / f".tmp-step-{step:08d}-{os.getpid()}"
     for stale in root.glob(".tmp-step-*"):  # left by a killed run
@@ -189,26 +196,109 @@ class SeededBatches:
         return items
 
 
+# what a run writes before its first whole checkpoint; `open_run` restarts a folder holding only these
+RUN_LEFTOVERS = ("training.json", "metrics.jsonl", "logs", "samples", "eval.json", CHECKPOINT_DIR)
+METRICS_FILE = "metrics.jsonl"
+
+
 def open_run(out: str | Path, resume: bool) -> tuple[Path | None, dict | None]:
-    """(latest checkpoint, its training state) to resume from, or (None, None) for a new run;
-    refuses to resume nothing and to overwrite a run folder without `resume`."""
+    """(latest checkpoint, its training state) to resume from, or (None, None) to start from step 0.
+
+    Without `resume` the folder must be new or empty. With it, a folder without a whole checkpoint
+    (a run killed before its first one was written) starts from step 0 too, once the main process
+    has called `clear_leftovers`; a folder holding anything but such leftovers is refused."""
     out_dir, checkpoint = Path(out), latest_checkpoint(out)
-    if resume and checkpoint is None:
-        raise FileNotFoundError(f"--resume: {out_dir} has no checkpoint to resume from")
-    if not resume and out_dir.exists() and any(out_dir.iterdir()):
+    if checkpoint is not None and resume:
+        return checkpoint, load_state(checkpoint)
+    found = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    if not resume and found:
         raise ValueError(f"{out_dir} is not empty; pass --resume to continue that run, or choose a new --out")
-    return (checkpoint, load_state(checkpoint)) if resume else (None, None)
+    others = [name for name in found if name not in RUN_LEFTOVERS and not name.startswith(".")]
+    if others:
+        raise ValueError(
+            f"--resume: {out_dir} has no checkpoint to resume from, and it holds files a run did not leave "
+            f"({', '.join(others[:5])}); choose another --out"
+        )
+    return None, None
+
+
+def clear_leftovers(out: str | Path) -> bool:
+    """Remove what a run killed before its first checkpoint left in `out` (see RUN_LEFTOVERS, and
+    temporary files); returns whether there was any. Call it on the main process only."""
+    out_dir = Path(out)
+    if not out_dir.is_dir():
+        return False
+    found = [p for p in out_dir.iterdir() if p.name in RUN_LEFTOVERS or p.name.startswith(".")]
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return bool(found)
+
+
+def truncate_metrics(out: str | Path, step: int) -> None:
+    """Keep the rows of out/metrics.jsonl up to `step` (a killed run logged steps after its last
+    checkpoint; the resumed run logs them again) and drop a half-written last line."""
+    path = Path(out) / METRICS_FILE
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            kept.append(line + "\n")
+    atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
+
+
+EXPORT_LINK = ".export"  # RUN/.export -> .export-step-N-xxxx/, the folder the run's model files point into
 
 
 def export_latest(run: str | Path, names: tuple[str, ...] = ("config.json", "model.safetensors")) -> None:
-    """Copy the last checkpoint's model files to the run folder, so the run is a checkpoint itself."""
-    import shutil
+    """Make the run folder a checkpoint itself: each RUN/<name> of the last checkpoint's `names`.
 
+    The files are copied into a new folder RUN/.export-step-N-xxxx/, then one symlink, RUN/.export,
+    is renamed onto it, and every RUN/<name> is a symlink to .export/<name>: a crash at any moment
+    leaves the run folder's model files all from one step (or, before the first export, absent),
+    never mixed. `from_pretrained(RUN)` reads through the links. Where symlinks are not allowed
+    (some Windows setups) the files are copied one by one instead, each atomically."""
     run = Path(run)
     latest = latest_checkpoint(run)
+    if latest is None:
+        raise FileNotFoundError(f"{run} has no checkpoint to export")
+    present = [name for name in names if (latest / name).is_file()]
+    folder = Path(tempfile.mkdtemp(prefix=f"{EXPORT_LINK}-{latest.name}-", dir=run))
+    folder.chmod(0o755)
+    for name in present:
+        shutil.copyfile(latest / name, folder / name)
+    for name in names:  # plain files (training.json written at the start, an older export): absent, not mixed
+        if (run / name).exists() and not (run / name).is_symlink():
+            (run / name).unlink()
+    try:
+        _symlink(folder.name, run / EXPORT_LINK)
+    except OSError:  # no symlinks here: the old way, one file at a time
+        for name in present:
+            atomic_write(run / name, lambda tmp, name=name: shutil.copyfile(folder / name, tmp))
+        shutil.rmtree(folder, ignore_errors=True)
+        return
     for name in names:
-        if not (latest / name).is_file():
-            continue
-        tmp = run / f".{name}.tmp"
-        shutil.copyfile(latest / name, tmp)
-        tmp.replace(run / name)
+        target, wanted = run / name, f"{EXPORT_LINK}/{name}"
+        if name not in present:
+            if target.is_symlink():
+                target.unlink()
+        elif not (target.is_symlink() and os.readlink(target) == wanted):
+            _symlink(wanted, target)  # once per run folder (or over a file written before the first export)
+    for old in run.glob(f"{EXPORT_LINK}-*"):
+        if old != folder:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _symlink(target: str, path: Path) -> None:
+    """Point `path` at `target` (relative to its folder) atomically: a new link renamed over it."""
+    tmp = path.with_name(f".{path.name}.link{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, path)

@@ -2,9 +2,11 @@
 
 collect -> train tokenizer -> tokenize -> train world model -> eval (report, plot, video) ->
 the command that plays the result. Each stage's outcome is written to OUT/demo.json when it
-finishes, so running the demo again skips finished stages and resumes an interrupted one
-(the trainers resume from their last checkpoint). The two training stages get their step
-counts from a short timing probe on this machine, so the whole run fits in `minutes`.
+finishes, so running the demo again skips finished stages and resumes an interrupted one,
+whenever it was stopped or killed: collect and tokenize continue with the missing episodes,
+the trainers resume from their last checkpoint (or start again when none was whole yet). The
+two training stages get their step counts from a short timing probe on this machine, so the
+whole run fits in `minutes`.
 
     OUT/data/         the collected episodes (and data/codes/<tokenizer hash>/)
     OUT/tokenizer/    the tokenizer run (a Tokenizer.from_pretrained folder)
@@ -182,8 +184,8 @@ def run_demo(out: str | Path = "genie2-demo", plan: DemoPlan | None = None, prog
             run.save()
         run.header(2, "tokenizer", f"train the frame tokenizer for {stage['steps']} steps")
         start = time.perf_counter()
-        resume = (tokenizer_dir / "checkpoints").is_dir()
-        result = train_tokenizer(str(data), str(tokenizer_dir), config, resume, progress, steps=stage["steps"])
+        # resume=True from any moment: the trainer starts again from scratch when no checkpoint is whole yet
+        result = train_tokenizer(str(data), str(tokenizer_dir), config, True, progress, steps=stage["steps"])
         run.finish("tokenizer", time.perf_counter() - start, psnr=round(result["psnr"], 2), usage=result["usage"])
 
     codes = default_codes_dir(data, tokenizer_dir)
@@ -206,8 +208,7 @@ def run_demo(out: str | Path = "genie2-demo", plan: DemoPlan | None = None, prog
         config.steps = stage["steps"]
         run.header(4, "world", f"train the world model for {config.steps} steps")
         start = time.perf_counter()
-        resume = (world_dir / "checkpoints").is_dir()
-        train(str(data), str(codes), str(tokenizer_dir), str(world_dir), config, resume, progress)
+        train(str(data), str(codes), str(tokenizer_dir), str(world_dir), config, True, progress)
         loss = json.loads((world_dir / "metrics.jsonl").read_text().splitlines()[-1])["loss"]
         run.finish("world", time.perf_counter() - start, final_loss=round(loss, 3))
 

@@ -7,7 +7,8 @@ accumulation). A run folder holds:
     RUN/training.json        the resolved training config
     RUN/checkpoints/step-N/  config.json + model.safetensors (world model and its tokenizer) + trainer/,
                              dataset.json + start-frames.safetensors + training.json (for players and eval)
-    RUN/config.json, RUN/model.safetensors   the final model (Genie2.from_pretrained(RUN))
+    RUN/config.json, RUN/model.safetensors   the final model (Genie2.from_pretrained(RUN)): with the
+                             WORLD_FILES, links into RUN/.export, the last checkpoint's copy (export_latest)
     RUN/logs/                TensorBoard scalars (also RUN/metrics.jsonl)
     RUN/samples/step-N.gif   a rollout from a validation prompt beside the ground truth
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -32,6 +34,7 @@ from genie2.checkpoint import (
     WORLD_FILES,
     SeededBatches,
     StopFlag,
+    clear_leftovers,
     cosine_lr,
     export_latest,
     latest_checkpoint,
@@ -39,13 +42,17 @@ from genie2.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    truncate_metrics,
     write_world_files,
 )
 from genie2.data.clips import ClipDataset
-from genie2.data.codes import weights_hash
+from genie2.data.codes import encode_dataset, weights_hash
+from genie2.data.episode import atomic_write, episode_indices, episode_path
 from genie2.model import Genie2
 from genie2.presets import WORLD_PRESETS, PresetConfig
 from genie2.tokenizer import Tokenizer
+
+OPTIMIZERS = ("adamw", "sgd")
 
 
 @dataclass
@@ -65,19 +72,26 @@ class Training(PresetConfig):
     grad_clip: float = 1.0
     seed: int = 0
     checkpoint_every: int = 250
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2  # the newest checkpoints kept (at least 1: resuming needs one)
     eval_every: int = 500  # rollout GIF and validation loss
     val_clips: int = 32
     ema: float | None = None  # e.g. 0.999: keep an exponential moving average of the weights and export it
+    # "sgd" is plain SGD (no momentum): its step is linear in the gradient, so runs whose gradients differ
+    # by float noise stay that close (the tests compare runs with it); AdamW divides by the gradient's RMS,
+    # which turns noise on a near-zero gradient into a whole step of size lr
+    optimizer: str = "adamw"
 
     def check(self) -> None:
         """Clear errors for settings that cannot train."""
-        for name in ("steps", "batch_size", "grad_accum", "clip_frames", "checkpoint_every", "eval_every"):
+        positive = ("steps", "batch_size", "grad_accum", "clip_frames", "checkpoint_every", "eval_every")
+        for name in (*positive, "keep_checkpoints"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.clip_frames < 2:
             raise ValueError("clip_frames must be >= 2: the model learns the next frame from earlier ones")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
 
 
 def collate(dataset: ClipDataset, items: list[int]) -> dict:
@@ -123,7 +137,9 @@ def train(
     cpu: bool | None = None,
     steps: int | None = None,
 ) -> Path:
-    """Train (or resume) a world model; returns the run folder, itself a world-model checkpoint."""
+    """Train (or resume) a world model; returns the run folder, itself a world-model checkpoint.
+    Codes missing from `codes` are encoded first; resuming a run that has no whole checkpoint yet
+    starts it again from step 0 (see `open_run`)."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     out_dir, (checkpoint, state) = Path(out), open_run(out, resume)
@@ -131,7 +147,7 @@ def train(
         config = Training.from_dict(state["config"])
     config.steps = steps or config.steps
     config.check()
-    _check_codes(codes, tokenizer_path)
+    codes_missing = _codes_missing(data, codes, tokenizer_path)
 
     cpu = not torch.cuda.is_available() if cpu is None else cpu
     accelerator = Accelerator(
@@ -146,6 +162,14 @@ def train(
     world = accelerator.num_processes * config.grad_accum
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} must divide by processes x grad_accum = {world}")
+    if accelerator.is_main_process:  # the others wait: one process writes the run folder and the codes
+        if state:
+            truncate_metrics(out_dir, state["step"])
+        elif clear_leftovers(out_dir):
+            print(f"{out_dir}: no whole checkpoint yet; training starts again from step 0", flush=True)
+        if codes_missing:
+            encode_dataset(data, tokenizer_path, codes, skip_corrupt=skip_corrupt, progress=progress)
+    accelerator.wait_for_everyone()
     dataset = ClipDataset(data, config.clip_frames, "train", skip_corrupt=skip_corrupt, codes=codes)
     val = ClipDataset(data, config.clip_frames, "val", skip_corrupt=skip_corrupt, codes=codes)
 
@@ -161,7 +185,7 @@ def train(
         )
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
+    optimizer = make_optimizer(config, trainable)
     batches, step = SeededBatches(len(dataset), config.batch_size, config.seed), 0
     if state:
         optimizer.load_state_dict(state["optimizer"])
@@ -180,7 +204,8 @@ def train(
     unwrapped = accelerator.unwrap_model(model)
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "training.json").write_text(json.dumps(asdict(config), indent=2))
+        text = json.dumps(asdict(config), indent=2)
+        atomic_write(out_dir / "training.json", lambda tmp: tmp.write_text(text))
     accelerator.init_trackers("logs")
 
     def checkpoint_now() -> None:
@@ -194,8 +219,9 @@ def train(
             saved = ema.module if ema is not None else unwrapped
             extra = partial(write_world_files, data=data, training=asdict(config), skip_corrupt=skip_corrupt)
             save_checkpoint(out_dir, step, saved, state, config.keep_checkpoints, extra)
+        accelerator.wait_for_everyone()  # no process leaves before the checkpoint is whole
 
-    rank, per_micro = accelerator.process_index, config.batch_size // world
+    rank, processes = accelerator.process_index, accelerator.num_processes
     tokens_per_step = config.batch_size * config.clip_frames * (math.prod(tokenizer.latent_shape) + 1)
     bar = tqdm(total=config.steps, initial=step, desc="train", unit="step", disable=not (progress and rank == 0))
     start, done = time.perf_counter(), 0
@@ -205,37 +231,28 @@ def train(
             # on how the batch is split over processes
             dropout = unwrapped.cfg_train_action_dropout
             drop = torch.rand(config.batch_size, generator=torch.Generator().manual_seed(config.seed * 100_003 + step))
-            items, drop = (
-                batches.next()[rank :: accelerator.num_processes],
-                (drop < dropout)[rank :: accelerator.num_processes],
-            )
+            items, drop = batches.next()[rank::processes], (drop < dropout)[rank::processes]
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, config.lr, config.warmup, config.steps)
-            parts, step_start = {}, time.perf_counter()
-            for micro in range(config.grad_accum):
-                with accelerator.accumulate(model):
-                    micro_items = slice(micro * per_micro, (micro + 1) * per_micro)
-                    batch = collate(dataset, items[micro_items])
-                    loss, parts = world_loss(model, batch, accelerator.device, drop[micro_items])
-                    if not math.isfinite(parts["loss"]):
-                        kept = "the last checkpoint is kept" if latest_checkpoint(out_dir) else "no checkpoint yet"
-                        raise FloatingPointError(f"non-finite world-model loss at step {step}; {kept}")
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(trainable, config.grad_clip)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
+            step_start = time.perf_counter()
+            parts, nonfinite, grad_norm = _train_step(
+                accelerator, model, optimizer, trainable, dataset, items, drop, config, step
+            )
+            stopping = stop.raised
+            if nonfinite:
+                kept = "the last checkpoint is kept" if latest_checkpoint(out_dir) else "no checkpoint yet"
+                raise FloatingPointError(f"non-finite world-model loss at step {step}; {kept}")
             if ema is not None:
                 ema.update_parameters(unwrapped)
             step, done = step + 1, done + 1
             rate = done * tokens_per_step / (time.perf_counter() - start)
             bar.update(1)
             bar.set_postfix({**{k: f"{v:.3f}" for k, v in parts.items()}, "tokens/s": f"{rate:.0f}"})
-            step_seconds = time.perf_counter() - step_start
             record = {
                 **parts,
+                "grad_norm": grad_norm,
                 "tokens_per_s": rate,
-                "step_seconds": step_seconds,
+                "step_seconds": time.perf_counter() - step_start,
                 "lr": optimizer.param_groups[0]["lr"],
             }
             if step % config.eval_every == 0 or step == config.steps:
@@ -244,9 +261,9 @@ def train(
             if accelerator.is_main_process:
                 with (out_dir / "metrics.jsonl").open("a") as log:
                     log.write(json.dumps(dict(step=step, **record)) + "\n")
-            if step % config.checkpoint_every == 0 or step == config.steps or stop.raised:
+            if step % config.checkpoint_every == 0 or step == config.steps or stopping:
                 checkpoint_now()
-            if stop.raised:
+            if stopping:
                 raise KeyboardInterrupt(f"stopped at step {step}; the checkpoint there is kept")
     accelerator.end_training()
     if accelerator.is_main_process:
@@ -254,14 +271,54 @@ def train(
     return out_dir
 
 
-def _check_codes(codes: str, tokenizer_path: str) -> None:
-    """Refuse codes made by another tokenizer than the one given."""
+def make_optimizer(config: Training, params: list) -> torch.optim.Optimizer:
+    """The optimizer `config.optimizer` names: AdamW (the default) or plain SGD."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
+
+
+def _train_step(
+    accelerator, model, optimizer, trainable: list, dataset: ClipDataset, items: list, drop, config: Training, step: int
+) -> tuple[dict, bool, float]:
+    """One optimizer step on this process's share of a batch (`items`, in grad_accum micro-batches):
+    its mean losses, whether any was non-finite, and the gradient norm before clipping."""
+    per_micro, means, nonfinite, grad_norm = len(items) // config.grad_accum, {}, False, math.nan
+    for micro in range(config.grad_accum):
+        with accelerator.accumulate(model):
+            part = slice(micro * per_micro, (micro + 1) * per_micro)
+            loss, parts = world_loss(model, collate(dataset, items[part]), accelerator.device, drop[part])
+            if _test_nan_at(accelerator.process_index, step):
+                loss, parts = loss * math.nan, dict(parts, loss=math.nan)
+            nonfinite = nonfinite or not math.isfinite(parts["loss"])
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                grad_norm = float(accelerator.clip_grad_norm_(trainable, config.grad_clip))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        means = {k: means.get(k, 0.0) + v / config.grad_accum for k, v in parts.items()}
+    return means, nonfinite, grad_norm
+
+
+def _test_nan_at(rank: int, step: int) -> bool:
+    """TEST HOOK: GENIE2_TEST_NAN_AT=RANK:STEP turns that process's loss at that step (0-based) into NaN,
+    so tests/test_train.py can check that every process stops together. Unset in real runs."""
+    return os.environ.get("GENIE2_TEST_NAN_AT") == f"{rank}:{step}"
+
+
+def _codes_missing(data: str, codes: str, tokenizer_path: str) -> bool:
+    """Whether `codes` lacks codes.json or some episode's codes; refuses codes made by another
+    tokenizer than the one given."""
     meta_file = Path(codes) / "codes.json"
     if not meta_file.is_file():
-        raise FileNotFoundError(f"{codes} holds no codes.json: run `genie2 tokenize` first")
+        return True
     meta = json.loads(meta_file.read_text())
     if meta.get("tokenizer_sha256") != weights_hash(tokenizer_path):
-        raise ValueError(f"{codes} was encoded with another tokenizer ({meta.get('tokenizer')}); run `genie2 tokenize`")
+        raise ValueError(
+            f"{codes} was encoded with another tokenizer ({meta.get('tokenizer')}); "
+            "pass --codes with a new folder, or leave it out to use DATA/codes/<this tokenizer's hash>"
+        )
+    return any(not (Path(codes) / episode_path(data, index).name).is_file() for index in episode_indices(data))
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from genie2.checkpoint import (
     SeededBatches,
     StopFlag,
+    clear_leftovers,
     cosine_lr,
     export_latest,
     latest_checkpoint,
@@ -31,8 +32,10 @@ from genie2.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    truncate_metrics,
 )
 from genie2.data.clips import ClipDataset
+from genie2.data.episode import atomic_write
 from genie2.presets import TOKENIZER_PRESETS, PresetConfig
 from genie2.tokenizer import CONFIG_FILE, WEIGHTS_FILE, Tokenizer, TokenizerConfig, codebook_stats, psnr
 
@@ -113,8 +116,8 @@ def save_samples(tokenizer: Tokenizer, frames: torch.Tensor, path: Path) -> None
     top = frames[:, 0].numpy()
     bottom = (recon[:, 0].numpy() * 255).round().astype(np.uint8)
     grid = np.concatenate((np.concatenate(list(top), axis=1), np.concatenate(list(bottom), axis=1)), axis=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(path)
+    image = Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def check_training(config: TokenizerTraining) -> None:
@@ -140,7 +143,8 @@ def train_tokenizer(
     steps: int | None = None,
 ) -> dict:
     """Train (or resume) a tokenizer on the frames of `data`; returns the final eval. When
-    resuming, the run's saved config is used; `steps` may extend it."""
+    resuming, the run's saved config is used; `steps` may extend it. Resuming a run that has no
+    whole checkpoint yet starts it again from step 0 (see `open_run`)."""
     out_dir, (checkpoint, state) = Path(out), open_run(out, resume)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if state:
@@ -162,6 +166,9 @@ def train_tokenizer(
         set_rng_state(state["rng"])
         step = state["step"]
         batches = FrameBatches(dataset, config.batch_size, config.seed, state["epoch"], state["position"])
+        truncate_metrics(out_dir, step)
+    elif clear_leftovers(out_dir):
+        print(f"{out_dir}: no whole checkpoint yet; training starts again from step 0", flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def checkpoint_now() -> None:
@@ -220,5 +227,5 @@ def export(out_dir: Path, tokenizer: Tokenizer, val: torch.Tensor) -> dict:
     export_latest(out_dir, (CONFIG_FILE, WEIGHTS_FILE))
     result = evaluate(tokenizer, val)
     result["parameters"] = sum(p.numel() for p in tokenizer.parameters())
-    (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    atomic_write(out_dir / "eval.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
     return result
