@@ -212,16 +212,103 @@ def test_codes_of_another_tokenizer_are_refused(pipeline, tmp_path):
 
 
 def test_two_processes_match_one_with_the_same_global_batch(pipeline, tmp_path):
-    """DDP over gloo on CPU: the same global batch split over 2 processes gives the same model."""
-    steps = ["--steps", "8", "--eval-every", "100", "--cpu"]
+    """DDP over gloo on CPU: the same global batch split over 2 processes trains the same model.
+
+    Plain SGD, so float noise stays float noise (AdamW divides by the gradient's RMS: on a weight whose
+    gradient is ~0 that turns noise into a whole +-lr step). The two runs add the same per-clip
+    gradients in another order (two halves, then the all-reduce), so each gradient element differs by
+    a few float32 roundings, relative ~1e-7. A step moves a weight by lr * (clipped gradient, norm <= 1)
+    with lr = (t + 1) / 100 in the warmup, 0.36 over the 8 steps: at most ~4e-7 apart from the gradients,
+    plus one float32 rounding of each weight per step (8 * 2**-23 * |w| ~ 1e-6 |w|). atol = rtol = 1e-5
+    leaves 10x headroom; a wrong split (ranks training on the same clips, or on another rank's action
+    dropout) moves weights by ~1e-3."""
+    steps = ["--steps", "8", "--eval-every", "100", "--cpu", "--optimizer", "sgd", "--lr", "1"]
     one = run_args(pipeline, tmp_path / "one", *steps)
     subprocess.run(one, check=True)
     two = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     subprocess.run(two + run_args(pipeline, tmp_path / "two", *steps)[1:], check=True)
     a = load_file(str(tmp_path / "one" / "model.safetensors"))
     b = load_file(str(tmp_path / "two" / "model.safetensors"))
+    assert a.keys() == b.keys()
     for name in a:
-        assert torch.allclose(a[name].float(), b[name].float(), atol=2.5e-4), name  # Adam amplifies float noise
+        assert torch.allclose(a[name].float(), b[name].float(), rtol=1e-5, atol=1e-5), name
+    rows = [
+        [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        for run in ("one", "two")
+    ]
+    for row_one, row_two in zip(
+        *rows, strict=True
+    ):  # the logged loss is the global batch's, on any number of processes
+        for key in ("loss", "state_loss", "grad_norm"):
+            assert math.isclose(row_one[key], row_two[key], rel_tol=1e-5), (row_one["step"], key)
+
+
+def two_processes(pipeline, out, *extra, env=None):
+    """`genie2 train` on 2 gloo processes (torch.distributed.run), started; its output goes to out.log."""
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    args += run_args(pipeline, out, "--cpu", *extra)[1:]
+    out.mkdir()
+    log = (out.parent / f"{out.name}.log").open("w")
+    env = {**os.environ, **(env or {})}
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def kill_group(proc) -> None:
+    """SIGKILL the launcher and its workers (each in a session of its own), when anything is left of them."""
+    import psutil
+
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for process in family:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+
+
+def test_a_stop_signal_on_one_process_stops_both_at_the_same_step(pipeline, tmp_path):
+    """SIGTERM reaches rank 1 only: both ranks stop after the same step and write its checkpoint
+    (a rank that stopped alone would wait at the checkpoint's barrier while the other waits in the
+    gradient all-reduce)."""
+    import psutil
+
+    out = tmp_path / "run"
+    proc = two_processes(pipeline, out, "--steps", "1000", "--checkpoint-every", "1000", "--eval-every", "1000")
+    try:
+        deadline = time.time() + 120
+        while not ((out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 2):
+            assert time.time() < deadline and proc.poll() is None, (tmp_path / "run.log").read_text()
+            time.sleep(0.05)
+        (worker,) = [p for p in psutil.Process(proc.pid).children() if p.environ().get("RANK") == "1"]
+        os.kill(worker.pid, signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        kill_group(proc)
+    (checkpoint,) = (out / "checkpoints").glob("step-*")
+    step = int(checkpoint.name.split("-")[1])
+    assert step < 1000 and metric_steps(out) == list(range(1, step + 1)), (tmp_path / "run.log").read_text()
+    assert (tmp_path / "run.log").read_text().count("genie2 train: interrupted") == 2  # each rank, by the flag
+
+
+def test_a_nan_on_one_process_stops_both_with_the_error(pipeline, tmp_path):
+    """A non-finite loss on rank 1 only (the GENIE2_TEST_NAN_AT test hook): both ranks raise the
+    FloatingPointError at the same step; the last checkpoint is kept."""
+    out = tmp_path / "run"
+    proc = two_processes(pipeline, out, "--steps", "8", "--checkpoint-every", "2", env={"GENIE2_TEST_NAN_AT": "1:3"})
+    try:
+        proc.wait(timeout=120)
+    finally:
+        kill_group(proc)
+    log = (tmp_path / "run.log").read_text()
+    assert proc.returncode != 0 and log.count("non-finite world-model loss at step 3; the last checkpoint") == 2, log
+    assert [p.name for p in (out / "checkpoints").glob("step-*")] == ["step-00000002"] and metric_steps(out) == [
+        1,
+        2,
+        3,
+    ]
 
 
 def test_eval_writes_every_output_and_a_valid_report(pipeline, tmp_path):

@@ -63,7 +63,8 @@ def tokenize(args) -> None:
 
 
 def train(args) -> None:
-    """genie2 train: train the world model on a tokenized dataset (also under `accelerate launch`)."""
+    """genie2 train: train the world model on a dataset's codes, encoding the missing ones first (also under
+    `accelerate launch`)."""
     from genie2.data.codes import default_codes_dir
     from genie2.train import Training
     from genie2.train import train as run
@@ -79,6 +80,7 @@ def train(args) -> None:
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,
         ema=args.ema,
+        optimizer=args.optimizer,
     )
     codes = args.codes or str(default_codes_dir(args.data, args.tokenizer))
     out = run(
@@ -227,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its last checkpoint (--steps may extend it)",
+        help="continue the run in --out from its last checkpoint (--steps may extend it); a run killed before its "
+        "first checkpoint (or a new --out) starts from step 0, its leftover metrics and samples removed; a folder "
+        "holding other files is refused",
     )
     p.add_argument("--skip-corrupt", action="store_true", help="skip damaged episode files with a warning")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -247,7 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.description = train.__doc__
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument(
-        "--tokenizer", required=True, help="tokenizer checkpoint folder (its codes must exist: genie2 tokenize)"
+        "--tokenizer",
+        required=True,
+        help="tokenizer checkpoint folder; codes of the dataset it has not encoded yet are encoded first, as "
+        "`genie2 tokenize` would",
     )
     p.add_argument("--out", required=True, help="run folder; it becomes the world-model checkpoint")
     p.add_argument("--codes", default=None, help="codes folder (default: DATA/codes/<tokenizer hash>)")
@@ -263,7 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default: preset)")
     p.add_argument("--eval-every", type=int, default=None, help="steps between validation rollouts (default: preset)")
     p.add_argument("--ema", type=float, default=None, help="keep and export an EMA of the weights with this decay")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--optimizer",
+        choices=["adamw", "sgd"],
+        default=None,
+        help="adamw (default) or sgd: plain SGD, whose step is linear in the gradient (tests compare runs with it)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint (--steps may extend it); a run killed before its "
+        "first checkpoint (or a new --out) starts from step 0, its leftover metrics, logs and samples removed; a "
+        "folder holding other files is refused",
+    )
     p.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
     p.add_argument("--skip-corrupt", action="store_true", help="skip damaged episode files with a warning")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -238,7 +238,13 @@ def train(
             parts, nonfinite, grad_norm = _train_step(
                 accelerator, model, optimizer, trainable, dataset, items, drop, config, step
             )
-            stopping = stop.raised
+            # one all-reduce a step: a stop signal or a non-finite loss on any process stops every process
+            # after this same step (one that stopped alone would wait at the checkpoint's barrier while the
+            # others wait for it in the next gradient all-reduce); the losses logged are the global batch's
+            shared = torch.tensor([stop.raised, nonfinite, *parts.values()], device=accelerator.device)
+            shared = accelerator.reduce(shared, "sum").tolist()
+            stopping, nonfinite = shared[0] > 0, shared[1] > 0
+            parts = {k: v / processes for k, v in zip(parts, shared[2:], strict=True)}
             if nonfinite:
                 kept = "the last checkpoint is kept" if latest_checkpoint(out_dir) else "no checkpoint yet"
                 raise FloatingPointError(f"non-finite world-model loss at step {step}; {kept}")
@@ -283,7 +289,8 @@ def _train_step(
 ) -> tuple[dict, bool, float]:
     """One optimizer step on this process's share of a batch (`items`, in grad_accum micro-batches):
     its mean losses, whether any was non-finite, and the gradient norm before clipping."""
-    per_micro, means, nonfinite, grad_norm = len(items) // config.grad_accum, {}, False, math.nan
+    per_micro = config.batch_size // (accelerator.num_processes * config.grad_accum)
+    means, nonfinite, grad_norm = {}, False, math.nan
     for micro in range(config.grad_accum):
         with accelerator.accumulate(model):
             part = slice(micro * per_micro, (micro + 1) * per_micro)
