@@ -2,14 +2,16 @@
 
 The same code runs under `python -m genie2.cli train ...` and `accelerate launch -m genie2.cli
 train ...` (Hugging Face Accelerate: DDP across processes, bf16 autocast on GPUs, gradient
-accumulation). A run folder holds:
+accumulation). Codes the dataset lacks are encoded first, on the main process. A stop signal
+(SIGINT/SIGTERM) or a non-finite loss on any process stops every process after the same step.
+A run folder holds:
 
     RUN/training.json        the resolved training config
     RUN/checkpoints/step-N/  config.json + model.safetensors (world model and its tokenizer) + trainer/,
                              dataset.json + start-frames.safetensors + training.json (for players and eval)
     RUN/config.json, RUN/model.safetensors   the final model (Genie2.from_pretrained(RUN)): with the
                              WORLD_FILES, links into RUN/.export, the last checkpoint's copy (export_latest)
-    RUN/logs/                TensorBoard scalars (also RUN/metrics.jsonl)
+    RUN/logs/                TensorBoard scalars (also RUN/metrics.jsonl, one row per step, global batch losses)
     RUN/samples/step-N.gif   a rollout from a validation prompt beside the ground truth
 
 Dimension legend: b batch, t time, h w latent height and width, a keys per step.

@@ -1,8 +1,9 @@
 """Train the frame tokenizer on a dataset's frames: `genie2 train-tokenizer`.
 
-The run folder ends up as a tokenizer checkpoint (config.json + model.safetensors, loaded
-by `Tokenizer.from_pretrained(out)`), with checkpoints/ for resuming, samples/ (originals
-above reconstructions, PNG), metrics.jsonl and eval.json.
+The run folder ends up as a tokenizer checkpoint (config.json + model.safetensors, links into
+the last checkpoint's copy in .export, loaded by `Tokenizer.from_pretrained(out)`), with
+checkpoints/ for resuming, samples/ (originals above reconstructions, PNG), metrics.jsonl and
+eval.json.
 
 Dimension legend: b batch, t time, H W frame size.
 """
