@@ -458,3 +458,29 @@ def test_browser_player_serves_a_trained_run_without_its_dataset(pipeline, tmp_p
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("error", [TypeError("a bug"), ValueError("a bug"), KeyError("a bug")])
+def test_cli_shows_the_traceback_of_a_bug(monkeypatch, error):
+    """Only the project's input errors get the one-line message; a TypeError from a bug is not one."""
+    import genie2.cli as cli
+
+    def broken(args):
+        raise error
+
+    monkeypatch.setattr(cli, "evaluate", broken)
+    with pytest.raises(type(error), match="a bug"):
+        cli.main(["eval", "--checkpoint", "c", "--data", "d", "--out", "o"])
+
+
+def test_cli_gives_input_errors_one_line_and_exit_code_2(monkeypatch, capsys):
+    import genie2.cli as cli
+    from genie2.errors import InputError
+
+    def refused(args):
+        raise InputError("--horizon must be positive")
+
+    monkeypatch.setattr(cli, "evaluate", refused)
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["eval", "--checkpoint", "c", "--data", "d", "--out", "o"])
+    assert exit.value.code == 2 and "genie2 eval: error: --horizon must be positive" in capsys.readouterr().err

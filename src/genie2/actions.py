@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
+from genie2.errors import InputError
 from genie2.helpers import exists
 from genie2.transformer import Transformer
 
@@ -28,30 +29,30 @@ def check_actions(
 ) -> Tensor:
     """Validate user actions and return them as a long tensor `b t a` (-1 padded)."""
     if num_actions is None:
-        raise ValueError("this Genie2 has num_actions=None (unconditional); pass actions=None")
+        raise InputError("this Genie2 has num_actions=None (unconditional); pass actions=None")
     if not isinstance(actions, Tensor):
-        raise TypeError(f"actions must be a torch.Tensor, got {type(actions).__name__}")
+        raise InputError(f"actions must be a torch.Tensor, got {type(actions).__name__}")
     if actions.dtype.is_floating_point or actions.dtype == torch.bool or actions.is_complex():
-        raise TypeError(f"actions must be an integer tensor, got dtype {actions.dtype}")
+        raise InputError(f"actions must be an integer tensor, got dtype {actions.dtype}")
     if actions.ndim not in (2, 3):
-        raise ValueError(f"actions must be (b, t) or (b, t, a), got shape {tuple(actions.shape)}")
+        raise InputError(f"actions must be (b, t) or (b, t, a), got shape {tuple(actions.shape)}")
     if actions.shape[:2] != (batch, time):
-        raise ValueError(
+        raise InputError(
             f"actions must have batch {batch} and one entry per frame ({time}), got shape {tuple(actions.shape)}"
         )
     if actions.ndim == 2:
         actions = rearrange(actions, "b t -> b t 1")
     num_keys = actions.shape[-1]
     if num_keys < 1:
-        raise ValueError("actions of shape (b, t, 0) carry no keys; use -1 for 'no key pressed'")
+        raise InputError("actions of shape (b, t, 0) carry no keys; use -1 for 'no key pressed'")
     if num_keys > 1 and not allow_multiple_actions:
-        raise ValueError(f"actions carry {num_keys} keys per step; set allow_multiple_actions=True to use several")
+        raise InputError(f"actions carry {num_keys} keys per step; set allow_multiple_actions=True to use several")
     if num_keys > max_num_actions:
-        raise ValueError(f"at most max_num_actions={max_num_actions} keys per step, got {num_keys}")
+        raise InputError(f"at most max_num_actions={max_num_actions} keys per step, got {num_keys}")
     if actions.numel() > 0:
         low, high = int(actions.min()), int(actions.max())
         if low < -1 or high >= num_actions:
-            raise ValueError(
+            raise InputError(
                 f"action ids must be in [0, {num_actions}) or -1 for padding, got values in [{low}, {high}]"
             )
     return actions.long()

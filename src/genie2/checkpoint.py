@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from genie2.data.episode import atomic_write
+from genie2.errors import InputError
 
 TRAINER_DIR = "trainer"
 # beside a world model: its dataset's description, start frames for players, its training config
@@ -108,7 +109,7 @@ def save_checkpoint(run: str | Path, step: int, model, state: dict, keep: int = 
     into a temporary folder and rename it, so a checkpoint folder exists only when whole; keep the
     newest `keep` (at least 1: resuming needs one)."""
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise ValueError(f"keep must be an int >= 1 (checkpoints kept; resuming needs one), got {keep!r}")
+        raise InputError(f"keep must be an int >= 1 (checkpoints kept; resuming needs one), got {keep!r}")
     root = Path(run) / CHECKPOINT_DIR
     final, tmp = root / f"step-{step:08d}", root / f".tmp-step-{step:08d}-{os.getpid()}"
     for stale in root.glob(".tmp-step-*"):  # left by a killed run
@@ -180,7 +181,7 @@ class SeededBatches:
 
     def __init__(self, size: int, batch_size: int, seed: int, epoch: int = 0, position: int = 0):
         if batch_size > size:
-            raise ValueError(f"batch_size {batch_size} is larger than the {size} training items; collect more data")
+            raise InputError(f"batch_size {batch_size} is larger than the {size} training items; collect more data")
         self.size, self.batch_size, self.seed, self.epoch, self.position = size, batch_size, seed, epoch, position
         self._order: tuple[int, torch.Tensor] | None = None
 
@@ -212,10 +213,10 @@ def open_run(out: str | Path, resume: bool) -> tuple[Path | None, dict | None]:
         return checkpoint, load_state(checkpoint)
     found = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
     if not resume and found:
-        raise ValueError(f"{out_dir} is not empty; pass --resume to continue that run, or choose a new --out")
+        raise InputError(f"{out_dir} is not empty; pass --resume to continue that run, or choose a new --out")
     others = [name for name in found if name not in RUN_LEFTOVERS and not name.startswith(".")]
     if others:
-        raise ValueError(
+        raise InputError(
             f"--resume: {out_dir} has no checkpoint to resume from, and it holds files a run did not leave "
             f"({', '.join(others[:5])}); choose another --out"
         )

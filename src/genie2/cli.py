@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from genie2.data.envs import DEFAULT_ENV, PRESETS
+from genie2.errors import InputError
 
 
 def collect(args) -> None:
@@ -159,9 +160,9 @@ def play(args) -> None:
         names, frames = DatasetInfo.load(args.data).action_names, start_frames(args.data, count=12)
     if frames is None:
         where = args.checkpoint or "the pretrained world"
-        raise ValueError(f"{where} holds no start frames: pass --data with the dataset it was trained on")
+        raise InputError(f"{where} holds no start frames: pass --data with the dataset it was trained on")
     if not 0 <= args.start < len(frames):
-        raise ValueError(f"--start must be in [0, {len(frames)}): there are {len(frames)} start frames")
+        raise InputError(f"--start must be in [0, {len(frames)}): there are {len(frames)} start frames")
     kwargs = dict(temperature=args.temperature, cond_scale=args.cond_scale)
     if args.terminal:
         from genie2.play.terminal import play_terminal
@@ -361,7 +362,9 @@ def main(argv: list[str] | None = None) -> None:
         again = "with --resume " if args.verb.startswith("train") else ""
         print(f"genie2 {args.verb}: interrupted; run the same command again {again}to continue", file=sys.stderr)
         sys.exit(130)
-    except (ValueError, TypeError, OSError, ImportError, FloatingPointError, SafetensorError) as error:
+    except (InputError, OSError, ImportError, FloatingPointError, SafetensorError) as error:
+        # what the user can fix: bad input (InputError), a missing or unreadable file, a missing
+        # extra, a diverged run, a damaged safetensors file. Anything else is a bug: its traceback shows.
         print(f"genie2 {args.verb}: error: {error}", file=sys.stderr)
         sys.exit(2)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from genie2.data.episode import atomic_write
+from genie2.errors import InputError
 
 STAGES = ("collect", "tokenizer", "tokenize", "world", "eval")
 
@@ -55,11 +56,11 @@ class DemoPlan:
     def check(self) -> None:
         """Clear errors for budgets that cannot run."""
         if isinstance(self.minutes, bool) or not isinstance(self.minutes, (int, float)) or self.minutes <= 0:
-            raise ValueError(f"minutes must be a positive number, got {self.minutes!r}")
+            raise InputError(f"minutes must be a positive number, got {self.minutes!r}")
         for name in ("episodes", "steps_per_episode", "eval_episodes", "horizon", "workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise InputError(f"{name} must be a positive int, got {value!r}")
 
 
 def seconds_per_step(step, warmup: int = 2, repeats: int = 5) -> float:
@@ -121,7 +122,7 @@ class DemoRun:
         saved = self.record.get("plan")
         if saved and saved != asdict(plan):
             changed = sorted(k for k in saved if saved[k] != asdict(plan).get(k))
-            raise ValueError(
+            raise InputError(
                 f"{self.out} holds a demo run with other settings ({', '.join(changed)}); "
                 "run it with the same options to resume, or choose a new --out"
             )

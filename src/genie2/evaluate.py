@@ -27,6 +27,7 @@ from genie2.actions import check_actions
 from genie2.checkpoint import read_world_files
 from genie2.data.clips import episode_files, split_episodes
 from genie2.data.episode import DatasetInfo, Episode, atomic_write, episode_indices, episode_length
+from genie2.errors import InputError
 from genie2.generation import Rollout, Sampling, context_window
 from genie2.helpers import exists
 from genie2.model import Genie2
@@ -57,7 +58,7 @@ class World:
         start_frames: np.ndarray | None = None,
     ):
         if not exists(model.tokenizer):
-            raise ValueError("World needs a Genie2 with a tokenizer (frames in, frames out)")
+            raise InputError("World needs a Genie2 with a tokenizer (frames in, frames out)")
         self.model = model.eval()
         self.max_context_frames = context_window(model, max_context_frames)  # default: the model's own
         self.action_names, self.start_frames = action_names, start_frames  # from the training data, if known
@@ -67,7 +68,7 @@ class World:
         frames = torch.as_tensor(np.asarray(frames))
         size = self.model.tokenizer.config.frame_size
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1:] != (size, size, 3):
-            raise ValueError(f"frames must be uint8 (n, {size}, {size}, 3), got {frames.dtype} {tuple(frames.shape)}")
+            raise InputError(f"frames must be uint8 (n, {size}, {size}, 3), got {frames.dtype} {tuple(frames.shape)}")
         return rearrange(frames.float() / 255, "n h w c -> 1 c n h w").to(self.model.device)
 
     @torch.no_grad()
@@ -79,7 +80,7 @@ class World:
         keys = torch.as_tensor(np.asarray(actions)).long()
         keys = keys[:, None] if keys.ndim == 1 else keys
         if keys.ndim != 2 or keys.shape[0] <= k:
-            raise ValueError(
+            raise InputError(
                 f"actions needs one entry per frame: more than the {k} prompt frames, got {tuple(keys.shape)}"
             )
         keys = keys[None].to(self.model.device)  # 1 t a
@@ -135,7 +136,7 @@ def eval_episodes(data: str | Path, split: str, count: int, length: int, skip_co
     found = [path for index, path in episode_files(data, skip_corrupt) if index in chosen]
     long_enough = [p for p in found if episode_length(p) >= length]  # headers only; episodes load once, later
     if not long_enough:
-        raise ValueError(f"no {split} episode of {data} has {length} frames (prompt + horizon); lower --horizon")
+        raise InputError(f"no {split} episode of {data} has {length} frames (prompt + horizon); lower --horizon")
     return long_enough[:count]
 
 
@@ -160,11 +161,11 @@ def evaluate_world(
 ) -> dict:
     """Roll out held-out episodes with real and random actions; every number of the report."""
     if not isinstance(horizon, int) or horizon < 1 or not isinstance(prompt_frames, int) or prompt_frames < 1:
-        raise ValueError(f"horizon and prompt_frames must be positive ints, got {horizon!r}, {prompt_frames!r}")
+        raise InputError(f"horizon and prompt_frames must be positive ints, got {horizon!r}, {prompt_frames!r}")
     info = DatasetInfo.load(data)
     model = getattr(world, "model", None)
     if model is not None and model.num_actions != info.num_actions:
-        raise ValueError(f"the model has {model.num_actions} actions but {data} has {info.num_actions}")
+        raise InputError(f"the model has {model.num_actions} actions but {data} has {info.num_actions}")
     k, rng = prompt_frames, np.random.default_rng(seed)
     names = ("psnr", "ssim", "psnr_random", "ssim_random", "psnr_copy", "ssim_copy", "tokenizer_psnr", "tokenizer_ssim")
     scores = {name: [] for name in names}

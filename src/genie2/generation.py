@@ -17,6 +17,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from genie2.errors import InputError
 from genie2.helpers import exists, guide, gumbel_noise, min_p_filter
 from genie2.interactive import QuitInteractive, prompt_action, save_frame
 from genie2.transformer import KVCache
@@ -30,7 +31,7 @@ def context_window(model, max_context_frames: int | None = None) -> int | None:
     if max_context_frames is None:
         return model.max_context_frames
     if isinstance(max_context_frames, bool) or not isinstance(max_context_frames, int) or max_context_frames < 1:
-        raise ValueError(f"max_context_frames must be a positive int (None: the model's), got {max_context_frames!r}")
+        raise InputError(f"max_context_frames must be a positive int (None: the model's), got {max_context_frames!r}")
     return max_context_frames
 
 
@@ -46,9 +47,9 @@ class Sampling:
 
     def __post_init__(self):
         if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
-            raise ValueError(f"temperature must be a number >= 0, got {self.temperature!r}")
+            raise InputError(f"temperature must be a number >= 0, got {self.temperature!r}")
         if exists(self.min_p) and not 0.0 <= self.min_p <= 1.0:
-            raise ValueError(f"min_p must be in [0, 1] or None, got {self.min_p!r}")
+            raise InputError(f"min_p must be in [0, 1] or None, got {self.min_p!r}")
 
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -145,7 +146,7 @@ class Rollout:
         tokens = model.frame_tokens(latents, self._action_tokens(prompt_actions, t))
         self.pending = (tokens, model.frame_positions(t, h * w))  # fed with the first frame's action token
         if compile and not exists(max_context_frames):
-            raise ValueError(
+            raise InputError(
                 "compile=True needs a bounded context: set max_context_frames (the cache has fixed shapes)"
             )
         self.decode = compiled_token_step(model) if compile else token_step
@@ -255,15 +256,15 @@ def pad_keys(actions: list[Tensor]) -> Tensor:
 def _init_keys(model, init_action, device) -> Tensor:
     """The initial action as keys (1 a)."""
     if not exists(model.num_actions):
-        raise ValueError("init_action needs a model with actions (num_actions is None)")
+        raise InputError("init_action needs a model with actions (num_actions is None)")
     if isinstance(init_action, Tensor):
         init_action = init_action.tolist()
     keys = [init_action] if isinstance(init_action, int) else list(init_action)
     valid = [isinstance(k, int) and not isinstance(k, bool) and 0 <= k < model.num_actions for k in keys]
     if not keys or not all(valid):
-        raise ValueError(f"init_action must be an action id (or ids) in [0, {model.num_actions}), got {init_action!r}")
+        raise InputError(f"init_action must be an action id (or ids) in [0, {model.num_actions}), got {init_action!r}")
     if len(keys) > model.max_num_actions:
-        raise ValueError(f"init_action has {len(keys)} keys; at most {model.max_num_actions} allowed")
+        raise InputError(f"init_action has {len(keys)} keys; at most {model.max_num_actions} allowed")
     return torch.tensor([sorted(set(keys))], device=device)
 
 
@@ -295,26 +296,26 @@ def generate(
     at most `max_context_frames` past frames (default: the model's own window). `compile=True`
     compiles the decode step (seconds up front, about 2.5x faster per token on CPU)."""
     if not isinstance(num_frames, int) or num_frames < 0:
-        raise ValueError(f"num_frames must be an int >= 0, got {num_frames!r}")
+        raise InputError(f"num_frames must be an int >= 0, got {num_frames!r}")
     if not isinstance(image, Tensor) or image.ndim != 4:
-        raise ValueError("image must be a batch of frames (b, c, h, w)")
+        raise InputError("image must be a batch of frames (b, c, h, w)")
     filter_kwargs = dict(filter_kwargs or {})
     if set(filter_kwargs) - {"min_p"}:
-        raise ValueError(f"filter_kwargs supports only min_p, got {sorted(filter_kwargs)}")
+        raise InputError(f"filter_kwargs supports only min_p, got {sorted(filter_kwargs)}")
     b, device = image.shape[0], self.device
     input_fn, print_fn = input_fn or input, print_fn or print  # looked up now, so tests can patch them
     if interactive:
         if actions is not None:
-            raise ValueError("pass either actions or interactive=True, not both")
+            raise InputError("pass either actions or interactive=True, not both")
         if b != 1:
-            raise ValueError(f"interactive generation plays one video at a time, got a batch of {b}")
+            raise InputError(f"interactive generation plays one video at a time, got a batch of {b}")
         if not exists(self.num_actions):
-            raise ValueError("interactive generation needs a model with actions (num_actions is None)")
+            raise InputError("interactive generation needs a model with actions (num_actions is None)")
         if init_action is None:
-            raise ValueError(f"interactive generation needs init_action, an id in [0, {self.num_actions})")
+            raise InputError(f"interactive generation needs init_action, an id in [0, {self.num_actions})")
 
     if exists(actions) and init_action is not None:
-        raise ValueError("pass either actions (whose first entry is the initial action) or init_action")
+        raise InputError("pass either actions (whose first entry is the initial action) or init_action")
     step_actions: list[Tensor | None] = [None] * (num_frames + 1)
     if exists(actions):
         checked = self._prepare_actions(actions, b, num_frames + 1, sort_actions=True)

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from einops import pack, unpack
 from torch import Tensor
 
+from genie2.errors import InputError
+
 
 def exists(v) -> bool:
     """True when `v` is not None."""
@@ -86,7 +88,7 @@ def gumbel_sample(
 ) -> Tensor:
     """Sample indices from `logits` by the Gumbel-max trick; temperature 0 is greedy argmax."""
     if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+        raise InputError(f"temperature must be >= 0, got {temperature}")
     logits = logits.float()  # bf16 noise would be too coarse and clipped
     if temperature == 0:
         return logits.argmax(dim=dim, keepdim=keepdim)
@@ -97,14 +99,14 @@ def gumbel_sample(
 def gumbel_softmax(logits: Tensor, temperature: float = 1.0, dim: int = -1) -> Tensor:
     """The relaxed (differentiable) Gumbel-softmax distribution over `dim`."""
     if temperature <= 0:
-        raise ValueError(f"gumbel_softmax needs temperature > 0, got {temperature}")
+        raise InputError(f"gumbel_softmax needs temperature > 0, got {temperature}")
     return ((logits + gumbel_noise(logits)) / temperature).softmax(dim=dim)
 
 
 def min_p_filter(logits: Tensor, min_p: float = 0.1) -> Tensor:
     """Min-p filtering (arXiv 2407.01082): drop tokens below `min_p` times the top probability."""
     if not 0.0 <= min_p <= 1.0:
-        raise ValueError(f"min_p must be in [0, 1], got {min_p}")
+        raise InputError(f"min_p must be in [0, 1], got {min_p}")
     probs = logits.softmax(dim=-1)
     limit = min_p * probs.amax(dim=-1, keepdim=True)
     return logits.masked_fill(probs < limit, float("-inf"))

@@ -10,27 +10,29 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from genie2.errors import InputError
+
 
 class QuitInteractive(Exception):
     """Raised when the player ends an interactive session (typing q, or end of input)."""
 
 
 def parse_action_input(text: str, num_actions: int, allow_multiple_actions: bool, max_num_actions: int) -> list[int]:
-    """Parse "3" or "1,3,24" into sorted distinct action ids, or raise ValueError saying why."""
+    """Parse "3" or "1,3,24" into sorted distinct action ids, or raise InputError saying why."""
     parts = [part.strip() for part in text.split(",")]
     if not text.strip() or any(not (part.lstrip("-").isascii() and part.lstrip("-").isdigit()) for part in parts):
-        raise ValueError(
+        raise InputError(
             f"{text!r} is not an action: type one integer id like 3"
             + (" or several separated by commas like 1,3,24" if allow_multiple_actions else "")
         )
     ids = sorted({int(part) for part in parts})
     bad = [i for i in ids if not 0 <= i < num_actions]
     if bad:
-        raise ValueError(f"action ids must be between 0 and {num_actions - 1}, got {bad}")
+        raise InputError(f"action ids must be between 0 and {num_actions - 1}, got {bad}")
     if len(ids) > 1 and not allow_multiple_actions:
-        raise ValueError("this model takes one action per step (allow_multiple_actions=False)")
+        raise InputError("this model takes one action per step (allow_multiple_actions=False)")
     if len(ids) > max_num_actions:
-        raise ValueError(f"at most {max_num_actions} actions at once, got {len(ids)}")
+        raise InputError(f"at most {max_num_actions} actions at once, got {len(ids)}")
     return ids
 
 
@@ -53,7 +55,7 @@ def prompt_action(
             raise QuitInteractive
         try:
             return parse_action_input(text, num_actions, allow_multiple_actions, max_num_actions)
-        except ValueError as error:
+        except InputError as error:
             print_fn(f"invalid action: {error}")
 
 

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from vector_quantize_pytorch import VectorQuantize
 
 from genie2.actions import ActionEmbed, MultiActionHead, check_actions, masked_cross_entropy, sort_keys
+from genie2.errors import InputError
 from genie2.generation import DEFAULT_CONTEXT_FRAMES, _last_frame
 from genie2.generation import generate as _generate
 from genie2.helpers import default, exists, guide
@@ -57,7 +58,7 @@ class MetaTokenWrapper(nn.Module):
     def __init__(self, fn: nn.Module, num_meta_tokens: int):
         super().__init__()
         if not isinstance(num_meta_tokens, int) or num_meta_tokens < 1:
-            raise ValueError(f"num_meta_tokens must be a positive int, got {num_meta_tokens!r}")
+            raise InputError(f"num_meta_tokens must be a positive int, got {num_meta_tokens!r}")
         self.fn = fn
         self.dim = fn.dim
         self.meta_tokens = nn.Parameter(torch.randn(num_meta_tokens, fn.dim) * 0.02)
@@ -81,7 +82,7 @@ class CausalConv3d(nn.Module):
     def __init__(self, dim: int, dim_out: int, kernel_size: int, bias: bool = False):
         super().__init__()
         if not isinstance(kernel_size, int) or kernel_size < 1:
-            raise ValueError(f"kernel_size must be a positive int, got {kernel_size!r}")
+            raise InputError(f"kernel_size must be a positive int, got {kernel_size!r}")
         self.time_pad = kernel_size - 1
         self.conv = nn.Conv3d(dim, dim_out, (kernel_size, 1, 1), bias=bias)
 
@@ -184,39 +185,39 @@ class Genie2(nn.Module):
         """Raise clear errors for constructor arguments that cannot work."""
         for name in ("dim", "dim_latent", "depth", "attn_dim_head", "heads", "vq_codebook_size", "max_num_actions"):
             if not isinstance(args[name], int) or args[name] < 1:
-                raise ValueError(f"{name} must be a positive int, got {args[name]!r}")
+                raise InputError(f"{name} must be a positive int, got {args[name]!r}")
         if exists(args["num_actions"]) and (not isinstance(args["num_actions"], int) or args["num_actions"] < 1):
-            raise ValueError(f"num_actions must be a positive int or None, got {args['num_actions']!r}")
+            raise InputError(f"num_actions must be a positive int or None, got {args['num_actions']!r}")
         if not isinstance(args["num_meta_tokens"], int) or args["num_meta_tokens"] < 0:
-            raise ValueError(f"num_meta_tokens must be an int >= 0, got {args['num_meta_tokens']!r}")
+            raise InputError(f"num_meta_tokens must be an int >= 0, got {args['num_meta_tokens']!r}")
         if not 0.0 <= args["cfg_train_action_dropout"] <= 1.0:
-            raise ValueError("cfg_train_action_dropout must be in [0, 1]")
+            raise InputError("cfg_train_action_dropout must be in [0, 1]")
         window = args["max_context_frames"]
         if exists(window) and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
-            raise ValueError(f"max_context_frames must be a positive int or None (all frames), got {window!r}")
+            raise InputError(f"max_context_frames must be a positive int or None (all frames), got {window!r}")
         if not isinstance(args["add_action_to_codes"], bool):
-            raise TypeError(f"add_action_to_codes must be True or False, got {args['add_action_to_codes']!r}")
+            raise InputError(f"add_action_to_codes must be True or False, got {args['add_action_to_codes']!r}")
         check_transformer_kwargs(args["transformer_kwargs"])
         check_transformer_kwargs(args["action_transformer_kwargs"], "action_transformer_kwargs")
         clash = sorted({"depth", "heads", "attn_dim_head"} & set(args["transformer_kwargs"]))
         if clash:
-            raise ValueError(f"pass {clash} as Genie2 arguments, not inside transformer_kwargs")
+            raise InputError(f"pass {clash} as Genie2 arguments, not inside transformer_kwargs")
         reserved = sorted(set(RESERVED_VQ_KWARGS) & set(args["vq_kwargs"]))
         if reserved:
-            raise ValueError(f"vq_kwargs may not set {reserved}: Genie2 sets them (dim_latent, vq_codebook_size)")
+            raise InputError(f"vq_kwargs may not set {reserved}: Genie2 sets them (dim_latent, vq_codebook_size)")
         if args["vq_kwargs"].get("heads", 1) != 1:
-            raise ValueError("vq_kwargs heads > 1 is not supported: the world model predicts one code per token")
+            raise InputError("vq_kwargs heads > 1 is not supported: the world model predicts one code per token")
         tokenizer = args["tokenizer"]
         if exists(tokenizer):
             if exists(args["encoder"]) or exists(args["decoder"]) or args["add_temporal_convs"]:
-                raise ValueError("a tokenizer brings its own encoder, decoder and quantizer; do not pass them too")
+                raise InputError("a tokenizer brings its own encoder, decoder and quantizer; do not pass them too")
             if tokenizer.config.dim_latent != args["dim_latent"] or tokenizer.num_codes != args["vq_codebook_size"]:
-                raise ValueError(
+                raise InputError(
                     f"the tokenizer has dim_latent {tokenizer.config.dim_latent} and {tokenizer.num_codes} codes; "
                     "pass the same dim_latent and vq_codebook_size, or use Genie2.from_tokenizer"
                 )
         if args["add_temporal_convs"] and args["is_video_enc_dec"]:
-            raise ValueError("add_temporal_convs is for image encoders; a video encoder/decoder already sees time")
+            raise InputError("add_temporal_convs is for image encoders; a video encoder/decoder already sees time")
 
     @classmethod
     def from_tokenizer(cls, tokenizer: nn.Module, dim: int, **kwargs) -> Genie2:
@@ -233,7 +234,7 @@ class Genie2(nn.Module):
         from genie2.data.episode import atomic_write
 
         if self.has_custom_modules:
-            raise ValueError("a Genie2 with custom encoder/decoder modules cannot be saved as config; use a tokenizer")
+            raise InputError("a Genie2 with custom encoder/decoder modules cannot be saved as config; use a tokenizer")
         config = dict(self.config, kind="genie2-world-model")
         config["tokenizer"] = asdict(self.tokenizer.config) if exists(self.tokenizer) else None
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
@@ -253,7 +254,7 @@ class Genie2(nn.Module):
             raise FileNotFoundError(f"{path} is not a world-model checkpoint (needs config.json and model.safetensors)")
         config = json.loads((path / "config.json").read_text())
         if config.pop("kind", None) != "genie2-world-model":
-            raise ValueError(f"{path / 'config.json'} is not a genie2 world-model config")
+            raise InputError(f"{path / 'config.json'} is not a genie2 world-model config")
         tokenizer_config = config.pop("tokenizer", None)
         tokenizer = Tokenizer(TokenizerConfig.from_saved(tokenizer_config)) if tokenizer_config else None
         if "max_context_frames" not in config and (path / "training.json").is_file():  # saved before it was config
@@ -285,7 +286,7 @@ class Genie2(nn.Module):
         """Run the encoder on `state` (b c t h w) and return latents b t h w d."""
         if not isinstance(state, Tensor) or state.ndim != 5 or 0 in state.shape:
             shape = tuple(state.shape) if isinstance(state, Tensor) else type(state).__name__
-            raise ValueError(f"state must be a non-empty video tensor (b, c, t, h, w), got {shape}")
+            raise InputError(f"state must be a non-empty video tensor (b, c, t, h, w), got {shape}")
         b = state.shape[0]
         if self.is_video_enc_dec:
             latents = self.encoder(state)
@@ -294,12 +295,12 @@ class Genie2(nn.Module):
             latents = self.encoder(rearrange(state, "b c t h w -> (b t) c h w"))
             pattern = "(b t) d h w -> b t h w d" if self.latent_channel_first else "(b t) h w d -> b t h w d"
         if latents.ndim != (5 if self.is_video_enc_dec else 4):
-            raise ValueError(
+            raise InputError(
                 f"the encoder returned latents of shape {tuple(latents.shape)}; expected 2d maps per frame"
             )
         latents = rearrange(latents, pattern, b=b).to(self.to_logits.weight.dtype)
         if latents.shape[-1] != self.dim_latent:
-            raise ValueError(
+            raise InputError(
                 f"encoder latents have {latents.shape[-1]} features, dim_latent is {self.dim_latent}; "
                 "if your encoder returns channels first, set latent_channel_first=True"
             )
@@ -324,7 +325,7 @@ class Genie2(nn.Module):
                 or state.shape[-2:] != (size, size)
             ):
                 shape = tuple(state.shape) if isinstance(state, Tensor) else type(state).__name__
-                raise ValueError(
+                raise InputError(
                     f"state must be RGB frames (b, 3, t, {size}, {size}), uint8 or float in [0, 1], got {shape}"
                 )
             with torch.no_grad(), self.tokenizer._frozen_codebook():  # uint8 or float: the tokenizer checks which
@@ -379,21 +380,21 @@ class Genie2(nn.Module):
             or state_codes.dtype.is_floating_point
             or state_codes.dtype == torch.bool
         ):
-            raise TypeError("state_codes must be an integer tensor of codebook indices")
+            raise InputError("state_codes must be an integer tensor of codebook indices")
         if state_codes.ndim == 2:
             if not exists(time_seq_len) or state_codes.shape[1] % time_seq_len != 0:
-                raise ValueError(
+                raise InputError(
                     f"state_codes of shape {tuple(state_codes.shape)} need time_seq_len dividing "
                     f"{state_codes.shape[1]}; or pass them as (b, t, h, w)"
                 )
             state_codes = rearrange(state_codes, "b (t h w) -> b t h w", t=time_seq_len, h=1)
         if state_codes.ndim != 4:
-            raise ValueError(f"state_codes must be (b, t, h, w) or (b, n), got {tuple(state_codes.shape)}")
+            raise InputError(f"state_codes must be (b, t, h, w) or (b, n), got {tuple(state_codes.shape)}")
         if exists(time_seq_len) and time_seq_len != state_codes.shape[1]:
-            raise ValueError(f"time_seq_len {time_seq_len} != the {state_codes.shape[1]} frames of state_codes")
+            raise InputError(f"time_seq_len {time_seq_len} != the {state_codes.shape[1]} frames of state_codes")
         size = self.num_codes
         if state_codes.numel() and (state_codes.min() < 0 or state_codes.max() >= size):
-            raise ValueError(
+            raise InputError(
                 f"state_codes must be in [0, {size}), got [{int(state_codes.min())}, {int(state_codes.max())}]"
             )
         return state_codes.long()
@@ -427,7 +428,7 @@ class Genie2(nn.Module):
         if not exists(actions):
             return None
         if not isinstance(actions, Tensor):
-            raise TypeError(f"actions must be a torch.Tensor of ints, got {type(actions).__name__}")
+            raise InputError(f"actions must be a torch.Tensor of ints, got {type(actions).__name__}")
         actions = check_actions(
             actions.to(self.device), b, t, self.num_actions, self.allow_multiple_actions, self.max_num_actions
         )
@@ -439,9 +440,9 @@ class Genie2(nn.Module):
             return None
         video_time_len = torch.as_tensor(video_time_len, device=self.device)
         if video_time_len.shape != (b,) or video_time_len.dtype.is_floating_point:
-            raise ValueError(f"video_time_len must be {b} integer lengths, got {tuple(video_time_len.shape)}")
+            raise InputError(f"video_time_len must be {b} integer lengths, got {tuple(video_time_len.shape)}")
         if ((video_time_len < 1) | (video_time_len > t)).any():
-            raise ValueError(f"video_time_len must be in [1, {t}], got {video_time_len.tolist()}")
+            raise InputError(f"video_time_len must be in [1, {t}], got {video_time_len.tolist()}")
         return torch.arange(t, device=self.device) < rearrange(video_time_len, "b -> b 1")
 
     def forward(
@@ -458,11 +459,11 @@ class Genie2(nn.Module):
         """Loss `(total, (state_autoregressive, commit, action))`, or with return_loss=False the
         logits `b (t h w) l` where logits[:, i] is the distribution of code i given all before it."""
         if exists(state) == exists(state_codes):
-            raise ValueError("pass exactly one of state (a video) or state_codes (its codes)")
+            raise InputError("pass exactly one of state (a video) or state_codes (its codes)")
         commit_loss = recon_loss = self.zero
         if exists(state):
             if exists(time_seq_len) and time_seq_len != state.shape[2]:
-                raise ValueError(f"time_seq_len {time_seq_len} != the {state.shape[2]} frames of state")
+                raise InputError(f"time_seq_len {time_seq_len} != the {state.shape[2]} frames of state")
             time_mask = self._time_mask(video_time_len, state.shape[0], state.shape[2])
             latents, codes, commit_loss, recon_loss = self.encode_state(state, time_mask, return_recon_loss=True)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import ClassVar
 
+from genie2.errors import InputError
 from genie2.tokenizer import TokenizerConfig
 
 
@@ -17,7 +18,7 @@ class PresetConfig:
     def preset(cls, name: str, **overrides):
         """A preset by name with some fields overridden (None values are ignored)."""
         if name not in cls.PRESETS:
-            raise ValueError(f"unknown preset {name!r}; presets: {sorted(cls.PRESETS)}")
+            raise InputError(f"unknown preset {name!r}; presets: {sorted(cls.PRESETS)}")
         values = cls.PRESETS[name]()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

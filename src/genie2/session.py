@@ -15,6 +15,7 @@ from einops import rearrange
 from torch import Tensor
 
 from genie2.actions import check_actions
+from genie2.errors import InputError
 from genie2.generation import Rollout, Sampling, context_window, pad_keys
 from genie2.helpers import exists
 
@@ -51,15 +52,15 @@ class WorldModelSession:
         """Start over from a frame (c h w or b c h w) or its codes (h w or b h w); returns the
         frame as the model sees it (decoded from its codes)."""
         if exists(frame) == exists(codes):
-            raise ValueError("reset needs exactly one of frame or codes")
+            raise InputError("reset needs exactly one of frame or codes")
         given = frame if exists(frame) else codes
         if not isinstance(given, Tensor):
-            raise TypeError(f"reset takes a torch.Tensor frame or codes, got {type(given).__name__}")
+            raise InputError(f"reset takes a torch.Tensor frame or codes, got {type(given).__name__}")
         self.unbatched = (frame.ndim == 3) if exists(frame) else (codes.ndim == 2)
         if exists(frame):
             frames = frame[None] if self.unbatched else frame
             if frames.ndim != 4:
-                raise ValueError(f"frame must be (c, h, w) or (b, c, h, w), got {tuple(frame.shape)}")
+                raise InputError(f"frame must be (c, h, w) or (b, c, h, w), got {tuple(frame.shape)}")
             _, codes, _ = self.model.encode_state(rearrange(frames.to(self.model.device), "b c h w -> b c 1 h w"))
         else:
             codes = codes[None] if self.unbatched else codes
@@ -127,7 +128,7 @@ class WorldModelSession:
         model = self.model
         if model.num_actions is None:
             if action is not None:
-                raise ValueError("this world model has no actions (num_actions is None): step with None")
+                raise InputError("this world model has no actions (num_actions is None): step with None")
             return None
         if action is None:
             action = []
@@ -135,10 +136,10 @@ class WorldModelSession:
             action = [action]
         if not isinstance(action, Tensor):
             if isinstance(action, (str, bytes)) or not isinstance(action, Sequence):
-                raise TypeError(f"an action is an int id, a list of ids or a tensor, got {type(action).__name__}")
+                raise InputError(f"an action is an int id, a list of ids or a tensor, got {type(action).__name__}")
             bad = [k for k in action if isinstance(k, bool) or not isinstance(k, int)]
             if bad:
-                raise TypeError(f"action ids must be ints, got {bad!r} in {action!r}")
+                raise InputError(f"action ids must be ints, got {bad!r} in {action!r}")
             action = torch.tensor(list(action) or [-1], dtype=torch.long)
             action = action.expand(self.batch, -1)
         if action.ndim == 1:

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from vector_quantize_pytorch import FSQ, VectorQuantize
 
+from genie2.errors import InputError
 from genie2.model import CausalConv3d
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
@@ -58,13 +59,13 @@ class TokenizerConfig:
     def __post_init__(self):
         self.channels, self.fsq_levels = tuple(self.channels), tuple(self.fsq_levels)
         if self.encoder not in ENCODERS:
-            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
+            raise InputError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if self.quantizer not in QUANTIZERS:
-            raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+            raise InputError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
         if not self.channels or any(not isinstance(c, int) or c < 1 for c in self.channels):
-            raise ValueError(f"channels must be positive ints, got {self.channels!r}")
+            raise InputError(f"channels must be positive ints, got {self.channels!r}")
         if self.frame_size % self.downsample:
-            raise ValueError(f"frame_size {self.frame_size} must be divisible by the downsampling {self.downsample}")
+            raise InputError(f"frame_size {self.frame_size} must be divisible by the downsampling {self.downsample}")
 
     @classmethod
     def from_saved(cls, saved: dict) -> TokenizerConfig:
@@ -142,17 +143,17 @@ class Decoder(nn.Module):
 def to_unit_frames(frames: Tensor, frame_size: int) -> Tensor:
     """Check frames (... H W 3, uint8 or float in [0, 1]) and return float (... H W 3) in [0, 1]."""
     if not isinstance(frames, Tensor):
-        raise TypeError(f"frames must be a torch.Tensor, got {type(frames).__name__}")
+        raise InputError(f"frames must be a torch.Tensor, got {type(frames).__name__}")
     if frames.ndim < 3 or frames.shape[-1] != 3 or frames.shape[-3:-1] != (frame_size, frame_size):
-        raise ValueError(
+        raise InputError(
             f"frames must be (..., {frame_size}, {frame_size}, 3) RGB, channels last, got {tuple(frames.shape)}"
         )
     if frames.dtype == torch.uint8:
         return frames.float() / 255
     if not frames.dtype.is_floating_point:
-        raise TypeError(f"frames must be uint8 or float in [0, 1], got {frames.dtype}")
+        raise InputError(f"frames must be uint8 or float in [0, 1], got {frames.dtype}")
     if frames.numel() and (frames.min() < -0.01 or frames.max() > 1.01):
-        raise ValueError(
+        raise InputError(
             f"float frames must be in [0, 1], got [{float(frames.min()):.3g}, {float(frames.max()):.3g}]; "
             "divide 0-255 values by 255 or pass uint8"
         )
@@ -202,7 +203,7 @@ class Tokenizer(nn.Module):
         """Frames (b t H W 3) to continuous latents (b t h w d), before quantization."""
         unit = to_unit_frames(frames, self.config.frame_size)
         if unit.ndim != 5:
-            raise ValueError(f"frames must be (b, t, H, W, 3), got {tuple(frames.shape)}")
+            raise InputError(f"frames must be (b, t, H, W, 3), got {tuple(frames.shape)}")
         b = unit.shape[0]
         x = rearrange(unit.to(self.device) * 2 - 1, "b t h w c -> (b t) c h w")
         latents = rearrange(self.encoder(x), "(b t) d h w -> b t h w d", b=b)
@@ -256,9 +257,9 @@ class Tokenizer(nn.Module):
     def decode(self, codes: Tensor) -> Tensor:
         """Codes (b t h w or t h w) to frames (b t H W 3 / t H W 3), float in [0, 1]."""
         if not isinstance(codes, Tensor) or codes.dtype.is_floating_point or codes.ndim not in (3, 4):
-            raise TypeError("codes must be an integer tensor (b, t, h, w) or (t, h, w)")
+            raise InputError("codes must be an integer tensor (b, t, h, w) or (t, h, w)")
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.num_codes):
-            raise ValueError(f"codes must be in [0, {self.num_codes}), got [{int(codes.min())}, {int(codes.max())}]")
+            raise InputError(f"codes must be in [0, {self.num_codes}), got [{int(codes.min())}, {int(codes.max())}]")
         single = codes.ndim == 3
         frames = self.decode_latents(self.codes_to_latents((codes[None] if single else codes).to(self.device)))
         frames = frames.clamp(0, 1)
@@ -333,7 +334,7 @@ class Tokenizer(nn.Module):
             raise FileNotFoundError(f"{path} is not a tokenizer checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
         config = json.loads((path / CONFIG_FILE).read_text())
         if config.pop("kind", None) != "genie2-tokenizer":
-            raise ValueError(f"{path / CONFIG_FILE} is not a genie2 tokenizer config")
+            raise InputError(f"{path / CONFIG_FILE} is not a genie2 tokenizer config")
         tokenizer = cls(TokenizerConfig.from_saved(config))
         tokenizer.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
         return tokenizer.to(device).eval()

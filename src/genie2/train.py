@@ -50,6 +50,7 @@ from genie2.checkpoint import (
 from genie2.data.clips import ClipDataset
 from genie2.data.codes import encode_dataset, weights_hash
 from genie2.data.episode import atomic_write, episode_indices, episode_path
+from genie2.errors import InputError
 from genie2.model import Genie2
 from genie2.presets import WORLD_PRESETS, PresetConfig
 from genie2.tokenizer import Tokenizer
@@ -89,11 +90,11 @@ class Training(PresetConfig):
         for name in (*positive, "keep_checkpoints"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise InputError(f"{name} must be a positive int, got {value!r}")
         if self.clip_frames < 2:
-            raise ValueError("clip_frames must be >= 2: the model learns the next frame from earlier ones")
+            raise InputError("clip_frames must be >= 2: the model learns the next frame from earlier ones")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
 
 
 def collate(dataset: ClipDataset, items: list[int]) -> dict:
@@ -163,7 +164,7 @@ def train(
     )
     world = accelerator.num_processes * config.grad_accum
     if config.batch_size % world:
-        raise ValueError(f"batch_size {config.batch_size} must divide by processes x grad_accum = {world}")
+        raise InputError(f"batch_size {config.batch_size} must divide by processes x grad_accum = {world}")
     if accelerator.is_main_process:  # the others wait: one process writes the run folder and the codes
         if state:
             truncate_metrics(out_dir, state["step"])
@@ -181,7 +182,7 @@ def train(
     if state and "raw" in state:  # with EMA the checkpoint holds the average; training resumes from the raw weights
         model.load_state_dict(state["raw"])
     if model.num_actions != dataset.info.num_actions:
-        raise ValueError(
+        raise InputError(
             f"the model has {model.num_actions} actions but {data} has {dataset.info.num_actions}; "
             "train a new model for this dataset"
         )
@@ -323,7 +324,7 @@ def _codes_missing(data: str, codes: str, tokenizer_path: str) -> bool:
         return True
     meta = json.loads(meta_file.read_text())
     if meta.get("tokenizer_sha256") != weights_hash(tokenizer_path):
-        raise ValueError(
+        raise InputError(
             f"{codes} was encoded with another tokenizer ({meta.get('tokenizer')}); "
             "pass --codes with a new folder, or leave it out to use DATA/codes/<this tokenizer's hash>"
         )

@@ -37,6 +37,7 @@ from genie2.checkpoint import (
 )
 from genie2.data.clips import ClipDataset
 from genie2.data.episode import atomic_write
+from genie2.errors import InputError
 from genie2.presets import TOKENIZER_PRESETS, PresetConfig
 from genie2.tokenizer import CONFIG_FILE, WEIGHTS_FILE, Tokenizer, TokenizerConfig, codebook_stats, psnr
 
@@ -126,11 +127,11 @@ def check_training(config: TokenizerTraining) -> None:
     for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "val_frames"):
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+            raise InputError(f"{name} must be a positive int, got {value!r}")
     if not 0.0 <= config.ae_warmup < 1.0:
-        raise ValueError(f"ae_warmup must be in [0, 1), got {config.ae_warmup!r}")
+        raise InputError(f"ae_warmup must be in [0, 1), got {config.ae_warmup!r}")
     if config.model.temporal:
-        raise ValueError("train-tokenizer trains on single frames; temporal=True tokenizers are not supported yet")
+        raise InputError("train-tokenizer trains on single frames; temporal=True tokenizers are not supported yet")
 
 
 def train_tokenizer(

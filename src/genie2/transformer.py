@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from einops import einsum, rearrange, repeat
 from torch import Tensor, nn
 
+from genie2.errors import InputError
 from genie2.helpers import exists
 
 SUPPORTED_TRANSFORMER_KWARGS = frozenset(
@@ -39,10 +40,10 @@ SUPPORTED_TRANSFORMER_KWARGS = frozenset(
 def check_transformer_kwargs(kwargs: dict, name: str = "transformer_kwargs") -> None:
     """Raise a clear error for a transformer option this implementation does not support."""
     if not isinstance(kwargs, dict):
-        raise TypeError(f"{name} must be a dict, got {type(kwargs).__name__}")
+        raise InputError(f"{name} must be a dict, got {type(kwargs).__name__}")
     unknown = sorted(set(kwargs) - SUPPORTED_TRANSFORMER_KWARGS)
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"{name} has unsupported keys {unknown}; supported keys are {sorted(SUPPORTED_TRANSFORMER_KWARGS)}"
         )
 
@@ -55,7 +56,7 @@ class KVCache:
 
     def __init__(self, capacity: int, growable: bool = False):
         if not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"cache capacity must be a positive int, got {capacity!r}")
+            raise InputError(f"cache capacity must be a positive int, got {capacity!r}")
         self.capacity, self.growable = capacity, growable
         self.keys: list[Tensor] = []
         self.values: list[Tensor] = []
@@ -137,7 +138,7 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         dim_per_axis = (dim_head // num_axes) // 2 * 2
         if dim_per_axis < 2:
-            raise ValueError(f"attn_dim_head {dim_head} is too small for {num_axes} rotary axes")
+            raise InputError(f"attn_dim_head {dim_head} is too small for {num_axes} rotary axes")
         freqs = 1.0 / theta ** (torch.arange(0, dim_per_axis, 2).float() / dim_per_axis)
         self.register_buffer("freqs", freqs, persistent=False)
         self.num_axes = num_axes
@@ -145,7 +146,7 @@ class RotaryEmbedding(nn.Module):
     def forward(self, pos: Tensor) -> tuple[Tensor, Tensor]:
         """Cosines and sines (n, rotated dims) for positions `pos` (n a)."""
         if pos.ndim != 2 or pos.shape[-1] != self.num_axes:
-            raise ValueError(f"positions must be (n, {self.num_axes}), got {tuple(pos.shape)}")
+            raise InputError(f"positions must be (n, {self.num_axes}), got {tuple(pos.shape)}")
         angles = einsum(pos.double(), self.freqs.double(), "n a, f -> n a f")  # exact for long sessions
         angles = repeat(angles, "n a f -> n (a f r)", r=2)
         return angles.cos().float(), angles.sin().float()
@@ -270,7 +271,7 @@ class Transformer(nn.Module):
             dim=dim, depth=depth, heads=heads, attn_dim_head=attn_dim_head, num_residual_streams=num_residual_streams
         ).items():
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"transformer {name} must be a positive int, got {value!r}")
+                raise InputError(f"transformer {name} must be a positive int, got {value!r}")
         self.dim, self.num_streams = dim, num_residual_streams
         norm = RMSNorm if use_rmsnorm else nn.LayerNorm
         self.rotary = RotaryEmbedding(attn_dim_head, rotary_axes, rotary_theta)
@@ -299,7 +300,7 @@ class Transformer(nn.Module):
         the slots placed beforehand and attends to the filled ones; the caller commits them.
         Without one, `mask` (n n bool, True: may attend) replaces the causal mask."""
         if exists(mask) and exists(cache):
-            raise ValueError("pass a mask or a cache, not both: the cache brings its own mask")
+            raise InputError("pass a mask or a cache, not both: the cache brings its own mask")
         rotation = self.rotary(pos) if exists(pos) else None
         streams = repeat(x, "b n d -> b n s d", s=self.num_streams)
         first_values = None

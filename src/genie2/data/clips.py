@@ -14,6 +14,7 @@ from safetensors import SafetensorError, safe_open
 from torch.utils.data import Dataset
 
 from genie2.data.episode import CorruptEpisodeError, DatasetInfo, episode_indices, episode_length, episode_path
+from genie2.errors import InputError
 
 SPLITS = ("train", "val", "all")
 
@@ -23,9 +24,9 @@ def split_episodes(indices: list[int], split: str, val_fraction: float = 0.1, se
     no episode is in both and growing a dataset never moves an episode across; at least one
     episode is held out when there are two or more."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise InputError(f"split must be one of {SPLITS}, got {split!r}")
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     if split == "all":
         return sorted(indices)
     draws = {i: np.random.default_rng([seed, i]).random() for i in indices}
@@ -56,7 +57,7 @@ def start_frames(root: str | Path, count: int = 8, split: str = "val", skip_corr
     chosen = set(split_episodes(episode_indices(root), split)) or set(episode_indices(root))
     paths = [path for index, path in episode_files(root, skip_corrupt) if index in chosen][:count]
     if not paths:
-        raise ValueError(f"{root} has no episodes to start from")
+        raise InputError(f"{root} has no episodes to start from")
     frames = []
     for path in paths:
         with safe_open(str(path), framework="numpy") as f:
@@ -97,9 +98,9 @@ class ClipDataset(Dataset):
         codes: str | Path | None = None,
     ):
         if not isinstance(clip_frames, int) or clip_frames < 1:
-            raise ValueError(f"clip_frames must be a positive int, got {clip_frames!r}")
+            raise InputError(f"clip_frames must be a positive int, got {clip_frames!r}")
         if stride is not None and (not isinstance(stride, int) or stride < 1):
-            raise ValueError(f"stride must be a positive int or None, got {stride!r}")
+            raise InputError(f"stride must be a positive int or None, got {stride!r}")
         self.root, self.clip_frames = Path(root), clip_frames
         self.stride = stride or max(1, clip_frames // 2)
         self.info = DatasetInfo.load(root)
@@ -125,7 +126,7 @@ class ClipDataset(Dataset):
             for start in range(0, max(length - clip_frames, 0) + 1, self.stride)
         ]
         if not self.clips:
-            raise ValueError(f"split {split!r} of {root} has no episodes; collect more or lower val_fraction")
+            raise InputError(f"split {split!r} of {root} has no episodes; collect more or lower val_fraction")
         self._files: dict[int, object] = {}
 
     def _file(self, index: int):

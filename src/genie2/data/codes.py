@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from genie2.data.clips import episode_files
 from genie2.data.episode import Episode, atomic_write
+from genie2.errors import InputError
 
 CODES_DIR = "codes"
 CODES_FORMAT = 1
@@ -100,7 +101,7 @@ def encode_dataset(
     if (out / "codes.json").exists():
         old = json.loads((out / "codes.json").read_text())
         if old.get("tokenizer_sha256") != digest:
-            raise ValueError(f"{out} holds codes of another tokenizer ({old.get('tokenizer')}); choose another --out")
+            raise InputError(f"{out} holds codes of another tokenizer ({old.get('tokenizer')}); choose another --out")
     atomic_write(out / "codes.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
     episodes = episode_files(data, skip_corrupt)
     todo = [(index, path) for index, path in episodes if not _encoded(out / path.name, path)]

@@ -30,6 +30,7 @@ from genie2.data.episode import (
     episode_length,
     episode_path,
 )
+from genie2.errors import InputError
 
 POLICIES = ("random", "sticky")
 STICKY_REPEAT = 0.8  # chance to repeat the last action: long runs of one action show its effect
@@ -62,14 +63,14 @@ def make_policy(name, num_actions: int, rng: np.random.Generator) -> Callable[[n
     if name == "sticky":
         return sticky_policy(num_actions, rng)
     if ":" not in name:
-        raise ValueError(f"unknown policy {name!r}: use one of {POLICIES} or 'module:function'")
+        raise InputError(f"unknown policy {name!r}: use one of {POLICIES} or 'module:function'")
     module, _, attr = name.partition(":")
     if os.getcwd() not in sys.path:  # a policy file in the current folder, as `python -m` would find it
         sys.path.append(os.getcwd())
     try:
         factory = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as error:
-        raise ValueError(f"policy {name!r} could not be loaded: {error}") from error
+        raise InputError(f"policy {name!r} could not be loaded: {error}") from error
     return factory(num_actions, rng)
 
 
@@ -88,7 +89,7 @@ def play_episode(env: GameEnv, policy, seed: int, max_steps: int, frame_size: in
     for step in range(max_steps):
         action = policy(frames[-1])
         if not isinstance(action, (int, np.integer)) or not 0 <= action < env.num_actions:
-            raise ValueError(f"the policy returned {action!r}; actions are ints in [0, {env.num_actions})")
+            raise InputError(f"the policy returned {action!r}; actions are ints in [0, {env.num_actions})")
         frame, reward, done, cut = env.step(action)
         cut = cut or (step == max_steps - 1 and not done)
         frames.append(resize(frame, frame_size))
@@ -159,15 +160,15 @@ def collect(
     """Collect `episodes` episodes into `out`, continuing a previous run with the same arguments."""
     for name, value in dict(episodes=episodes, steps=steps, workers=workers).items():
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+            raise InputError(f"{name} must be a positive int, got {value!r}")
     if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0 (episode i uses env seed seed + i), got {seed!r}")
+        raise InputError(f"seed must be an int >= 0 (episode i uses env seed seed + i), got {seed!r}")
     if not callable(policy) and policy not in POLICIES and ":" not in str(policy):
-        raise ValueError(f"unknown policy {policy!r}: use one of {POLICIES} or 'module:function'")
+        raise InputError(f"unknown policy {policy!r}: use one of {POLICIES} or 'module:function'")
     game = GameEnv(env)
     frame_size = game.preset.frame_size if frame_size is None else frame_size
     if not isinstance(frame_size, int) or not 8 <= frame_size <= 1024:
-        raise ValueError(f"frame_size must be an int in [8, 1024], got {frame_size!r}")
+        raise InputError(f"frame_size must be an int in [8, 1024], got {frame_size!r}")
     source = dict(kind="collect", env=env, steps=steps, seed=seed, policy=_policy_name(policy))
     info = DatasetInfo(env, game.preset.env_id, frame_size, game.num_actions, list(game.action_names), 1, source)
     out = Path(out)
@@ -212,12 +213,12 @@ def _check_same_dataset(out: Path, info: DatasetInfo) -> None:
         mine = (info.env, info.frame_size, info.source)
         theirs = (old.env, old.frame_size, old.source)
         if mine != theirs:
-            raise ValueError(
+            raise InputError(
                 f"{out} holds a different dataset (env {old.env}, frame size {old.frame_size}, {old.source}); "
                 "use another --out, or the same arguments to continue it"
             )
     elif out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out} exists and is not a genie2 dataset; choose an empty or new folder")
+        raise InputError(f"{out} exists and is not a genie2 dataset; choose an empty or new folder")
     info.save(out)
 
 

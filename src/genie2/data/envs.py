@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from genie2.errors import InputError
+
 DEFAULT_ENV = "minigrid"
 MINIGRID_ACTIONS = ("left", "right", "forward", "pickup", "drop", "toggle", "done")
 
@@ -45,7 +47,7 @@ PRESETS: dict[str, Preset] = {
 def resolve(name: str) -> Preset:
     """The preset called `name`, or an ad-hoc preset for a Gymnasium env id."""
     if not isinstance(name, str) or not name:
-        raise ValueError(f"env must be a preset name or a Gymnasium env id, got {name!r}")
+        raise InputError(f"env must be a preset name or a Gymnasium env id, got {name!r}")
     if name in PRESETS:
         return PRESETS[name]
     import gymnasium as gym
@@ -57,9 +59,9 @@ def resolve(name: str) -> Preset:
         try:
             importlib.import_module(module)  # registers its env ids
         except ImportError as error:
-            raise ValueError(f"env {name!r}: could not import {module!r} ({error})") from error
+            raise InputError(f"env {name!r}: could not import {module!r} ({error})") from error
     if env_id not in gym.registry:
-        raise ValueError(
+        raise InputError(
             f"unknown env {name!r}: use a preset ({', '.join(PRESETS)}) or a registered Gymnasium env id "
             "('package:EnvId' imports the package that registers it first)"
         )
@@ -95,14 +97,14 @@ class GameEnv:
             try:
                 self.env = gym.make(self.preset.env_id, render_mode="rgb_array", **self.preset.make_kwargs)
             except (AssertionError, gym.error.Error) as error:
-                raise ValueError(
+                raise InputError(
                     f"env {name!r} cannot render rgb_array frames, which genie2 records ({error})"
                 ) from error
             if "rgb_array" not in self.env.metadata.get("render_modes", []):
-                raise ValueError(f"env {name!r} does not render rgb_array frames (it offers {self.env.metadata})")
+                raise InputError(f"env {name!r} does not render rgb_array frames (it offers {self.env.metadata})")
         space = self.env.action_space
         if not hasattr(space, "n"):
-            raise ValueError(f"env {name!r} has action space {space}; genie2 collects from Discrete action spaces")
+            raise InputError(f"env {name!r} has action space {space}; genie2 collects from Discrete action spaces")
         self.num_actions = int(space.n)
         names = self.preset.action_names or _action_meanings(self.env) or tuple(str(i) for i in range(self.num_actions))
         self.action_names = tuple(names[: self.num_actions])
@@ -111,7 +113,7 @@ class GameEnv:
         frame = self.env.render()
         if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[-1] != 3:
             shape = getattr(frame, "shape", type(frame).__name__)
-            raise ValueError(f"env {self.name!r} does not render rgb_array frames (got {shape})")
+            raise InputError(f"env {self.name!r} does not render rgb_array frames (got {shape})")
         return frame.astype(np.uint8, copy=False)
 
     def reset(self, seed: int) -> np.ndarray:

@@ -24,11 +24,13 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from genie2.errors import InputError
+
 FORMAT_VERSION = 1
 EPISODE_DIR = "episodes"
 
 
-class CorruptEpisodeError(ValueError):
+class CorruptEpisodeError(InputError):
     """An episode file that is missing, truncated or malformed."""
 
 
@@ -51,10 +53,10 @@ class Episode:
         self.truncated = np.asarray(self.truncated, dtype=bool)
         t = len(self.frames)
         if self.frames.dtype != np.uint8 or self.frames.ndim != 4 or self.frames.shape[-1] != 3:
-            raise ValueError(f"frames must be uint8 (t, h, w, 3), got {self.frames.dtype} {self.frames.shape}")
+            raise InputError(f"frames must be uint8 (t, h, w, 3), got {self.frames.dtype} {self.frames.shape}")
         for name in ("actions", "rewards", "terminated", "truncated"):
             if len(getattr(self, name)) != t:
-                raise ValueError(f"episode {name} has {len(getattr(self, name))} entries for {t} frames")
+                raise InputError(f"episode {name} has {len(getattr(self, name))} entries for {t} frames")
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -116,7 +118,7 @@ class DatasetInfo:
         data = json.loads(path.read_text())
         version = data.get("format_version")
         if version != FORMAT_VERSION:
-            raise ValueError(
+            raise InputError(
                 f"{path} has format version {version}; this genie2 reads version {FORMAT_VERSION}. "
                 "Collect the data again with this version."
             )

@@ -21,6 +21,7 @@ import numpy as np
 
 from genie2.data.collect import resize
 from genie2.data.episode import DatasetInfo, Episode, episode_indices, episode_path
+from genie2.errors import InputError
 
 
 def read_actions_csv(path: str | Path) -> np.ndarray:
@@ -31,18 +32,18 @@ def read_actions_csv(path: str | Path) -> np.ndarray:
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows or "action" not in rows[0]:
-        raise ValueError(f"{path} needs a header with an 'action' column and one row per frame")
+        raise InputError(f"{path} needs a header with an 'action' column and one row per frame")
     keys = []
     for t, row in enumerate(rows):
         if "frame" in row and row["frame"] not in (None, "") and int(row["frame"]) != t:
-            raise ValueError(f"{path} row {t + 2}: frame {row['frame']} out of order (expected {t})")
+            raise InputError(f"{path} row {t + 2}: frame {row['frame']} out of order (expected {t})")
         text = (row["action"] or "").replace(";", " ").split()
         try:
             ids = [int(k) for k in text if int(k) != -1]
         except ValueError as error:
-            raise ValueError(f"{path} row {t + 2}: action {row['action']!r} is not ids separated by spaces") from error
+            raise InputError(f"{path} row {t + 2}: action {row['action']!r} is not ids separated by spaces") from error
         if any(k < 0 for k in ids):
-            raise ValueError(f"{path} row {t + 2}: action ids must be >= 0 (or -1 for none)")
+            raise InputError(f"{path} row {t + 2}: action ids must be >= 0 (or -1 for none)")
         keys.append(sorted(set(ids)))
     width = max(1, max(len(k) for k in keys))
     actions = np.full((len(keys), width), -1, dtype=np.int64)
@@ -60,7 +61,7 @@ def read_video(path: str | Path, frame_size: int) -> np.ndarray:
         raise FileNotFoundError(f"video {path} does not exist")
     frames = [resize(np.asarray(frame)[..., :3].astype(np.uint8), frame_size) for frame in iio.imiter(path)]
     if not frames:
-        raise ValueError(f"video {path} has no frames")
+        raise InputError(f"video {path} has no frames")
     return np.stack(frames)
 
 
@@ -76,7 +77,7 @@ def import_video(
     actions = read_actions_csv(actions_csv)
     frames = read_video(video, frame_size)
     if len(actions) != len(frames):
-        raise ValueError(
+        raise InputError(
             f"{actions_csv} has {len(actions)} action rows but {video} has {len(frames)} frames; "
             "the CSV needs one row per frame"
         )
@@ -88,20 +89,20 @@ def import_video(
         action_names = action_names or old.action_names
     num_actions = num_actions or (len(action_names) if action_names else largest + 1)
     if largest >= num_actions:
-        raise ValueError(f"{actions_csv} uses action {largest} but num_actions is {num_actions}")
+        raise InputError(f"{actions_csv} uses action {largest} but num_actions is {num_actions}")
     names = list(action_names or [str(i) for i in range(num_actions)])
     if len(names) != num_actions:
-        raise ValueError(f"{len(names)} action names for {num_actions} actions")
+        raise InputError(f"{len(names)} action names for {num_actions} actions")
     if old is not None:
         info = old
         mine = ("import-video", frame_size, num_actions, names)
         if (info.source.get("kind"), info.frame_size, info.num_actions, list(info.action_names)) != mine:
-            raise ValueError(
+            raise InputError(
                 f"{out} holds a different dataset ({info.env}, frame size {info.frame_size}, "
                 f"{info.num_actions} actions {info.action_names}); import into a new folder"
             )
     elif out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out} exists and is not a genie2 dataset; choose an empty or new folder")
+        raise InputError(f"{out} exists and is not a genie2 dataset; choose an empty or new folder")
     else:
         info = DatasetInfo("video", "video", frame_size, num_actions, names, 1, dict(kind="import-video", videos=[]))
     index = max(episode_indices(out), default=-1) + 1

@@ -67,6 +67,7 @@ from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, Response
 from PIL import Image, UnidentifiedImageError
 
+from genie2.errors import InputError
 from genie2.evaluate import World
 from genie2.session import WorldModelSession
 
@@ -154,15 +155,15 @@ class PlayerConfig:
         for name in ("max_sessions", "max_upload_bytes", "max_message_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise InputError(f"{name} must be a positive int, got {value!r}")
         timeout = self.idle_timeout
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
-            raise ValueError(f"idle_timeout must be a positive number of seconds, got {timeout!r}")
+            raise InputError(f"idle_timeout must be a positive number of seconds, got {timeout!r}")
         if isinstance(self.allow_origins, str) or not isinstance(self.allow_origins, (list, tuple)):
-            raise TypeError(f"allow_origins must be a list of origins, got {self.allow_origins!r}: pass a list")
+            raise InputError(f"allow_origins must be a list of origins, got {self.allow_origins!r}: pass a list")
         for origin in self.allow_origins:
             if origin != "*" and (not isinstance(origin, str) or origin_key(origin) is None):
-                raise ValueError(
+                raise InputError(
                     "allow_origins entries are origins like https://example.com (http or https, a host, an optional "
                     f"port, no path) or * for any, got {origin!r}"
                 )
@@ -179,7 +180,7 @@ class Player:
     frames: list[np.ndarray] = field(default_factory=list)
 
 
-class BadMessage(ValueError):
+class BadMessage(InputError):
     """A client message the server refuses (the text goes back to the client)."""
 
 
@@ -207,12 +208,12 @@ class PlayServer:
             or start_frames.ndim != 4
             or start_frames.shape[1:] != (self.size,) * 2 + (3,)
         ):
-            raise ValueError(f"start frames must be uint8 (n, {self.size}, {self.size}, 3), got {start_frames.shape}")
+            raise InputError(f"start frames must be uint8 (n, {self.size}, {self.size}, 3), got {start_frames.shape}")
         if model.num_actions is None:
-            raise ValueError("the browser player needs a world model with actions (num_actions is None)")
+            raise InputError("the browser player needs a world model with actions (num_actions is None)")
         names = list(action_names or [str(i) for i in range(model.num_actions)])
         if len(names) != model.num_actions:
-            raise ValueError(f"{len(names)} action names for a model with {model.num_actions} actions")
+            raise InputError(f"{len(names)} action names for a model with {model.num_actions} actions")
         self.world, self.model, self.start_frames, self.names, self.config = world, model, start_frames, names, config
         self.players: dict[str, Player | None] = {}  # None: a tab that has not reset yet
         self.lock = threading.Lock()
@@ -400,7 +401,7 @@ class PlayServer:
                 return
             loop = asyncio.get_running_loop()
             frame = await loop.run_in_executor(self.executor, self.handle, token, message)
-        except BadMessage as error:
+        except InputError as error:  # a refused message, or input the session refused: the client can fix it
             await socket.send_json(dict(type="error", message=str(error), id=message.get("id")))
             return
         except Exception as error:  # a failure inside the model: report it, keep the server up
