@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "CausalConv3d": "genie2.model",
     "Genie2": "genie2.model",
+    "InputError": "genie2.errors",
     "MetaTokenWrapper": "genie2.model",
     "WorldModelSession": "genie2.session",
     "World": "genie2.evaluate",
