@@ -114,6 +114,44 @@ def test_configure_keeps_what_the_model_is_conditioned_on(world_model, recorded)
         assert (logits[:, step] - expected[:, step + 1]).abs().max() < 1e-4, step
 
 
+@torch.no_grad()
+def test_moving_the_guidance_slider_leaves_the_conditioned_history_alone():
+    """Far past the window, switching guidance on for a frame and off again does not touch what the
+    conditioned row cached: it equals a session that was handed that frame's codes, never guided."""
+    model = tiny(num_meta_tokens=3, max_context_frames=2).eval()
+    image, keys = torch.randn(16, 2, 3), [1, 4, 0, 2, 3, 1, 0]
+    switched, plain = (WorldModelSession(model, image, temperature=0.0) for _ in range(2))
+    for session in (switched, plain):
+        for key in keys[:5]:
+            session.step(key)
+    switched.configure(cond_scale=3.0)
+    guided_codes, guided = switched.rollout.step(switched._keys(keys[5]), return_logits=True)
+    switched.configure(cond_scale=1.0)
+    _, unguided = plain.rollout.step(plain._keys(keys[5]), codes=guided_codes, return_logits=True)
+    assert (guided - unguided).abs().max() > 1e-3  # the guided frame was guided
+    after_switch = switched.rollout.step(switched._keys(keys[6]), return_logits=True)[1]
+    never_switched = plain.rollout.step(plain._keys(keys[6]), return_logits=True)[1]
+    assert (after_switch - never_switched).abs().max() < 1e-5  # float noise of a batch of 2 vs 1
+
+
+def test_guidance_switched_on_late_equals_guidance_read_from_the_same_window(recorded):
+    """The null-action rows that switching guidance on adds are those of a rollout that reads the
+    frames in view afresh: its guided logits equal the full forward with guidance over that window."""
+    model = tiny(num_meta_tokens=3, max_context_frames=2, depth=1).eval()
+    session = WorldModelSession(model, torch.randn(16, 2, 3), temperature=0.0)
+    for key in (1, 4, 0, 2):
+        session.step(key)
+    session.configure(cond_scale=3.0)
+    window = torch.cat(session.codes, dim=1)
+    session.step(3)
+    codes, logits = take(recorded)
+    history = torch.cat((window, codes[:, -1:]), dim=1)  # depth 1: the cache holds what a fresh read would
+    actions = torch.tensor([[0, 2, 3]])
+    guided = model.forward_with_cfg(state_codes=history, actions=actions, cond_scale=3.0)
+    guided = rearrange(guided, "b (t s) l -> b t s l", t=3)[:, -1]
+    assert (logits[:, -1].flatten(1, 2) - guided).abs().max() < 1e-4
+
+
 @pytest.mark.parametrize("depth", [1, 3])
 def test_sliding_window_gives_every_code_of_a_frame_the_same_past(depth):
     """With a window of W frames, every token of frame t (its last code included, which is cached

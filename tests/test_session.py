@@ -1,7 +1,5 @@
 """The step-by-step session and the bounded context window."""
 
-import time
-
 import pytest
 import torch
 
@@ -26,20 +24,20 @@ def test_sliding_window_equals_full_forward_over_the_window(meta):
         assert (cached.flatten(1, 2) - full[:, -4:]).abs().max() < 1e-4, t
 
 
-def test_two_hundred_frames_keep_memory_and_time_flat():
+def test_two_hundred_frames_keep_memory_and_work_flat():
+    """An endless session runs in constant memory and does the same work every frame: the cache
+    keeps its size and every decode step attends over the same number of slots (the speed that
+    follows is measured by benchmarks/generate.py, not timed here)."""
     model = tiny().eval()
     session = WorldModelSession(model, torch.randn(16, 2, 2), max_context_frames=4)
-    lengths, sizes, seconds = [], [], []
+    lengths, sizes, attended = [], [], []
     for t in range(200):
-        start = time.perf_counter()
         session.step(t % 5)
-        seconds.append(time.perf_counter() - start)
         lengths.append(session.rollout.cache.length)
         sizes.append(session.rollout.cache.nbytes())
-    assert len(set(lengths[10:])) == 1 and len(set(sizes[10:])) == 1
+        attended.append(tuple(session.rollout.cache.mask.shape))
+    assert len(set(lengths[10:])) == 1 and len(set(sizes[10:])) == 1 and len(set(attended[10:])) == 1
     assert len(session.codes) <= 4
-    early, late = sorted(seconds[10:60])[25], sorted(seconds[150:])[25]
-    assert late < 2 * early, (early, late)
 
 
 def test_session_matches_generate_and_returns_frames():

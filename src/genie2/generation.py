@@ -20,7 +20,7 @@ from torch import Tensor
 from genie2.errors import InputError
 from genie2.helpers import exists, guide, gumbel_noise, min_p_filter
 from genie2.interactive import QuitInteractive, prompt_action, save_frame
-from genie2.transformer import KVCache
+from genie2.transformer import KVCache, apply_rotary
 
 DEFAULT_CONTEXT_FRAMES = 16
 
@@ -226,6 +226,62 @@ class Rollout:
         if not return_logits:
             return codes
         return codes, rearrange(torch.stack(all_logits, dim=1), "b (h w) l -> b h w l", h=h)
+
+    @torch.no_grad()
+    def set_guided(self, guided: bool, codes: Tensor) -> None:
+        """Switch classifier-free guidance on or off from the next frame, leaving the conditioned
+        rows' cache as it is: off drops the null-action rows; on reads `codes` (b t h w: the frames
+        in view, oldest first) into new null-action rows, aligned with the cached frames."""
+        if guided == self.guided:
+            return
+        b = self.batch
+        if not guided:
+            # copies, not views: a view would keep the null rows' memory alive
+            self.cache.keys = [keys[:b].clone() for keys in self.cache.keys]
+            self.cache.values = [values[:b].clone() for values in self.cache.values]
+            self.meta_keys = [keys[:b].clone() for keys in self.meta_keys] if exists(self.meta_keys) else None
+            self.pending = (self.pending[0][:b], self.pending[1]) if exists(self.pending) else None
+            self.guided = False
+            return
+        null = Rollout(self.model, codes, None, self.sampling, False, self.max_context_frames)
+        if exists(self.pending):  # nothing cached yet: the prompt goes in with both rows
+            self.pending = (torch.cat((self.pending[0], null.pending[0])), self.pending[1])
+            self.guided = True
+            return
+        null.prefill()
+        # the null rows' frames are numbered from 0 there, from the oldest cached frame here: shift their
+        # keys' positions by that many frames (rotary positions compose) and move them to this ring's slots
+        shift = self.first_cached_frame
+        rotation = self.core.rotary(torch.tensor([[float(shift), 0.0]], device=self.model.device))
+        source = null.cache.filled.nonzero()[:, 0]
+        meta = source < self.num_meta
+        frame = torch.div(source - self.num_meta, self.slots_per_frame, rounding_mode="floor")
+        position = torch.stack((frame + shift, (source - self.num_meta) % self.slots_per_frame), dim=-1)
+        target = torch.where(meta, source, self._slots(position))
+        for layer, (keys, values) in enumerate(zip(null.cache.keys, null.cache.values, strict=True)):
+            new_keys, new_values = self.cache.keys[layer][:b].clone(), self.cache.values[layer][:b].clone()
+            new_keys[..., target, :] = apply_rotary(rotation, keys[..., source, :])
+            new_values[..., target, :] = values[..., source, :]
+            self.cache.keys[layer] = torch.cat((self.cache.keys[layer], new_keys))
+            self.cache.values[layer] = torch.cat((self.cache.values[layer], new_values))
+        if exists(self.meta_keys):  # as first cached (position -1), which is where the null rollout put them
+            meta_slots = torch.arange(self.num_meta, device=self.model.device)
+            self.meta_keys = [
+                torch.cat((mine, keys[..., meta_slots, :]))
+                for mine, keys in zip(self.meta_keys, null.cache.keys, strict=True)
+            ]
+        self.guided = True
+
+    def prefill(self) -> None:
+        """Feed the meta tokens and the prompt into the cache now (the first step would do it)."""
+        if not exists(self.pending):
+            return
+        tokens, pos = self.pending
+        slots = self._slots(pos)
+        self.cache.place(torch.cat((torch.arange(self.num_meta, device=slots.device), slots)))
+        self.model.transformer(tokens, pos=pos, cache=self.cache)
+        self.cache.commit()
+        self.pending = None
 
     def _forget_old_frames(self) -> None:
         """Keep at most max_context_frames frames in the cache, so an endless session runs in

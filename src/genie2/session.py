@@ -16,7 +16,7 @@ from torch import Tensor
 
 from genie2.actions import check_actions
 from genie2.errors import InputError
-from genie2.generation import Rollout, Sampling, context_window, pad_keys
+from genie2.generation import Rollout, Sampling, context_window
 from genie2.helpers import exists
 
 
@@ -76,12 +76,14 @@ class WorldModelSession:
             self.max_context_frames,
             self.compile,
         )
-        self.codes, self.keys = [codes], [keys]
+        self.codes = [codes]
         return self.current_frame()
 
+    @torch.no_grad()
     def configure(self, temperature: float | None = None, cond_scale: float | None = None) -> None:
-        """Change how codes are drawn from the next frame on; switching guidance on or off
-        re-reads the recent frames into a new cache (guidance decodes a second, action-free row)."""
+        """Change how codes are drawn from the next frame on. Guidance decodes a second, null-action
+        row: switching it on reads the frames in view into that row, switching it off drops it, and
+        the conditioned row's cache stays as it is either way."""
         s = self.sampling
         checked = Sampling(
             s.temperature if temperature is None else temperature,
@@ -92,13 +94,9 @@ class WorldModelSession:
         )
         s.temperature, s.cond_scale = checked.temperature, checked.cond_scale
         guided = s.cond_scale != 1 and exists(self.model.num_actions)
-        if guided == self.guided or not exists(self.rollout):
-            self.guided = guided
-            return
-        self.guided = guided  # the history is read again with the same keys: the same conditioning
-        keys = pad_keys(self.keys) if exists(self.model.num_actions) else None
-        codes = torch.cat(self.codes, dim=1)
-        self.rollout = Rollout(self.model, codes, keys, s, guided, self.max_context_frames, self.compile)
+        if exists(self.rollout):  # the conditioned rows keep their cache; only the null-action rows change
+            self.rollout.set_guided(guided, torch.cat(self.codes, dim=1))
+        self.guided = guided
 
     @torch.no_grad()
     def step(self, action: int | Sequence[int] | Tensor | None = None) -> Tensor:
@@ -109,7 +107,6 @@ class WorldModelSession:
         keys = self._keys(action)
         codes = self.rollout.step(keys)
         self.codes = (self.codes + [rearrange(codes, "b h w -> b 1 h w")])[-self._history :]
-        self.keys = (self.keys + [keys])[-self._history :]
         return self.current_frame()
 
     @property
