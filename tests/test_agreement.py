@@ -225,6 +225,11 @@ def test_uint8_frames_are_frames(world_model):
     assert torch.equal(as_uint8, as_float)
 
 
+def test_session_takes_numpy_action_ids():
+    session = WorldModelSession(tiny(), torch.randn(16, 2, 2), temperature=0.0)
+    assert session.step(np.int64(3)).shape == (16, 2, 2) and session.step([np.int32(1)]).shape == (16, 2, 2)
+
+
 @pytest.mark.parametrize("bad", [[1.7], [True], 2.0, "2", [[1]]])
 def test_session_refuses_actions_that_are_not_ids(bad):
     session = WorldModelSession(tiny(), torch.randn(16, 2, 2))

@@ -238,6 +238,15 @@ def clear_leftovers(out: str | Path) -> bool:
     return bool(found)
 
 
+def tidy_run(out: str | Path, state: dict | None) -> None:
+    """Ready a run folder that `open_run` opened, on the main process: cut metrics.jsonl back to the
+    step resumed from, or clear what a run killed before its first checkpoint left."""
+    if state:
+        truncate_metrics(out, state["step"])
+    elif clear_leftovers(out):
+        print(f"{out}: no whole checkpoint yet; training starts again from step 0", flush=True)
+
+
 def truncate_metrics(out: str | Path, step: int) -> None:
     """Keep the rows of out/metrics.jsonl up to `step` (a killed run logged steps after its last
     checkpoint; the resumed run logs them again) and drop a half-written last line."""

@@ -9,6 +9,7 @@ Dimension legend: b batch, c channels, h w height and width, a keys pressed at o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 from einops import rearrange
@@ -129,15 +130,15 @@ class WorldModelSession:
             return None
         if action is None:
             action = []
-        if isinstance(action, int) and not isinstance(action, bool):
+        if isinstance(action, Integral) and not isinstance(action, bool):  # numpy ints too (action_space.sample())
             action = [action]
         if not isinstance(action, Tensor):
             if isinstance(action, (str, bytes)) or not isinstance(action, Sequence):
                 raise InputError(f"an action is an int id, a list of ids or a tensor, got {type(action).__name__}")
-            bad = [k for k in action if isinstance(k, bool) or not isinstance(k, int)]
+            bad = [k for k in action if isinstance(k, bool) or not isinstance(k, Integral)]
             if bad:
                 raise InputError(f"action ids must be ints, got {bad!r} in {action!r}")
-            action = torch.tensor(list(action) or [-1], dtype=torch.long)
+            action = torch.tensor([int(k) for k in action] or [-1], dtype=torch.long)
             action = action.expand(self.batch, -1)
         if action.ndim == 1:
             action = action[:, None] if action.shape[0] == self.batch and self.batch > 1 else action[None]

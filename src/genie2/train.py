@@ -36,7 +36,6 @@ from genie2.checkpoint import (
     WORLD_FILES,
     SeededBatches,
     StopFlag,
-    clear_leftovers,
     cosine_lr,
     export_latest,
     latest_checkpoint,
@@ -44,7 +43,7 @@ from genie2.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
-    truncate_metrics,
+    tidy_run,
     write_world_files,
 )
 from genie2.data.clips import ClipDataset
@@ -166,10 +165,7 @@ def train(
     if config.batch_size % world:
         raise InputError(f"batch_size {config.batch_size} must divide by processes x grad_accum = {world}")
     if accelerator.is_main_process:  # the others wait: one process writes the run folder and the codes
-        if state:
-            truncate_metrics(out_dir, state["step"])
-        elif clear_leftovers(out_dir):
-            print(f"{out_dir}: no whole checkpoint yet; training starts again from step 0", flush=True)
+        tidy_run(out_dir, state)
         if codes_missing:
             encode_dataset(data, tokenizer_path, codes, skip_corrupt=skip_corrupt, progress=progress)
     accelerator.wait_for_everyone()

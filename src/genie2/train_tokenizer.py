@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 from genie2.checkpoint import (
     SeededBatches,
     StopFlag,
-    clear_leftovers,
     cosine_lr,
     export_latest,
     latest_checkpoint,
@@ -33,7 +32,7 @@ from genie2.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
-    truncate_metrics,
+    tidy_run,
 )
 from genie2.data.clips import ClipDataset
 from genie2.data.episode import atomic_write
@@ -168,9 +167,7 @@ def train_tokenizer(
         set_rng_state(state["rng"])
         step = state["step"]
         batches = FrameBatches(dataset, config.batch_size, config.seed, state["epoch"], state["position"])
-        truncate_metrics(out_dir, step)
-    elif clear_leftovers(out_dir):
-        print(f"{out_dir}: no whole checkpoint yet; training starts again from step 0", flush=True)
+    tidy_run(out_dir, state)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def checkpoint_now() -> None:
