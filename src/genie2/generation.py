@@ -172,13 +172,17 @@ class Rollout:
         outputs; `step_args` are its action, noise, knobs and forced); the first call also feeds
         the meta tokens."""
         if self.cache.length == 0:  # prefill: meta tokens and the prompt, once, outside compile
-            self.cache.place(torch.cat((torch.arange(self.num_meta, device=slots.device), slots)))
+            self._place_with_meta(slots)
             out = token_step(self, tokens, pos, *step_args, self.model.transformer)
         else:
             self.cache.place(slots)
             out = self.decode(self, tokens, pos, *step_args)
         self.cache.commit()
         return out
+
+    def _place_with_meta(self, slots: Tensor) -> None:
+        """Place the meta tokens (the wrapped transformer prepends them) and then tokens at `slots`."""
+        self.cache.place(torch.cat((torch.arange(self.num_meta, device=slots.device), slots)))
 
     def _noise(self, n: int, b: int) -> Tensor:
         """Gumbel noise for the next n codes (n b l), drawn at once; zeros when sampling greedily."""
@@ -277,8 +281,7 @@ class Rollout:
         if not exists(self.pending):
             return
         tokens, pos = self.pending
-        slots = self._slots(pos)
-        self.cache.place(torch.cat((torch.arange(self.num_meta, device=slots.device), slots)))
+        self._place_with_meta(self._slots(pos))
         self.model.transformer(tokens, pos=pos, cache=self.cache)
         self.cache.commit()
         self.pending = None
@@ -302,7 +305,7 @@ class Rollout:
                 self.cache.set_keys(meta, self.meta_keys, self.core.rotary(shift))
 
 
-def pad_keys(actions: list[Tensor]) -> Tensor:
+def _pad_keys(actions: list[Tensor]) -> Tensor:
     """Stack per-step keys (b a_i) into b t a, -1 padded."""
     width = max(a.shape[-1] for a in actions)
     padded = [torch.nn.functional.pad(a, (0, width - a.shape[-1]), value=-1) for a in actions]
@@ -415,7 +418,7 @@ def generate(
 
     if not interactive:
         return video
-    return video, pad_keys(step_actions)
+    return video, _pad_keys(step_actions)
 
 
 def _last_frame(self, codes: list[Tensor]) -> Tensor:
