@@ -143,12 +143,12 @@ def play(args) -> None:
     from genie2.data.episode import DatasetInfo
     from genie2.evaluate import load
 
+    kwargs = dict(temperature=args.temperature, cond_scale=args.cond_scale)
     if not args.terminal:  # settings are checked before the world loads
         from genie2.play.server import PlayerConfig
 
         config = PlayerConfig(
-            temperature=args.temperature,
-            cond_scale=args.cond_scale,
+            **kwargs,
             max_sessions=args.max_sessions,
             compile=args.compile is not False,
             idle_timeout=args.idle_timeout,
@@ -163,7 +163,6 @@ def play(args) -> None:
         raise InputError(f"{where} holds no start frames: pass --data with the dataset it was trained on")
     if not 0 <= args.start < len(frames):
         raise InputError(f"--start must be in [0, {len(frames)}): there are {len(frames)} start frames")
-    kwargs = dict(temperature=args.temperature, cond_scale=args.cond_scale)
     if args.terminal:
         from genie2.play.terminal import play_terminal
 
