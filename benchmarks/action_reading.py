@@ -22,8 +22,9 @@ from report import write_report
 
 from genie2.data.clips import ClipDataset
 from genie2.data.codes import default_codes_dir
-from genie2.evaluate import evaluate_world, load
-from genie2.train import Training, train, val_losses
+from genie2.evaluate import evaluate_world
+from genie2.train.world_model import Training, train, val_losses
+from genie2.world import load
 
 VARIANTS = [
     'single={"add_action_to_codes": false}',

@@ -19,8 +19,8 @@ import torch
 from genie2.data.collect import collect
 from genie2.data.envs import DEFAULT_ENV
 from genie2.data.episode import atomic_write
-from genie2.tokenizer import Tokenizer
-from genie2.train_tokenizer import TokenizerTraining, evaluate, train_tokenizer, val_frames
+from genie2.tokenizer.model import Tokenizer
+from genie2.tokenizer.train import TokenizerTraining, evaluate, train_tokenizer, val_frames
 
 
 def main() -> None:

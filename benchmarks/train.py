@@ -20,10 +20,10 @@ import torch
 from genie2.data.codes import default_codes_dir, encode_dataset
 from genie2.data.collect import collect
 from genie2.data.episode import atomic_write
-from genie2.model import Genie2
+from genie2.model.genie2 import Genie2
 from genie2.presets import tokenizer_cpu
-from genie2.tokenizer import Tokenizer
-from genie2.train import Training, train
+from genie2.tokenizer.model import Tokenizer
+from genie2.train.world_model import Training, train
 
 
 def main() -> None:

@@ -8,11 +8,11 @@ from einops import rearrange
 
 from conftest import tiny
 from genie2 import Genie2
-from genie2.evaluate import World
-from genie2.generation import Rollout, Sampling
 from genie2.helpers import guide
-from genie2.session import WorldModelSession
-from genie2.tokenizer import Tokenizer, TokenizerConfig
+from genie2.model.decoding import Rollout, Sampling
+from genie2.model.session import WorldModelSession
+from genie2.tokenizer.model import Tokenizer, TokenizerConfig
+from genie2.world import World
 
 
 @pytest.fixture
@@ -187,7 +187,7 @@ def test_the_context_window_is_saved_with_the_model(tmp_path):
 def test_the_shipped_world_rolls_out_the_same_however_it_is_loaded(recorded):
     """Genie2.from_pretrained + generate and genie2.load().rollout: the same window, the same frames."""
     import genie2
-    from genie2.evaluate import PRETRAINED
+    from genie2.world import PRETRAINED
 
     world = genie2.load()
     model = Genie2.from_pretrained(PRETRAINED)

@@ -265,7 +265,7 @@ def test_codes_of_a_temporal_tokenizer_equal_the_whole_episode_encoded_at_once(t
 
     from genie2.data.codes import encode_dataset
     from genie2.data.episode import Episode
-    from genie2.tokenizer import Tokenizer, TokenizerConfig
+    from genie2.tokenizer.model import Tokenizer, TokenizerConfig
 
     collect(tmp_path / "data", episodes=1, steps=11, frame_size=16, progress=False)
     config = TokenizerConfig(frame_size=16, channels=(8, 16), res_blocks=1, dim_latent=8, codebook_size=16)

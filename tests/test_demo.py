@@ -101,15 +101,16 @@ def test_demo_killed_at_any_moment_continues_when_run_again(tmp_path):
 
     record = killed_at("genie2.data.episode", "Episode.save", 2)
     assert "collect" not in record and len(list((out / "data" / "episodes").iterdir())) == 1
-    record = killed_at("genie2.train_tokenizer", "FrameBatches.next", 3)
+    record = killed_at("genie2.tokenizer.train", "FrameBatches.next", 3)
     assert record["collect"]["done"] and "done" not in record["tokenizer"]
     assert rows(out / "tokenizer") == [1, 2] and not list((out / "tokenizer").glob("checkpoints/step-*"))
-    record = killed_at("genie2.train", "collate", 12)  # at step 12: step 11's row is newer than checkpoint 10
+    # killed at step 12: step 11's row is newer than checkpoint 10
+    record = killed_at("genie2.train.world_model", "collate", 12)
     assert record["tokenizer"]["done"] and record["tokenize"]["done"] and "done" not in record["world"]
     assert rows(out / "tokenizer") == list(range(1, record["tokenizer"]["steps"] + 1))
     assert rows(out / "world") == list(range(1, 12))
     assert [p.name for p in (out / "world" / "checkpoints").glob("step-*")] == ["step-00000010"]
-    killed_at("genie2.checkpoint", "save_state", 1)  # writing the checkpoint of step 12
+    killed_at("genie2.train.run", "save_state", 1)  # writing the checkpoint of step 12
     assert [p.name[:18] for p in (out / "world" / "checkpoints").glob(".tmp-*")] == [".tmp-step-00000012"]
     killed_at("shutil", "copyfile", 2)  # exporting the last checkpoint to the run folder
     assert (out / "world" / "checkpoints" / "step-00000012").is_dir() and not (out / "world" / "config.json").exists()

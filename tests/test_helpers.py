@@ -17,7 +17,7 @@ from genie2 import (
     pack_one,
     project,
 )
-from genie2.transformer import Transformer
+from genie2.model.transformer import Transformer
 
 
 def test_exists_default_l2norm():

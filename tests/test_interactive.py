@@ -7,7 +7,7 @@ from PIL import Image
 from torch import nn
 
 from conftest import tiny
-from genie2.interactive import parse_action_input
+from genie2.play.interactive import parse_action_input
 
 
 class Answers:

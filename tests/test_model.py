@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from conftest import tiny
-from genie2.actions import sort_keys
-from genie2.generation import Rollout, Sampling
+from genie2.model.actions import sort_keys
+from genie2.model.decoding import Rollout, Sampling
 
 
 def random_codes(b=2, t=4, h=2, w=3, size=32):

@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 
 from genie2 import Genie2
-from genie2.evaluate import World
 from genie2.play.server import PlayerConfig, create_app, keymap
-from genie2.tokenizer import Tokenizer, TokenizerConfig
+from genie2.tokenizer.model import Tokenizer, TokenizerConfig
+from genie2.world import World
 
 NAMES = ["left", "right", "forward", "pickup", "drop", "toggle", "done"]
 CHROMIUM = os.environ.get("GENIE2_CHROMIUM", "/usr/bin/chromium")

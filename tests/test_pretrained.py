@@ -4,9 +4,8 @@ import torch
 from einops import rearrange
 
 import genie2
-from genie2.checkpoint import WORLD_FILES
 from genie2.data.envs import MINIGRID_ACTIONS, GameEnv
-from genie2.evaluate import PRETRAINED
+from genie2.world import PRETRAINED, WORLD_FILES
 
 MAX_SHIPPED_BYTES = 20 * 2**20
 

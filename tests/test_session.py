@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from conftest import tiny
-from genie2.generation import Rollout, Sampling
-from genie2.session import WorldModelSession
+from genie2.model.decoding import Rollout, Sampling
+from genie2.model.session import WorldModelSession
 
 
 @pytest.mark.parametrize("meta", [0, 3])

@@ -14,11 +14,11 @@ import torch
 from safetensors.torch import load_file
 
 from genie2 import Genie2
-from genie2.checkpoint import WORLD_FILES
 from genie2.data.codes import default_codes_dir, encode_dataset
 from genie2.data.collect import collect
-from genie2.tokenizer import Tokenizer, TokenizerConfig
-from genie2.train import Training, train
+from genie2.tokenizer.model import Tokenizer, TokenizerConfig
+from genie2.train.world_model import Training, train
+from genie2.world import WORLD_FILES
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def test_export_switches_every_model_file_at_once(tmp_path, monkeypatch):
     """A crash while exporting leaves the run folder's model files all of one step, never mixed."""
     import shutil
 
-    from genie2.checkpoint import export_latest, save_checkpoint
+    from genie2.train.run import export_latest, save_checkpoint
 
     names = ("config.json", "model.safetensors", "dataset.json")
     with pytest.raises(ValueError, match="keep"):
@@ -348,7 +348,8 @@ def test_eval_writes_every_output_and_a_valid_report(pipeline, tmp_path):
 
 def test_eval_refuses_a_dataset_with_other_actions(pipeline, tmp_path):
     from genie2.data.episode import DatasetInfo, Episode, episode_path
-    from genie2.evaluate import World, evaluate_world
+    from genie2.evaluate import evaluate_world
+    from genie2.world import World
 
     other = tmp_path / "other"
     source = Episode.load(sorted((pipeline / "data" / "episodes").glob("*.safetensors"))[0])
@@ -426,7 +427,7 @@ def test_browser_player_serves_a_trained_run_without_its_dataset(pipeline, tmp_p
     import socket
     import urllib.request
 
-    from genie2.evaluate import load
+    from genie2.world import load
 
     run = _tiny_run(pipeline, tmp_path)
     world = load(run)  # the run folder carries what playing and evaluating need

@@ -9,14 +9,14 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "CausalConv3d": "genie2.model",
-    "Genie2": "genie2.model",
+    "CausalConv3d": "genie2.model.genie2",
+    "Genie2": "genie2.model.genie2",
     "InputError": "genie2.errors",
-    "MetaTokenWrapper": "genie2.model",
-    "WorldModelSession": "genie2.session",
-    "World": "genie2.evaluate",
-    "load": "genie2.evaluate",
-    "Tokenizer": "genie2.tokenizer",
+    "MetaTokenWrapper": "genie2.model.genie2",
+    "WorldModelSession": "genie2.model.session",
+    "World": "genie2.world",
+    "load": "genie2.world",
+    "Tokenizer": "genie2.tokenizer.model",
     "default": "genie2.helpers",
     "exists": "genie2.helpers",
     "guide": "genie2.helpers",

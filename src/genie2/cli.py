@@ -38,9 +38,9 @@ def import_video(args) -> None:
 
 def train_tokenizer(args) -> None:
     """genie2 train-tokenizer: train the frame tokenizer on a dataset's frames."""
-    from genie2.tokenizer import TokenizerConfig
-    from genie2.train_tokenizer import TokenizerTraining
-    from genie2.train_tokenizer import train_tokenizer as run
+    from genie2.tokenizer.model import TokenizerConfig
+    from genie2.tokenizer.train import TokenizerTraining
+    from genie2.tokenizer.train import train_tokenizer as run
 
     config = TokenizerTraining.preset(args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
     model = {k: v for k, v in dict(codebook_size=args.codebook_size, quantizer=args.quantizer).items() if v is not None}
@@ -67,8 +67,8 @@ def train(args) -> None:
     """genie2 train: train the world model on a dataset's codes, encoding the missing ones first (also under
     `accelerate launch`)."""
     from genie2.data.codes import default_codes_dir
-    from genie2.train import Training
-    from genie2.train import train as run
+    from genie2.train.world_model import Training
+    from genie2.train.world_model import train as run
 
     config = Training.preset(
         args.preset,
@@ -101,7 +101,8 @@ def train(args) -> None:
 
 def evaluate(args) -> None:
     """genie2 eval: PSNR/SSIM per horizon step, the tokenizer ceiling and delta PSNR on held-out episodes."""
-    from genie2.evaluate import evaluate_world, load, write_report
+    from genie2.evaluate import evaluate_world, write_report
+    from genie2.world import load
 
     world = load(args.checkpoint)
     report = evaluate_world(
@@ -141,7 +142,7 @@ def play(args) -> None:
     plays the pretrained MiniGrid world that ships with genie2."""
     from genie2.data.clips import start_frames
     from genie2.data.episode import DatasetInfo
-    from genie2.evaluate import load
+    from genie2.world import load
 
     kwargs = dict(temperature=args.temperature, cond_scale=args.cond_scale)
     if not args.terminal:  # settings are checked before the world loads

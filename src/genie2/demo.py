@@ -77,8 +77,8 @@ def seconds_per_step(step, warmup: int = 2, repeats: int = 5) -> float:
 
 def probe_tokenizer(config) -> float:
     """Seconds per tokenizer training step of `config` (a TokenizerTraining) on this machine."""
-    from genie2.tokenizer import Tokenizer
-    from genie2.train_tokenizer import train_step
+    from genie2.tokenizer.model import Tokenizer
+    from genie2.tokenizer.train import train_step
 
     model = Tokenizer(config.model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -89,9 +89,9 @@ def probe_tokenizer(config) -> float:
 
 def probe_world(config, tokenizer_path: Path, num_actions: int) -> float:
     """Seconds per world-model training step of `config` (a Training) on this machine."""
-    from genie2.model import Genie2
-    from genie2.tokenizer import Tokenizer
-    from genie2.train import world_loss
+    from genie2.model.genie2 import Genie2
+    from genie2.tokenizer.model import Tokenizer
+    from genie2.train.world_model import world_loss
 
     tokenizer = Tokenizer.from_pretrained(tokenizer_path)
     model = Genie2.from_tokenizer(tokenizer, num_actions=num_actions, **config.model).train()
@@ -156,9 +156,10 @@ def run_demo(out: str | Path = "genie2-demo", plan: DemoPlan | None = None, prog
     from genie2.data.codes import default_codes_dir, encode_dataset
     from genie2.data.collect import collect
     from genie2.data.episode import DatasetInfo
-    from genie2.evaluate import evaluate_world, load, write_report
-    from genie2.train import Training, train
-    from genie2.train_tokenizer import TokenizerTraining, train_tokenizer
+    from genie2.evaluate import evaluate_world, write_report
+    from genie2.tokenizer.train import TokenizerTraining, train_tokenizer
+    from genie2.train.world_model import Training, train
+    from genie2.world import load
 
     plan = plan or DemoPlan()
     plan.check()

@@ -1,7 +1,6 @@
-"""How faithful and how controllable is a world model: `genie2.load` and `genie2 eval`.
+"""How faithful and how controllable is a world model: `genie2 eval`.
 
-`World` wraps a trained Genie2 (with its tokenizer) behind uint8 frames: `rollout(prompt,
-actions)` dreams the frames that follow real ones. `evaluate_world` rolls out held-out
+`evaluate_world` rolls out held-out
 episodes with their real actions and with random ones and reports, per horizon step,
 PSNR and SSIM (torchmetrics) against the real frames, the tokenizer's own reconstruction
 (the ceiling) and Genie's controllability metric, delta PSNR (arXiv 2402.15391): PSNR with
@@ -23,15 +22,9 @@ from einops import rearrange
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from genie2.actions import check_actions
-from genie2.checkpoint import read_world_files
 from genie2.data.clips import episode_files, split_episodes
 from genie2.data.episode import DatasetInfo, Episode, atomic_write, episode_indices, episode_length
 from genie2.errors import InputError
-from genie2.generation import Rollout, Sampling, context_window
-from genie2.helpers import exists
-from genie2.model import Genie2
-from genie2.session import WorldModelSession
 
 REPORT_VERSION = 1
 
@@ -47,87 +40,12 @@ def psnr_ssim(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     return psnr.clamp(max=100.0).nan_to_num(100.0, posinf=100.0), ssim
 
 
-class World:
-    """A trained world model behind uint8 frames (h w 3): rollouts and play sessions."""
-
-    def __init__(
-        self,
-        model: Genie2,
-        max_context_frames: int | None = None,
-        action_names: list[str] | None = None,
-        start_frames: np.ndarray | None = None,
-    ):
-        if not exists(model.tokenizer):
-            raise InputError("World needs a Genie2 with a tokenizer (frames in, frames out)")
-        self.model = model.eval()
-        self.max_context_frames = context_window(model, max_context_frames)  # default: the model's own
-        self.action_names, self.start_frames = action_names, start_frames  # from the training data, if known
-
-    def _to_unit(self, frames: Tensor | np.ndarray) -> Tensor:
-        """uint8 frames (n h w 3) as the model's input (1 3 n h w) in [0, 1]."""
-        frames = torch.as_tensor(np.asarray(frames))
-        size = self.model.tokenizer.config.frame_size
-        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1:] != (size, size, 3):
-            raise InputError(f"frames must be uint8 (n, {size}, {size}, 3), got {frames.dtype} {tuple(frames.shape)}")
-        return rearrange(frames.float() / 255, "n h w c -> 1 c n h w").to(self.model.device)
-
-    @torch.no_grad()
-    def rollout(self, prompt_frames, actions, temperature: float = 0.0, seed: int = 0) -> Tensor:
-        """The H frames (uint8 H h w 3) after k real `prompt_frames` (uint8 k h w 3), given one
-        action per frame of the whole clip (k + H entries, or (k + H, a) keys; -1: no key pressed)."""
-        video = self._to_unit(prompt_frames)
-        k = video.shape[2]
-        keys = torch.as_tensor(np.asarray(actions)).long()
-        keys = keys[:, None] if keys.ndim == 1 else keys
-        if keys.ndim != 2 or keys.shape[0] <= k:
-            raise InputError(
-                f"actions needs one entry per frame: more than the {k} prompt frames, got {tuple(keys.shape)}"
-            )
-        keys = keys[None].to(self.model.device)  # 1 t a
-        _, codes, _ = self.model.encode_state(video)
-        generator = torch.Generator(device=self.model.device).manual_seed(seed)
-        sampling = Sampling(temperature=temperature, generator=generator)
-        model, steps = self.model, range(k, keys.shape[1])
-        if exists(model.num_actions):
-            keys = check_actions(
-                keys, 1, keys.shape[1], model.num_actions, model.allow_multiple_actions, model.max_num_actions
-            )
-            prompt_keys, step_keys = keys[:, :k], [keys[:, t] for t in steps]
-        else:  # a model without actions: the null token throughout, as in training
-            prompt_keys, step_keys = None, [None for _ in steps]
-        rollout = Rollout(model, codes, prompt_keys, sampling, False, self.max_context_frames)
-        dreamed = [rollout.step(step) for step in step_keys]
-        frames = self.model.tokenizer.decode(torch.stack(dreamed, dim=1))[0]
-        return (frames * 255).round().to(torch.uint8).cpu()
-
-    def session(self, frame=None, **kwargs) -> WorldModelSession:
-        """A step-by-step session (frames c h w float in [0, 1]); `frame` may be uint8 h w 3."""
-        if isinstance(frame, np.ndarray) or (isinstance(frame, Tensor) and frame.dtype == torch.uint8):
-            frame = self._to_unit(torch.as_tensor(frame)[None])[0, :, 0]
-        kwargs.setdefault("max_context_frames", self.max_context_frames)
-        return WorldModelSession(self.model, frame, **kwargs)
-
-
 class CopyLastFrame:
     """A baseline world: every dreamed frame is the last prompt frame."""
 
     def rollout(self, prompt_frames, actions, temperature: float = 0.0, seed: int = 0) -> Tensor:
         prompt = torch.as_tensor(np.asarray(prompt_frames))
         return prompt[-1:].expand(len(actions) - len(prompt), -1, -1, -1).clone()
-
-
-PRETRAINED = Path(__file__).parent / "pretrained" / "minigrid-doorkey"
-
-
-def load(checkpoint: str | Path | None = None, device: str = "cpu", **kwargs) -> World:
-    """The world model at `checkpoint` (a `genie2 train` run folder or checkpoint folder); by
-    default the pretrained MiniGrid DoorKey world that ships with the package."""
-    checkpoint = PRETRAINED if checkpoint is None else Path(checkpoint)
-    if not (checkpoint / "config.json").is_file() and checkpoint == PRETRAINED:
-        raise FileNotFoundError(f"the pretrained world is missing from this install ({PRETRAINED}); reinstall genie2")
-    found = read_world_files(checkpoint)
-    names, frames = found.get("action_names"), found.get("start_frames")
-    return World(Genie2.from_pretrained(checkpoint, device), action_names=names, start_frames=frames, **kwargs)
 
 
 def eval_episodes(data: str | Path, split: str, count: int, length: int, skip_corrupt: bool = False) -> list[Path]:

@@ -6,7 +6,7 @@ from dataclasses import fields
 from typing import ClassVar
 
 from genie2.errors import InputError
-from genie2.tokenizer import TokenizerConfig
+from genie2.tokenizer.model import TokenizerConfig
 
 
 class PresetConfig:

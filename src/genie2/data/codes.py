@@ -31,7 +31,7 @@ CODES_FORMAT = 1
 
 def weights_hash(tokenizer_path: str | Path) -> str:
     """SHA-256 of a tokenizer's weights file."""
-    from genie2.tokenizer import WEIGHTS_FILE
+    from genie2.tokenizer.model import WEIGHTS_FILE
 
     digest = hashlib.sha256()
     with open(Path(tokenizer_path) / WEIGHTS_FILE, "rb") as f:
@@ -84,7 +84,7 @@ def encode_dataset(
     device: str | None = None,
 ) -> Path:
     """Encode every episode of `data` with the tokenizer at `tokenizer_path`; returns the codes folder."""
-    from genie2.tokenizer import Tokenizer
+    from genie2.tokenizer.model import Tokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = Tokenizer.from_pretrained(tokenizer_path, device)

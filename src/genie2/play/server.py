@@ -68,8 +68,8 @@ from fastapi.responses import FileResponse, Response
 from PIL import Image, UnidentifiedImageError
 
 from genie2.errors import InputError
-from genie2.evaluate import World
-from genie2.session import WorldModelSession
+from genie2.model.session import WorldModelSession
+from genie2.world import World
 
 STATIC = Path(__file__).parent / "static"
 MAX_RECORDED_FRAMES = 1200  # 2 minutes at 10 frames/s

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genie2.evaluate import World
-from genie2.interactive import QuitInteractive, prompt_action, save_frame
+from genie2.play.interactive import QuitInteractive, prompt_action, save_frame
+from genie2.world import World
 
 
 def half_blocks(frame: np.ndarray, width: int = 64) -> str:

@@ -26,12 +26,12 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 from vector_quantize_pytorch import VectorQuantize
 
-from genie2.actions import ActionEmbed, MultiActionHead, check_actions, masked_cross_entropy, sort_keys
 from genie2.errors import InputError
-from genie2.generation import DEFAULT_CONTEXT_FRAMES, _last_frame
-from genie2.generation import generate as _generate
 from genie2.helpers import default, exists, guide
-from genie2.transformer import KVCache, Transformer, check_transformer_kwargs
+from genie2.model.actions import ActionEmbed, MultiActionHead, check_actions, masked_cross_entropy, sort_keys
+from genie2.model.decoding import DEFAULT_CONTEXT_FRAMES, _last_frame
+from genie2.model.decoding import generate as _generate
+from genie2.model.transformer import KVCache, Transformer, check_transformer_kwargs
 
 REFERENCE_TRANSFORMER_KWARGS = dict(
     add_value_residual=True,
@@ -247,7 +247,7 @@ class Genie2(nn.Module):
         """Rebuild a world model (and its tokenizer) from save_pretrained's folder."""
         from safetensors.torch import load_file
 
-        from genie2.tokenizer import Tokenizer, TokenizerConfig
+        from genie2.tokenizer.model import Tokenizer, TokenizerConfig
 
         path = Path(path)
         if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():

@@ -32,8 +32,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from genie2.checkpoint import (
-    WORLD_FILES,
+from genie2.data.clips import ClipDataset
+from genie2.data.codes import encode_dataset, weights_hash
+from genie2.data.episode import atomic_write, episode_indices, episode_path
+from genie2.errors import InputError
+from genie2.model.genie2 import Genie2
+from genie2.presets import WORLD_PRESETS, PresetConfig
+from genie2.tokenizer.model import Tokenizer
+from genie2.train.run import (
     SeededBatches,
     StopFlag,
     cosine_lr,
@@ -44,15 +50,8 @@ from genie2.checkpoint import (
     save_checkpoint,
     set_rng_state,
     tidy_run,
-    write_world_files,
 )
-from genie2.data.clips import ClipDataset
-from genie2.data.codes import encode_dataset, weights_hash
-from genie2.data.episode import atomic_write, episode_indices, episode_path
-from genie2.errors import InputError
-from genie2.model import Genie2
-from genie2.presets import WORLD_PRESETS, PresetConfig
-from genie2.tokenizer import Tokenizer
+from genie2.world import WORLD_FILES, write_world_files
 
 OPTIMIZERS = ("adamw", "sgd")
 

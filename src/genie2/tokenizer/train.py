@@ -22,7 +22,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from genie2.checkpoint import (
+from genie2.data.clips import ClipDataset
+from genie2.data.episode import atomic_write
+from genie2.errors import InputError
+from genie2.presets import TOKENIZER_PRESETS, PresetConfig
+from genie2.tokenizer.model import CONFIG_FILE, WEIGHTS_FILE, Tokenizer, TokenizerConfig, codebook_stats, psnr
+from genie2.train.run import (
     SeededBatches,
     StopFlag,
     cosine_lr,
@@ -34,11 +39,6 @@ from genie2.checkpoint import (
     set_rng_state,
     tidy_run,
 )
-from genie2.data.clips import ClipDataset
-from genie2.data.episode import atomic_write
-from genie2.errors import InputError
-from genie2.presets import TOKENIZER_PRESETS, PresetConfig
-from genie2.tokenizer import CONFIG_FILE, WEIGHTS_FILE, Tokenizer, TokenizerConfig, codebook_stats, psnr
 
 
 @dataclass

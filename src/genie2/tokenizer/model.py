@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from vector_quantize_pytorch import FSQ, VectorQuantize
 
 from genie2.errors import InputError
-from genie2.model import CausalConv3d
+from genie2.model.genie2 import CausalConv3d
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 QUANTIZERS = ("vq", "fsq")

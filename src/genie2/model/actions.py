@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from genie2.errors import InputError
 from genie2.helpers import exists
-from genie2.transformer import Transformer
+from genie2.model.transformer import Transformer
 
 
 def check_actions(

@@ -29,35 +29,6 @@ from genie2.data.episode import atomic_write
 from genie2.errors import InputError
 
 TRAINER_DIR = "trainer"
-# beside a world model: its dataset's description, start frames for players, its training config
-WORLD_FILES = ("dataset.json", "start-frames.safetensors", "training.json")
-
-
-def write_world_files(folder: str | Path, data: str | Path, training: dict, skip_corrupt: bool = False) -> None:
-    """Save what a world model needs to play without its dataset: the dataset's description
-    (action names, env), a few validation start frames, and the training config (clip length)."""
-    from genie2.data.clips import start_frames
-    from genie2.data.episode import DatasetInfo
-
-    folder = Path(folder)
-    DatasetInfo.load(data).save(folder)
-    frames = torch.from_numpy(start_frames(data, skip_corrupt=skip_corrupt))
-    atomic_write(folder / WORLD_FILES[1], lambda tmp: save_file({"frames": frames}, str(tmp)))
-    atomic_write(folder / WORLD_FILES[2], lambda tmp: tmp.write_text(json.dumps(training, indent=2)))
-
-
-def read_world_files(folder: str | Path) -> dict:
-    """What write_world_files saved, where present: action_names, start_frames (uint8 n h w 3)
-    and clip_frames."""
-    info, frames, training = (Path(folder) / name for name in WORLD_FILES)
-    found = {}
-    if info.is_file():
-        found["action_names"] = json.loads(info.read_text())["action_names"]
-    if frames.is_file():
-        found["start_frames"] = load_file(str(frames))["frames"].numpy()
-    if training.is_file():
-        found["clip_frames"] = json.loads(training.read_text())["clip_frames"]
-    return found
 
 
 def _split(tree, prefix: str, tensors: dict):

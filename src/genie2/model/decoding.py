@@ -19,8 +19,8 @@ from torch import Tensor
 
 from genie2.errors import InputError
 from genie2.helpers import exists, guide, gumbel_noise, min_p_filter
-from genie2.interactive import QuitInteractive, prompt_action, save_frame
-from genie2.transformer import KVCache, apply_rotary
+from genie2.model.transformer import KVCache, apply_rotary
+from genie2.play.interactive import QuitInteractive, prompt_action, save_frame
 
 DEFAULT_CONTEXT_FRAMES = 16
 

@@ -15,10 +15,10 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from genie2.actions import check_actions
 from genie2.errors import InputError
-from genie2.generation import Rollout, Sampling, context_window
 from genie2.helpers import exists
+from genie2.model.actions import check_actions
+from genie2.model.decoding import Rollout, Sampling, context_window
 
 
 class WorldModelSession:

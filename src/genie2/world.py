@@ -1,0 +1,131 @@
+"""A trained world: `genie2.load()` gives a World, a Genie2 (with its tokenizer) behind uint8 frames.
+
+`World.rollout(prompt, actions)` dreams the frames that follow real ones; `World.session(frame)`
+plays one step at a time. Beside a world model's config.json and model.safetensors, a training
+run saves the files a player needs without the dataset (`write_world_files`).
+
+Dimension legend: k prompt frames, H horizon, h w frame height and width, a keys per step.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from genie2.data.episode import DatasetInfo, atomic_write
+from genie2.errors import InputError
+from genie2.helpers import exists
+from genie2.model.actions import check_actions
+from genie2.model.decoding import Rollout, Sampling, context_window
+from genie2.model.genie2 import Genie2
+from genie2.model.session import WorldModelSession
+
+# beside a world model: its dataset's description, start frames for players, its training config
+WORLD_FILES = ("dataset.json", "start-frames.safetensors", "training.json")
+
+
+def write_world_files(folder: str | Path, data: str | Path, training: dict, skip_corrupt: bool = False) -> None:
+    """Save what a world model needs to play without its dataset: the dataset's description
+    (action names, env), a few validation start frames, and the training config (clip length)."""
+    from genie2.data.clips import start_frames
+
+    folder = Path(folder)
+    DatasetInfo.load(data).save(folder)
+    frames = torch.from_numpy(start_frames(data, skip_corrupt=skip_corrupt))
+    atomic_write(folder / WORLD_FILES[1], lambda tmp: save_file({"frames": frames}, str(tmp)))
+    atomic_write(folder / WORLD_FILES[2], lambda tmp: tmp.write_text(json.dumps(training, indent=2)))
+
+
+def read_world_files(folder: str | Path) -> dict:
+    """What write_world_files saved, where present: action_names, start_frames (uint8 n h w 3)
+    and clip_frames."""
+    info, frames, training = (Path(folder) / name for name in WORLD_FILES)
+    found = {}
+    if info.is_file():
+        found["action_names"] = json.loads(info.read_text())["action_names"]
+    if frames.is_file():
+        found["start_frames"] = load_file(str(frames))["frames"].numpy()
+    if training.is_file():
+        found["clip_frames"] = json.loads(training.read_text())["clip_frames"]
+    return found
+
+
+class World:
+    """A trained world model behind uint8 frames (h w 3): rollouts and play sessions."""
+
+    def __init__(
+        self,
+        model: Genie2,
+        max_context_frames: int | None = None,
+        action_names: list[str] | None = None,
+        start_frames: np.ndarray | None = None,
+    ):
+        if not exists(model.tokenizer):
+            raise InputError("World needs a Genie2 with a tokenizer (frames in, frames out)")
+        self.model = model.eval()
+        self.max_context_frames = context_window(model, max_context_frames)  # default: the model's own
+        self.action_names, self.start_frames = action_names, start_frames  # from the training data, if known
+
+    def _to_unit(self, frames: Tensor | np.ndarray) -> Tensor:
+        """uint8 frames (n h w 3) as the model's input (1 3 n h w) in [0, 1]."""
+        frames = torch.as_tensor(np.asarray(frames))
+        size = self.model.tokenizer.config.frame_size
+        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1:] != (size, size, 3):
+            raise InputError(f"frames must be uint8 (n, {size}, {size}, 3), got {frames.dtype} {tuple(frames.shape)}")
+        return rearrange(frames.float() / 255, "n h w c -> 1 c n h w").to(self.model.device)
+
+    @torch.no_grad()
+    def rollout(self, prompt_frames, actions, temperature: float = 0.0, seed: int = 0) -> Tensor:
+        """The H frames (uint8 H h w 3) after k real `prompt_frames` (uint8 k h w 3), given one
+        action per frame of the whole clip (k + H entries, or (k + H, a) keys; -1: no key pressed)."""
+        video = self._to_unit(prompt_frames)
+        k = video.shape[2]
+        keys = torch.as_tensor(np.asarray(actions)).long()
+        keys = keys[:, None] if keys.ndim == 1 else keys
+        if keys.ndim != 2 or keys.shape[0] <= k:
+            raise InputError(
+                f"actions needs one entry per frame: more than the {k} prompt frames, got {tuple(keys.shape)}"
+            )
+        keys = keys[None].to(self.model.device)  # 1 t a
+        _, codes, _ = self.model.encode_state(video)
+        generator = torch.Generator(device=self.model.device).manual_seed(seed)
+        sampling = Sampling(temperature=temperature, generator=generator)
+        model, steps = self.model, range(k, keys.shape[1])
+        if exists(model.num_actions):
+            keys = check_actions(
+                keys, 1, keys.shape[1], model.num_actions, model.allow_multiple_actions, model.max_num_actions
+            )
+            prompt_keys, step_keys = keys[:, :k], [keys[:, t] for t in steps]
+        else:  # a model without actions: the null token throughout, as in training
+            prompt_keys, step_keys = None, [None for _ in steps]
+        rollout = Rollout(model, codes, prompt_keys, sampling, False, self.max_context_frames)
+        dreamed = [rollout.step(step) for step in step_keys]
+        frames = self.model.tokenizer.decode(torch.stack(dreamed, dim=1))[0]
+        return (frames * 255).round().to(torch.uint8).cpu()
+
+    def session(self, frame=None, **kwargs) -> WorldModelSession:
+        """A step-by-step session (frames c h w float in [0, 1]); `frame` may be uint8 h w 3."""
+        if isinstance(frame, np.ndarray) or (isinstance(frame, Tensor) and frame.dtype == torch.uint8):
+            frame = self._to_unit(torch.as_tensor(frame)[None])[0, :, 0]
+        kwargs.setdefault("max_context_frames", self.max_context_frames)
+        return WorldModelSession(self.model, frame, **kwargs)
+
+
+PRETRAINED = Path(__file__).parent / "pretrained" / "minigrid-doorkey"
+
+
+def load(checkpoint: str | Path | None = None, device: str = "cpu", **kwargs) -> World:
+    """The world model at `checkpoint` (a `genie2 train` run folder or checkpoint folder); by
+    default the pretrained MiniGrid DoorKey world that ships with the package."""
+    checkpoint = PRETRAINED if checkpoint is None else Path(checkpoint)
+    if not (checkpoint / "config.json").is_file() and checkpoint == PRETRAINED:
+        raise FileNotFoundError(f"the pretrained world is missing from this install ({PRETRAINED}); reinstall genie2")
+    found = read_world_files(checkpoint)
+    names, frames = found.get("action_names"), found.get("start_frames")
+    return World(Genie2.from_pretrained(checkpoint, device), action_names=names, start_frames=frames, **kwargs)
