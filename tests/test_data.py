@@ -181,10 +181,10 @@ def test_clips_windows_and_padding_at_episode_edges(tmp_path):
     assert starts == [(0, 0), (0, 3), (0, 6), (1, 0)]  # windows never run past an episode
     episode = Episode.load(episode_path(tmp_path, 0))
     item = dataset[2]
-    assert np.array_equal(item["frames"].numpy(), episode.frames[6:10]) and item["length"] == 4
+    assert np.array_equal(item["frames"].numpy(), episode.frames[6:10]) and item["video_time_len"] == 4
     assert np.array_equal(item["actions"].numpy(), episode.actions[6:10])
     short = dataset[3]
-    assert short["length"] == 3 and short["frames"].shape == (4, 8, 8, 3)
+    assert short["video_time_len"] == 3 and short["frames"].shape == (4, 8, 8, 3)
     assert (short["frames"][3] == 0).all() and (short["actions"][3] == -1).all()
 
 
@@ -218,7 +218,7 @@ def test_import_video_round_trip_and_length_check(tmp_path):
     actions = read_actions_csv(tmp_path / "a.csv")
     assert actions.tolist() == [[-1, -1], [2, -1], [1, 3], [-1, -1], [0, -1]]
     info = import_video(tmp_path / "v.gif", tmp_path / "a.csv", tmp_path / "d", frame_size=16)
-    assert info.num_actions == 4 and info.max_keys == 2 and info.num_frames == 5
+    assert info.num_actions == 4 and info.max_num_actions == 2 and info.num_frames == 5
     episode = Episode.load(episode_path(tmp_path / "d", 0))
     assert episode.frames.shape == (5, 16, 16, 3)
     assert episode.frames[4].mean() > episode.frames[0].mean()  # the bar widens

@@ -9,7 +9,8 @@ import torch
 from genie2 import Genie2
 from genie2.data.codes import encode_dataset
 from genie2.data.collect import collect
-from genie2.tokenizer.model import Tokenizer, TokenizerConfig, codebook_stats, psnr
+from genie2.evaluate import psnr
+from genie2.tokenizer.model import Tokenizer, TokenizerConfig, codebook_stats
 from genie2.tokenizer.train import FrameBatches, TokenizerTraining, train_tokenizer
 
 

@@ -100,7 +100,7 @@ def probe_world(config, tokenizer_path: Path, num_actions: int) -> float:
     batch = dict(
         codes=torch.randint(0, tokenizer.num_codes, (b, t, h, w)),
         actions=torch.randint(0, num_actions, (b, t, 1)),
-        lengths=torch.full((b,), t),
+        video_time_len=torch.full((b,), t),
     )
 
     def step():

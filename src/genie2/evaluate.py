@@ -25,19 +25,30 @@ from tqdm.auto import tqdm
 from genie2.data.clips import episode_files, split_episodes
 from genie2.data.episode import DatasetInfo, Episode, atomic_write, episode_indices, episode_length
 from genie2.errors import InputError
+from genie2.helpers import to_uint8
 
 REPORT_VERSION = 1
 
 
+def psnr(pred: Tensor, target: Tensor) -> Tensor:
+    """Peak signal-to-noise ratio (dB) per item of frames in [0, 1] (n ...), capped at 100 dB
+    (identical frames); `pred` is clamped to [0, 1] first."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    dims = tuple(range(1, pred.ndim))
+    value = peak_signal_noise_ratio(
+        pred.clamp(0, 1).float(), target.float(), data_range=1.0, reduction="none", dim=dims
+    )
+    return value.clamp(max=100.0).nan_to_num(100.0, posinf=100.0)
+
+
 def psnr_ssim(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-frame PSNR (dB, capped at 100 for identical frames) and SSIM of uint8 frames (n h w 3)."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+    """Per-frame PSNR (dB, capped at 100) and SSIM of uint8 frames (n h w 3)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
 
     x = rearrange(pred.float() / 255, "n h w c -> n c h w")
     y = rearrange(target.float() / 255, "n h w c -> n c h w")
-    psnr = torch.stack([peak_signal_noise_ratio(a[None], b[None], data_range=1.0) for a, b in zip(x, y, strict=True)])
-    ssim = structural_similarity_index_measure(x, y, data_range=1.0, reduction="none")
-    return psnr.clamp(max=100.0).nan_to_num(100.0, posinf=100.0), ssim
+    return psnr(x, y), structural_similarity_index_measure(x, y, data_range=1.0, reduction="none")
 
 
 class CopyLastFrame:
@@ -107,7 +118,7 @@ def evaluate_world(
             scores["ssim" + prefix].append(ssim)
         if model is not None:
             recon = world.model.tokenizer.decode(world.model.tokenizer.encode(truth[None]))[0]
-            psnr, ssim = psnr_ssim((recon * 255).round().to(torch.uint8).cpu(), truth)
+            psnr, ssim = psnr_ssim(to_uint8(recon).cpu(), truth)
             scores["tokenizer_psnr"].append(psnr)
             scores["tokenizer_ssim"].append(ssim)
         if len(videos) < 4:

@@ -25,6 +25,11 @@ def default(v, d):
     return v if exists(v) else d
 
 
+def to_uint8(frames: Tensor) -> Tensor:
+    """Frames of floats in [0, 1] (any shape) as uint8 0-255, clamped and rounded."""
+    return (frames.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 def l2norm(t: Tensor, dim: int = -1) -> Tensor:
     """Unit-normalise `t` along `dim`."""
     return F.normalize(t, dim=dim, p=2)

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from genie2.data.episode import DatasetInfo, atomic_write
 from genie2.errors import InputError
-from genie2.helpers import exists
+from genie2.helpers import exists, to_uint8
 from genie2.model.actions import check_actions
 from genie2.model.decoding import Rollout, Sampling, context_window
 from genie2.model.genie2 import Genie2
@@ -107,7 +107,7 @@ class World:
         rollout = Rollout(model, codes, prompt_keys, sampling, False, self.max_context_frames)
         dreamed = [rollout.step(step) for step in step_keys]
         frames = self.model.tokenizer.decode(torch.stack(dreamed, dim=1))[0]
-        return (frames * 255).round().to(torch.uint8).cpu()
+        return to_uint8(frames).cpu()
 
     def session(self, frame=None, **kwargs) -> WorldModelSession:
         """A step-by-step session (frames c h w float in [0, 1]); `frame` may be uint8 h w 3."""

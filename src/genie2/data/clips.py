@@ -144,8 +144,8 @@ class ClipDataset(Dataset):
         stop = min(start + self.clip_frames, self.lengths[position])
         frames = f.get_slice(self.array)[start:stop]
         actions = f.get_slice("actions")[start:stop]
-        if actions.shape[1] < self.info.max_keys:  # episodes may record fewer keys than the dataset
-            actions = np.pad(actions, ((0, 0), (0, self.info.max_keys - actions.shape[1])), constant_values=-1)
+        if actions.shape[1] < self.info.max_num_actions:  # episodes may record fewer keys than the dataset
+            actions = np.pad(actions, ((0, 0), (0, self.info.max_num_actions - actions.shape[1])), constant_values=-1)
         length, pad = stop - start, self.clip_frames - (stop - start)
         if pad:
             frames = np.concatenate((frames, np.zeros((pad, *frames.shape[1:]), frames.dtype)))
@@ -154,7 +154,7 @@ class ClipDataset(Dataset):
         return {
             self.array: frames.long() if self.array == "codes" else frames,
             "actions": torch.from_numpy(np.ascontiguousarray(actions)),
-            "length": length,
+            "video_time_len": length,
             "episode": self.episodes[position],
             "start": start,
         }

@@ -98,7 +98,7 @@ class DatasetInfo:
     frame_size: int
     num_actions: int
     action_names: list[str]
-    max_keys: int = 1  # keys pressed at once (the `a` of actions)
+    max_num_actions: int = 1  # keys pressed at once (the `a` of actions)
     source: dict = field(default_factory=dict)  # how it was made: collect arguments or the video
     num_episodes: int = 0
     num_frames: int = 0
@@ -122,6 +122,8 @@ class DatasetInfo:
                 f"{path} has format version {version}; this genie2 reads version {FORMAT_VERSION}. "
                 "Collect the data again with this version."
             )
+        if "max_keys" in data:  # its name before 2026-12-01
+            data["max_num_actions"] = data.pop("max_keys")
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 

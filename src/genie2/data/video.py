@@ -109,7 +109,7 @@ def import_video(
     t = len(frames)
     flags = np.zeros(t, dtype=bool)
     Episode(frames, actions, np.zeros(t, np.float32), flags, flags.copy()).save(episode_path(out, index))
-    info.max_keys = max(info.max_keys, actions.shape[1])
+    info.max_num_actions = max(info.max_num_actions, actions.shape[1])
     info.source["videos"].append(str(video))
     info.num_episodes += 1
     info.num_frames += t

@@ -7,10 +7,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from genie2.errors import InputError
+from genie2.helpers import to_uint8
 
 
 class QuitInteractive(Exception):
@@ -72,7 +72,7 @@ def save_frame(frame: Tensor, path: str | os.PathLike) -> Path:
         if frame.ndim == 3 and frame.shape[0] in (1, 3, 4) and path.suffix.lower() == ".png":
             from PIL import Image
 
-            pixels = (frame.clamp(0.0, 1.0) * 255).round().to(torch.uint8)
+            pixels = to_uint8(frame)
             array = pixels.permute(1, 2, 0).squeeze(-1).numpy()
             Image.fromarray(array).save(tmp_path, format="PNG")
         else:

@@ -68,6 +68,7 @@ from fastapi.responses import FileResponse, Response
 from PIL import Image, UnidentifiedImageError
 
 from genie2.errors import InputError
+from genie2.helpers import to_uint8
 from genie2.model.session import WorldModelSession
 from genie2.world import World
 
@@ -133,9 +134,9 @@ def origin_key(origin: str) -> tuple[str, str, int] | None:
     return parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme]
 
 
-def to_uint8(frame: torch.Tensor) -> np.ndarray:
+def frame_pixels(frame: torch.Tensor) -> np.ndarray:
     """A session frame (c h w in [0, 1]) as uint8 h w 3."""
-    return (frame.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return to_uint8(frame).permute(1, 2, 0).cpu().numpy()
 
 
 @dataclass
@@ -268,7 +269,7 @@ class PlayServer:
         if kind == "step":
             keys = self.keys(message.get("keys", []))
             with self.lock:
-                frame = to_uint8(player.session.step(keys or None))
+                frame = frame_pixels(player.session.step(keys or None))
             player.index += 1
             return frame
         if kind == "settings":
@@ -301,7 +302,7 @@ class PlayServer:
             session = self.world.session(
                 frame, temperature=settings.temperature, cond_scale=settings.cond_scale, compile=self.config.compile
             )
-            shown = to_uint8(session.current_frame())
+            shown = frame_pixels(session.current_frame())
         if player is None:
             self.players[token] = player = Player(session, token)
         player.session, player.index = session, 0

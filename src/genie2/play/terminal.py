@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genie2.helpers import to_uint8
 from genie2.play.interactive import QuitInteractive, prompt_action, save_frame
 from genie2.world import World
 
@@ -59,7 +60,7 @@ def play_terminal(
     while True:
         path = save_frame(frame, save_path)
         if colour:
-            pixels = (frame.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            pixels = to_uint8(frame).permute(1, 2, 0).numpy()
             print_fn(half_blocks(pixels))
         print_fn(f"frame {played} saved to {path}")
         try:

@@ -340,12 +340,6 @@ class Tokenizer(nn.Module):
         return tokenizer.to(device).eval()
 
 
-def psnr(recon: Tensor, target: Tensor) -> Tensor:
-    """Peak signal-to-noise ratio (dB) per item of frames in [0, 1] (b ...), capped at 100 dB."""
-    mse = ((recon.clamp(0, 1) - target) ** 2).flatten(1).mean(-1)
-    return (10 * torch.log10(1 / mse.clamp(min=1e-10))).clamp(max=100.0)
-
-
 def codebook_stats(codes: Tensor, num_codes: int) -> dict:
     """Usage (fraction of entries used) and perplexity of a set of codes."""
     counts = torch.bincount(codes.flatten().long(), minlength=num_codes).float()
@@ -354,4 +348,4 @@ def codebook_stats(codes: Tensor, num_codes: int) -> dict:
     return dict(usage=float((counts > 0).float().mean()), perplexity=float(entropy.exp()))
 
 
-__all__ = ["Tokenizer", "TokenizerConfig", "codebook_stats", "psnr"]
+__all__ = ["Tokenizer", "TokenizerConfig", "codebook_stats"]

@@ -25,8 +25,10 @@ from tqdm.auto import tqdm
 from genie2.data.clips import ClipDataset
 from genie2.data.episode import atomic_write
 from genie2.errors import InputError
+from genie2.evaluate import psnr
+from genie2.helpers import to_uint8
 from genie2.presets import TOKENIZER_PRESETS, PresetConfig
-from genie2.tokenizer.model import CONFIG_FILE, WEIGHTS_FILE, Tokenizer, TokenizerConfig, codebook_stats, psnr
+from genie2.tokenizer.model import CONFIG_FILE, WEIGHTS_FILE, Tokenizer, TokenizerConfig, codebook_stats
 from genie2.train.run import (
     SeededBatches,
     StopFlag,
@@ -115,7 +117,7 @@ def save_samples(tokenizer: Tokenizer, frames: torch.Tensor, path: Path) -> None
     with torch.no_grad():
         recon = tokenizer.decode(tokenizer.encode(frames)).cpu()
     top = frames[:, 0].numpy()
-    bottom = (recon[:, 0].numpy() * 255).round().astype(np.uint8)
+    bottom = to_uint8(recon[:, 0]).numpy()
     grid = np.concatenate((np.concatenate(list(top), axis=1), np.concatenate(list(bottom), axis=1)), axis=0)
     image = Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST)
     atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))

@@ -36,6 +36,7 @@ from genie2.data.clips import ClipDataset
 from genie2.data.codes import encode_dataset, weights_hash
 from genie2.data.episode import atomic_write, episode_indices, episode_path
 from genie2.errors import InputError
+from genie2.helpers import to_uint8
 from genie2.model.genie2 import Genie2
 from genie2.presets import WORLD_PRESETS, PresetConfig
 from genie2.tokenizer.model import Tokenizer
@@ -96,20 +97,20 @@ class Training(PresetConfig):
 
 
 def collate(dataset: ClipDataset, items: list[int]) -> dict:
-    """Stack clips into a batch: codes (b t h w), actions (b t a), lengths (b)."""
+    """Stack clips into a batch: codes (b t h w), actions (b t a), video_time_len (b)."""
     clips = [dataset[i] for i in items]
     return dict(
         codes=torch.stack([c["codes"] for c in clips]),
         actions=torch.stack([c["actions"] for c in clips]),
-        lengths=torch.tensor([c["length"] for c in clips]),
+        video_time_len=torch.tensor([c["video_time_len"] for c in clips]),
     )
 
 
 def build_model(config: Training, tokenizer: Tokenizer, dataset: ClipDataset) -> Genie2:
     """The world model over the tokenizer's codes with the dataset's action space."""
     info = dataset.info
-    multi = info.max_keys > 1
-    extra = dict(allow_multiple_actions=True, max_num_actions=info.max_keys) if multi else {}
+    multi = info.max_num_actions > 1
+    extra = dict(allow_multiple_actions=True, max_num_actions=info.max_num_actions) if multi else {}
     # generation attends to as many past frames as the clips showed a frame in training, saved in its config
     extra["max_context_frames"] = config.clip_frames - 1
     return Genie2.from_tokenizer(tokenizer, num_actions=info.num_actions, **{**extra, **config.model})
@@ -120,7 +121,7 @@ def world_loss(model, batch: dict, device, drop_actions: torch.Tensor | None = N
     total, (state, commit, action) = model(
         state_codes=batch["codes"].to(device),
         actions=batch["actions"].to(device),
-        video_time_len=batch["lengths"].to(device),
+        video_time_len=batch["video_time_len"].to(device),
         drop_actions=drop_actions.to(device) if drop_actions is not None else None,
     )
     return total, dict(loss=total.item(), state_loss=state.item(), action_loss=action.item())
@@ -357,7 +358,7 @@ def _evaluate(accelerator, model: Genie2, val: ClipDataset, config: Training, ou
     model.eval()
     clip = val[0]  # the first of the clips val_losses reads
     codes, actions = clip["codes"][None].to(accelerator.device), clip["actions"][None].to(accelerator.device)
-    length = clip["length"]
+    length = clip["video_time_len"]
     truth = model.tokenizer.decode(codes[:, :length])[0]
     image = truth[:1].permute(0, 3, 1, 2)  # b c H W
     dream = model.generate(image, length - 1, actions=actions[:, :length], temperature=0.0)
@@ -372,7 +373,7 @@ def save_side_by_side(truth: torch.Tensor, dream: torch.Tensor, path: Path, scal
     import imageio.v3 as iio
 
     frames = torch.cat((truth, torch.ones_like(truth[:, :, :2]), dream), dim=2)
-    frames = (frames.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    frames = to_uint8(frames).numpy()
     frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.gif")
