@@ -16,7 +16,9 @@ import torch
 from PIL import Image
 
 from genie2 import Genie2
-from genie2.play.server import PlayerConfig, create_app, keymap
+from genie2.play.app import create_app
+from genie2.play.keymap import keymap
+from genie2.play.protocol import PlayerConfig
 from genie2.tokenizer.model import Tokenizer, TokenizerConfig
 from genie2.world import World
 
@@ -272,7 +274,7 @@ def test_a_loopback_server_answers_only_loopback_host_names(world, starts):
     as Origin, so the origin check alone would let it in); a loopback server refuses that name."""
     from fastapi.testclient import TestClient
 
-    from genie2.play.server import loopback_hosts
+    from genie2.play.origins import loopback_hosts
 
     assert loopback_hosts("0.0.0.0") is None and "localhost" in loopback_hosts("127.0.0.1")
     app = create_app(world, starts, NAMES, PlayerConfig(), hosts=loopback_hosts("127.0.0.1"))

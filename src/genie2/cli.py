@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from genie2.data.envs import DEFAULT_ENV, PRESETS
 from genie2.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from genie2.play.protocol import PlayerConfig
+    from genie2.world import World
 
 
 def collect(args) -> None:
@@ -140,37 +147,21 @@ def play(args) -> None:
     """genie2 play: step inside a world model, in the browser (default: a local server streams
     each dreamed frame to a page) or in this terminal (--terminal). Without --checkpoint it
     plays the pretrained MiniGrid world that ships with genie2."""
-    from genie2.data.clips import start_frames
-    from genie2.data.episode import DatasetInfo
     from genie2.world import load
 
     kwargs = dict(temperature=args.temperature, cond_scale=args.cond_scale)
-    if not args.terminal:  # settings are checked before the world loads
-        from genie2.play.server import PlayerConfig
-
-        config = PlayerConfig(
-            **kwargs,
-            max_sessions=args.max_sessions,
-            compile=args.compile is not False,
-            idle_timeout=args.idle_timeout,
-            allow_origins=args.allow_origin,
-        )
+    config = None if args.terminal else player_config(args, kwargs)  # settings are checked before the world loads
     world = load(args.checkpoint)
-    names, frames = world.action_names, world.start_frames
-    if args.data:
-        names, frames = DatasetInfo.load(args.data).action_names, start_frames(args.data, count=12)
-    if frames is None:
-        where = args.checkpoint or "the pretrained world"
-        raise InputError(f"{where} holds no start frames: pass --data with the dataset it was trained on")
-    if not 0 <= args.start < len(frames):
-        raise InputError(f"--start must be in [0, {len(frames)}): there are {len(frames)} start frames")
+    names, frames = play_start(args, world)
     if args.terminal:
         from genie2.play.terminal import play_terminal
 
         colour = {"auto": None, "always": True, "never": False}[args.colour]
         play_terminal(world, frames[args.start], args.save_path, colour, names, compile=bool(args.compile), **kwargs)
         return
-    from genie2.play.server import create_app, loopback_hosts, serve, warm_up
+    from genie2.play.app import create_app
+    from genie2.play.origins import loopback_hosts
+    from genie2.play.serve import serve, warm_up
 
     if config.compile:
         print("compiling the decode step (cached on disk after the first time)...", flush=True)
@@ -180,11 +171,37 @@ def play(args) -> None:
     serve(app, args.host, args.port)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every verb."""
-    parser = argparse.ArgumentParser(prog="genie2", description=__doc__)
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+def player_config(args: argparse.Namespace, sampling: dict) -> PlayerConfig:
+    """The browser player's PlayerConfig from the play options."""
+    from genie2.play.protocol import PlayerConfig
 
+    return PlayerConfig(
+        **sampling,
+        max_sessions=args.max_sessions,
+        compile=args.compile is not False,
+        idle_timeout=args.idle_timeout,
+        allow_origins=args.allow_origin,
+    )
+
+
+def play_start(args: argparse.Namespace, world: World) -> tuple[list[str] | None, np.ndarray]:
+    """The action names and start frames to play from: --data's, else the world's; checks --start."""
+    from genie2.data.clips import start_frames
+    from genie2.data.episode import DatasetInfo
+
+    names, frames = world.action_names, world.start_frames
+    if args.data:
+        names, frames = DatasetInfo.load(args.data).action_names, start_frames(args.data, count=12)
+    if frames is None:
+        where = args.checkpoint or "the pretrained world"
+        raise InputError(f"{where} holds no start frames: pass --data with the dataset it was trained on")
+    if not 0 <= args.start < len(frames):
+        raise InputError(f"--start must be in [0, {len(frames)}): there are {len(frames)} start frames")
+    return names, frames
+
+
+def add_collect(verbs: argparse._SubParsersAction) -> None:
+    """The arguments of `genie2 collect`."""
     p = verbs.add_parser(
         "collect", help="record (frame, action) episodes from an environment", description=collect.__doc__
     )
@@ -207,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=collect)
 
+
+def add_import_video(verbs: argparse._SubParsersAction) -> None:
+    """The arguments of `genie2 import-video`."""
     p = verbs.add_parser("import-video", help="turn a video and its action CSV into a dataset episode")
     p.description = import_video.__doc__
     p.add_argument("video", help="the video file (anything PyAV reads: mp4, webm, gif, ...)")
@@ -217,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--action-names", default=None, help="comma-separated names of the actions, in id order")
     p.set_defaults(fn=import_video)
 
+
+def add_train_tokenizer(verbs: argparse._SubParsersAction) -> None:
+    """The arguments of `genie2 train-tokenizer`."""
     p = verbs.add_parser("train-tokenizer", help="train the frame tokenizer (VQ autoencoder) on a dataset")
     p.description = train_tokenizer.__doc__
     p.add_argument("--data", required=True, help="dataset folder (from genie2 collect or import-video)")
@@ -238,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.set_defaults(fn=train_tokenizer)
 
+
+def add_tokenize(verbs: argparse._SubParsersAction) -> None:
+    """The arguments of `genie2 tokenize`."""
     p = verbs.add_parser("tokenize", help="pre-encode a dataset to codes with a trained tokenizer")
     p.description = tokenize.__doc__
     p.add_argument("--data", required=True, help="dataset folder")
@@ -248,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.set_defaults(fn=tokenize)
 
+
+def add_train(verbs: argparse._SubParsersAction) -> None:
+    """The arguments of `genie2 train`."""
     p = verbs.add_parser("train", help="train the world model on a tokenized dataset")
     p.description = train.__doc__
     p.add_argument("--data", required=True, help="dataset folder")
@@ -289,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=train)
 
+
+def add_evaluate(verbs: argparse._SubParsersAction) -> None:
+    """The arguments of `genie2 eval`."""
     p = verbs.add_parser("eval", help="measure a world model on held-out episodes (report.json, plot, video)")
     p.description = evaluate.__doc__
     p.add_argument("--checkpoint", required=True, help="world-model run or checkpoint folder (from genie2 train)")
@@ -303,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=evaluate)
 
+
+def add_demo(verbs: argparse._SubParsersAction) -> None:
+    """The arguments of `genie2 demo`."""
     p = verbs.add_parser("demo", help="the whole pipeline on MiniGrid in one command (~30 min on 2 CPU cores)")
     p.description = demo.__doc__
     p.add_argument("--out", default="genie2-demo", help="folder for every stage's output (default ./genie2-demo)")
@@ -312,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(fn=demo)
 
+
+def add_play(verbs: argparse._SubParsersAction) -> None:
+    """The arguments of `genie2 play`."""
     p = verbs.add_parser("play", help="play inside a world model, in the browser or the terminal")
     p.description = play.__doc__
     p.add_argument("--checkpoint", help="world-model run or checkpoint folder (default: the pretrained MiniGrid world)")
@@ -348,6 +386,23 @@ def build_parser() -> argparse.ArgumentParser:
         "terminal)",
     )
     p.set_defaults(fn=play)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every verb."""
+    parser = argparse.ArgumentParser(prog="genie2", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for add in (
+        add_collect,
+        add_import_video,
+        add_train_tokenizer,
+        add_tokenize,
+        add_train,
+        add_evaluate,
+        add_demo,
+        add_play,
+    ):
+        add(verbs)
     return parser
 
 

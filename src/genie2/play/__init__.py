@@ -1,1 +1,1 @@
-"""Players: step inside a learned world, in the browser (server.py + static/) or the terminal."""
+"""Players: step inside a learned world, in the browser (app.py, protocol.py and static/) or the terminal."""

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 
-from genie2.helpers import to_uint8
 from genie2.play.interactive import QuitInteractive, prompt_action, save_frame
+from genie2.play.media import frame_pixels
 from genie2.world import World
 
 
@@ -56,18 +57,17 @@ def play_terminal(
     session = world.session(first_frame, **session_kwargs)
     if action_names:
         print_fn("actions: " + ", ".join(f"{i}={name}" for i, name in enumerate(action_names)))
-    frame, played = torch.as_tensor(first_frame).permute(2, 0, 1).float() / 255, 0
+    frame, played = rearrange(torch.as_tensor(first_frame), "h w c -> c h w").float() / 255, 0
     while True:
         path = save_frame(frame, save_path)
         if colour:
-            pixels = to_uint8(frame).permute(1, 2, 0).numpy()
-            print_fn(half_blocks(pixels))
+            print_fn(half_blocks(frame_pixels(frame)))
         print_fn(f"frame {played} saved to {path}")
         try:
-            keys = prompt_action(
+            actions = prompt_action(
                 played + 1, model.num_actions, model.allow_multiple_actions, model.max_num_actions, input_fn, print_fn
             )
         except QuitInteractive:
             print_fn(f"stopped after {played} dreamed frames")
             return played
-        frame, played = session.step(keys).cpu(), played + 1
+        frame, played = session.step(actions).cpu(), played + 1
