@@ -117,6 +117,9 @@ class DemoRun:
 
     def __init__(self, out: str | Path, plan: DemoPlan):
         self.out, self.plan = Path(out), plan
+        self.budget = plan.minutes * 60  # seconds
+        self.data, self.tokenizer_dir = self.out / "data", self.out / "tokenizer"
+        self.world_dir, self.eval_dir = self.out / "world", self.out / "eval"
         self.record_path = self.out / "demo.json"
         self.record = json.loads(self.record_path.read_text()) if self.record_path.is_file() else {}
         saved = self.record.get("plan")
@@ -153,87 +156,108 @@ class DemoRun:
 
 def run_demo(out: str | Path = "genie2-demo", plan: DemoPlan | None = None, progress: bool = True) -> dict:
     """Run (or resume) every stage of the demo; returns demo.json's record."""
-    from genie2.data.codes import default_codes_dir, encode_dataset
-    from genie2.data.collect import collect
-    from genie2.data.episode import DatasetInfo
-    from genie2.evaluate import evaluate_world, write_report
-    from genie2.tokenizer.train import TokenizerTraining, train_tokenizer
-    from genie2.train.world_model import Training, train
-    from genie2.world import load
-
     plan = plan or DemoPlan()
     plan.check()
     run = DemoRun(out, plan)
-    out = run.out
-    data, tokenizer_dir, world_dir, eval_dir = out / "data", out / "tokenizer", out / "world", out / "eval"
-    budget = plan.minutes * 60
     run.save()
-
-    if not run.done("collect"):
-        run.header(1, "collect", f"collect {plan.episodes} episodes of MiniGrid DoorKey ({plan.policy} policy)")
-        start = time.perf_counter()
-        info = collect(data, episodes=plan.episodes, steps=plan.steps_per_episode, seed=plan.seed, policy=plan.policy,
-                       workers=plan.workers, progress=progress)  # fmt: skip
-        run.finish("collect", time.perf_counter() - start, episodes=info.num_episodes, frames=info.num_frames)
-
-    if not run.done("tokenizer"):
-        config = TokenizerTraining.preset(plan.tokenizer_preset)
-        stage = run.record.setdefault("tokenizer", {})
-        if "steps" not in stage:  # sized once, so a resumed run keeps its schedule
-            per_step = probe_tokenizer(config)
-            stage["steps"] = max(plan.min_tokenizer_steps, int(plan.tokenizer_share * budget / per_step))
-            stage["probe_seconds_per_step"] = round(per_step, 4)
-            run.save()
-        run.header(2, "tokenizer", f"train the frame tokenizer for {stage['steps']} steps")
-        start = time.perf_counter()
-        # resume=True from any moment: the trainer starts again from scratch when no checkpoint is whole yet
-        result = train_tokenizer(str(data), str(tokenizer_dir), config, True, progress, steps=stage["steps"])
-        run.finish("tokenizer", time.perf_counter() - start, psnr=round(result["psnr"], 2), usage=result["usage"])
-
-    codes = default_codes_dir(data, tokenizer_dir)
-    if not run.done("tokenize"):
-        run.header(3, "tokenize", "encode every frame into codes")
-        start = time.perf_counter()
-        encode_dataset(data, tokenizer_dir, progress=progress)
-        run.finish("tokenize", time.perf_counter() - start)
-
-    if not run.done("world"):
-        config = Training.preset(plan.world_preset, eval_every=10**9)  # the demo evaluates once, at the end
-        stage = run.record.setdefault("world", {})
-        if "steps" not in stage:
-            spent = sum(run.record[s]["seconds"] for s in ("collect", "tokenizer", "tokenize"))
-            left = max(0.0, budget - spent - 120)  # keep two minutes for the evaluation
-            per_step = probe_world(config, tokenizer_dir, DatasetInfo.load(data).num_actions)
-            stage["steps"] = max(plan.min_world_steps, int(min(plan.world_share * budget, left) / per_step))
-            stage["probe_seconds_per_step"] = round(per_step, 4)
-            run.save()
-        config.steps = stage["steps"]
-        run.header(4, "world", f"train the world model for {config.steps} steps")
-        start = time.perf_counter()
-        train(str(data), str(codes), str(tokenizer_dir), str(world_dir), config, True, progress)
-        loss = json.loads((world_dir / "metrics.jsonl").read_text().splitlines()[-1])["loss"]
-        run.finish("world", time.perf_counter() - start, final_loss=round(loss, 3))
-
-    if not run.done("eval"):
-        run.header(5, "eval", f"dream {plan.horizon} frames after held-out frames, with real and random actions")
-        start = time.perf_counter()
-        world = load(world_dir)
-        report = evaluate_world(
-            world, data, "val", plan.eval_episodes, plan.horizon, prompt_frames=1, seed=plan.seed, progress=progress
-        )
-        write_report(report, eval_dir, world_dir, dict(episodes=plan.eval_episodes, horizon=plan.horizon))
-        m = report["metrics"]
-        results = dict(
-            psnr_step_1=round(m["psnr"]["mean"][0], 2),
-            psnr_last_step=round(m["psnr"]["mean"][-1], 2),
-            tokenizer_psnr=round(m["tokenizer_psnr"]["overall"], 2),
-            copy_psnr_last_step=round(m["psnr_copy"]["mean"][-1], 2),
-            delta_psnr_step_8=round(m["delta_psnr"]["mean"][min(7, plan.horizon - 1)], 2),
-            play_frames_per_s=round(play_speed(world, compile=plan.compile_play), 1),
-        )
-        run.finish("eval", time.perf_counter() - start, **results)
-    print_summary(run.record, out)
+    # each stage imports its modules when it runs, so a finished stage costs nothing
+    runners = (collect_stage, tokenizer_stage, tokenize_stage, world_stage, eval_stage)
+    for stage, run_stage in zip(STAGES, runners, strict=True):
+        if not run.done(stage):
+            run_stage(run, progress)
+    print_summary(run.record, run.out)
     return run.record
+
+
+def collect_stage(run: DemoRun, progress: bool) -> None:
+    """Stage 1: collect the episodes."""
+    from genie2.data.collect import collect
+
+    plan = run.plan
+    run.header(1, "collect", f"collect {plan.episodes} episodes of MiniGrid DoorKey ({plan.policy} policy)")
+    start = time.perf_counter()
+    info = collect(run.data, episodes=plan.episodes, steps=plan.steps_per_episode, seed=plan.seed, policy=plan.policy,
+                   workers=plan.workers, progress=progress)  # fmt: skip
+    run.finish("collect", time.perf_counter() - start, episodes=info.num_episodes, frames=info.num_frames)
+
+
+def tokenizer_stage(run: DemoRun, progress: bool) -> None:
+    """Stage 2: train the tokenizer for the steps its timing probe fits in the budget."""
+    from genie2.tokenizer.train import TokenizerTraining, train_tokenizer
+
+    plan = run.plan
+    config = TokenizerTraining.preset(plan.tokenizer_preset)
+    stage = run.record.setdefault("tokenizer", {})
+    if "steps" not in stage:  # sized once, so a resumed run keeps its schedule
+        per_step = probe_tokenizer(config)
+        stage["steps"] = max(plan.min_tokenizer_steps, int(plan.tokenizer_share * run.budget / per_step))
+        stage["probe_seconds_per_step"] = round(per_step, 4)
+        run.save()
+    run.header(2, "tokenizer", f"train the frame tokenizer for {stage['steps']} steps")
+    start = time.perf_counter()
+    # resume=True from any moment: the trainer starts again from scratch when no checkpoint is whole yet
+    result = train_tokenizer(str(run.data), str(run.tokenizer_dir), config, True, progress, steps=stage["steps"])
+    run.finish("tokenizer", time.perf_counter() - start, psnr=round(result["psnr"], 2), usage=result["usage"])
+
+
+def tokenize_stage(run: DemoRun, progress: bool) -> None:
+    """Stage 3: encode every frame into codes."""
+    from genie2.data.codes import encode_dataset
+
+    run.header(3, "tokenize", "encode every frame into codes")
+    start = time.perf_counter()
+    encode_dataset(run.data, run.tokenizer_dir, progress=progress)
+    run.finish("tokenize", time.perf_counter() - start)
+
+
+def world_stage(run: DemoRun, progress: bool) -> None:
+    """Stage 4: train the world model for the steps its timing probe fits in what is left of the budget."""
+    from genie2.data.codes import default_codes_dir
+    from genie2.data.episode import DatasetInfo
+    from genie2.train.world_model import Training, train
+
+    plan = run.plan
+    config = Training.preset(plan.world_preset, eval_every=10**9)  # the demo evaluates once, at the end
+    stage = run.record.setdefault("world", {})
+    if "steps" not in stage:
+        spent = sum(run.record[s]["seconds"] for s in ("collect", "tokenizer", "tokenize"))
+        left = max(0.0, run.budget - spent - 120)  # keep two minutes for the evaluation
+        per_step = probe_world(config, run.tokenizer_dir, DatasetInfo.load(run.data).num_actions)
+        stage["steps"] = max(plan.min_world_steps, int(min(plan.world_share * run.budget, left) / per_step))
+        stage["probe_seconds_per_step"] = round(per_step, 4)
+        run.save()
+    config.steps = stage["steps"]
+    run.header(4, "world", f"train the world model for {config.steps} steps")
+    start = time.perf_counter()
+    codes = default_codes_dir(run.data, run.tokenizer_dir)
+    train(str(run.data), str(codes), str(run.tokenizer_dir), str(run.world_dir), config, True, progress)
+    loss = json.loads((run.world_dir / "metrics.jsonl").read_text().splitlines()[-1])["loss"]
+    run.finish("world", time.perf_counter() - start, final_loss=round(loss, 3))
+
+
+def eval_stage(run: DemoRun, progress: bool) -> None:
+    """Stage 5: evaluate the world on held-out episodes and measure how fast it plays."""
+    from genie2.evaluate import evaluate_world, write_report
+    from genie2.world import load
+
+    plan = run.plan
+    run.header(5, "eval", f"dream {plan.horizon} frames after held-out frames, with real and random actions")
+    start = time.perf_counter()
+    world = load(run.world_dir)
+    report = evaluate_world(
+        world, run.data, "val", plan.eval_episodes, plan.horizon, prompt_frames=1, seed=plan.seed, progress=progress
+    )
+    write_report(report, run.eval_dir, run.world_dir, dict(episodes=plan.eval_episodes, horizon=plan.horizon))
+    m = report["metrics"]
+    results = dict(
+        psnr_step_1=round(m["psnr"]["mean"][0], 2),
+        psnr_last_step=round(m["psnr"]["mean"][-1], 2),
+        tokenizer_psnr=round(m["tokenizer_psnr"]["overall"], 2),
+        copy_psnr_last_step=round(m["psnr_copy"]["mean"][-1], 2),
+        delta_psnr_step_8=round(m["delta_psnr"]["mean"][min(7, plan.horizon - 1)], 2),
+        play_frames_per_s=round(play_speed(world, compile=plan.compile_play), 1),
+    )
+    run.finish("eval", time.perf_counter() - start, **results)
 
 
 def play_speed(world, frames: int = 16, compile: bool = True) -> float:
