@@ -20,7 +20,7 @@ import torch
 
 from genie2 import Genie2, WorldModelSession, gumbel_sample, min_p_filter
 from genie2.data.episode import atomic_write
-from genie2.model.decoding import DEFAULT_CONTEXT_FRAMES
+from genie2.model.config import DEFAULT_CONTEXT_FRAMES
 
 
 def build(args) -> Genie2:

@@ -54,7 +54,7 @@ KEYS = [-1, 2, -1, 0, 3]
 
 def test_no_action_means_one_thing_on_every_path(world_model, recorded):
     """-1, None and [] are "no key pressed" (the action token with no keys) everywhere, as in training."""
-    from genie2.play.server import PlayerConfig, PlayServer
+    from genie2.play.protocol import PlayerConfig, PlayServer
 
     model = world_model
     frame = torch.randint(0, 256, (16, 16, 3), dtype=torch.uint8)
@@ -125,12 +125,12 @@ def test_moving_the_guidance_slider_leaves_the_conditioned_history_alone():
         for key in keys[:5]:
             session.step(key)
     switched.configure(cond_scale=3.0)
-    guided_codes, guided = switched.rollout.step(switched._keys(keys[5]), return_logits=True)
+    guided_codes, guided = switched.rollout.step(switched._actions(keys[5]), return_logits=True)
     switched.configure(cond_scale=1.0)
-    _, unguided = plain.rollout.step(plain._keys(keys[5]), codes=guided_codes, return_logits=True)
+    _, unguided = plain.rollout.step(plain._actions(keys[5]), codes=guided_codes, return_logits=True)
     assert (guided - unguided).abs().max() > 1e-3  # the guided frame was guided
-    after_switch = switched.rollout.step(switched._keys(keys[6]), return_logits=True)[1]
-    never_switched = plain.rollout.step(plain._keys(keys[6]), return_logits=True)[1]
+    after_switch = switched.rollout.step(switched._actions(keys[6]), return_logits=True)[1]
+    never_switched = plain.rollout.step(plain._actions(keys[6]), return_logits=True)[1]
     assert (after_switch - never_switched).abs().max() < 1e-5  # float noise of a batch of 2 vs 1
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import tiny
-from genie2.model.actions import sort_keys
+from genie2.model.actions import order_actions
 from genie2.model.decoding import Rollout, Sampling
 
 
@@ -76,7 +76,7 @@ def test_cached_decoding_equals_full_forward(h, w, meta, mode):
     full = full.view(b, t, h, w, -1)[:, 1:]
     sorted_actions = None
     if actions is not None:
-        sorted_actions = sort_keys(actions if multi else actions[..., None])
+        sorted_actions = order_actions(actions if multi else actions[..., None])
     cached = cached_logits(model, codes, sorted_actions, cond_scale)
     assert (cached - full).abs().max() <= 1e-4
 
@@ -92,7 +92,7 @@ def test_action_added_to_codes_decodes_like_the_full_forward(mode):
     cond_scale = 2.5 if mode.endswith("cfg") else 1.0
     full = model.forward_with_cfg(state_codes=codes, actions=actions, cond_scale=cond_scale)
     full = full.view(b, t, h, w, -1)[:, 1:]
-    cached = cached_logits(model, codes, sort_keys(actions if multi else actions[..., None]), cond_scale)
+    cached = cached_logits(model, codes, order_actions(actions if multi else actions[..., None]), cond_scale)
     assert (cached - full).abs().max() <= 1e-4
     plain = tiny(allow_multiple_actions=multi).eval()
     plain.load_state_dict(model.state_dict())  # the same weights without the option see other inputs

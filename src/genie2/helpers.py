@@ -30,6 +30,11 @@ def to_uint8(frames: Tensor) -> Tensor:
     return (frames.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
+def pad_actions(actions: Tensor, width: int) -> Tensor:
+    """Pad the keys of each step (the last axis, ... a) with -1 (no key) up to `width`."""
+    return F.pad(actions, (0, width - actions.shape[-1]), value=-1)
+
+
 def l2norm(t: Tensor, dim: int = -1) -> Tensor:
     """Unit-normalise `t` along `dim`."""
     return F.normalize(t, dim=dim, p=2)

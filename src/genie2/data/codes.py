@@ -31,7 +31,7 @@ CODES_FORMAT = 1
 
 def weights_hash(tokenizer_path: str | Path) -> str:
     """SHA-256 of a tokenizer's weights file."""
-    from genie2.tokenizer.model import WEIGHTS_FILE
+    from genie2.checkpoint import WEIGHTS_FILE
 
     digest = hashlib.sha256()
     with open(Path(tokenizer_path) / WEIGHTS_FILE, "rb") as f:
@@ -59,7 +59,7 @@ def encode_frames(tokenizer, frames: torch.Tensor, batch_size: int) -> torch.Ten
     """Codes (t h w) of an episode's frames (t H W 3), `batch_size` frames at a time. A temporal
     tokenizer's causal convolution sees earlier frames, so each chunk is encoded after the frames
     that convolution reaches back to (then dropped): the codes equal those of the whole episode."""
-    reach = tokenizer.config.temporal_kernel - 1 if tokenizer.config.temporal else 0
+    reach = tokenizer.config.temporal_conv_kernel_size - 1 if tokenizer.config.temporal else 0
     codes = []
     for start in range(0, len(frames), batch_size):
         first = max(0, start - reach)

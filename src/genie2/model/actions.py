@@ -58,7 +58,7 @@ def check_actions(
     return actions.long()
 
 
-def sort_keys(actions: Tensor, ascending: bool = True) -> Tensor:
+def order_actions(actions: Tensor, ascending: bool = True) -> Tensor:
     """Move the -1 padding of each step to the end; with `ascending`, also sort the keys."""
     pad = actions < 0
     if ascending:

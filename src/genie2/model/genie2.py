@@ -15,209 +15,118 @@ l logits (codebook entries), a keys pressed at once.
 
 from __future__ import annotations
 
+import inspect
 import json
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 from vector_quantize_pytorch import VectorQuantize
 
+from genie2.checkpoint import Pretrained, config_from_dict
 from genie2.errors import InputError
 from genie2.helpers import default, exists, guide
-from genie2.model.actions import ActionEmbed, MultiActionHead, check_actions, masked_cross_entropy, sort_keys
-from genie2.model.decoding import DEFAULT_CONTEXT_FRAMES, _last_frame
-from genie2.model.decoding import generate as _generate
-from genie2.model.transformer import KVCache, Transformer, check_transformer_kwargs
-
-REFERENCE_TRANSFORMER_KWARGS = dict(
-    add_value_residual=True,
-    learned_value_residual_mix=True,
-    ff_glu=True,
-    use_rmsnorm=True,
-    num_residual_streams=4,
-)
-REFERENCE_ACTION_TRANSFORMER_KWARGS = dict(
-    add_value_residual=True,
-    learned_value_residual_mix=True,
-    ff_glu=True,
-    use_rmsnorm=True,
-    depth=2,
-    heads=4,
-    attn_dim_head=64,
-)
-RESERVED_VQ_KWARGS = ("dim", "codebook_size", "channel_last", "accept_image_fmap", "accept_3d_fmap")
+from genie2.model.actions import ActionEmbed, MultiActionHead, check_actions, masked_cross_entropy, order_actions
+from genie2.model.config import Genie2Config
+from genie2.model.generate import GenerationMixin
+from genie2.model.layers import CausalConv3d, MetaTokenWrapper, temporal
+from genie2.model.transformer import Transformer
 
 
-class MetaTokenWrapper(nn.Module):
-    """Prepend learned meta tokens (Hymba, arXiv 2411.13676) and strip them from the output."""
-
-    def __init__(self, fn: nn.Module, num_meta_tokens: int):
-        super().__init__()
-        if not isinstance(num_meta_tokens, int) or num_meta_tokens < 1:
-            raise InputError(f"num_meta_tokens must be a positive int, got {num_meta_tokens!r}")
-        self.fn = fn
-        self.dim = fn.dim
-        self.meta_tokens = nn.Parameter(torch.randn(num_meta_tokens, fn.dim) * 0.02)
-
-    def forward(self, x: Tensor, *args, pos: Tensor | None = None, cache: KVCache | None = None, **kwargs):
-        """Run `fn` on [meta tokens, x]; once a cache holds the meta tokens, run it on x alone."""
-        if exists(cache) and cache.length > 0:
-            return self.fn(x, *args, pos=pos, cache=cache, **kwargs)
-        num_meta = self.meta_tokens.shape[0]
-        meta = repeat(self.meta_tokens, "m d -> b m d", b=x.shape[0]).to(x.dtype)
-        if exists(pos):  # meta tokens sit at position -1 on every axis
-            pos = torch.cat((pos.new_full((num_meta, pos.shape[-1]), -1.0), pos), dim=0)
-        extra = dict(pos=pos, cache=cache) if exists(pos) or exists(cache) else {}
-        out = self.fn(torch.cat((meta, x), dim=1), *args, **extra, **kwargs)
-        return out[:, num_meta:]
-
-
-class CausalConv3d(nn.Module):
-    """3d convolution over (t, h, w) with a kernel that spans time only, causal along time."""
-
-    def __init__(self, dim: int, dim_out: int, kernel_size: int, bias: bool = False):
-        super().__init__()
-        if not isinstance(kernel_size, int) or kernel_size < 1:
-            raise InputError(f"kernel_size must be a positive int, got {kernel_size!r}")
-        self.time_pad = kernel_size - 1
-        self.conv = nn.Conv3d(dim, dim_out, (kernel_size, 1, 1), bias=bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x: b c t h w -> b c_out t h w, frame t seeing frames <= t only."""
-        return self.conv(F.pad(x, (0, 0, 0, 0, self.time_pad, 0)))
-
-
-class Genie2(nn.Module):
+class Genie2(GenerationMixin, Pretrained, nn.Module):
     """The world model: VQ latents, a causal transformer over action and code tokens, and an
-    optional behavioural-cloning action head. Same constructor as the reference genie2-pytorch."""
+    optional behavioural-cloning action head. Same constructor as the reference genie2-pytorch:
+    `Genie2(dim, dim_latent, num_actions=..., ...)` (the fields of Genie2Config), or
+    `Genie2(config=Genie2Config(...))`; modules (encoder, decoder, tokenizer) come beside it."""
+
+    KIND, NAME = "genie2-world-model", "world-model"
 
     def __init__(
         self,
-        dim: int,
-        dim_latent: int,
-        num_actions: int | None = None,
-        depth: int = 12,
-        attn_dim_head: int = 64,
-        heads: int = 8,
-        latent_channel_first: bool = False,
-        cfg_train_action_dropout: float = 0.5,
-        transformer_kwargs: dict | None = None,
-        action_transformer_kwargs: dict | None = None,
-        num_meta_tokens: int = 16,
-        vq_codebook_size: int = 4096,
-        vq_kwargs: dict | None = None,
+        *args,
+        config: Genie2Config | None = None,
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
-        vq_commit_loss_weight: float = 1.0,
-        allow_multiple_actions: bool = False,
-        max_num_actions: int = 10,
-        action_autoregressive_loss_weight: float = 0.1,
-        add_temporal_convs: bool = False,
-        temporal_conv_kernel_size: int = 5,
-        temporal_autoencoder_recon_loss_weight: float = 0.2,
-        is_video_enc_dec: bool = False,
         tokenizer: nn.Module | None = None,
-        add_action_to_codes: bool = False,
-        max_context_frames: int | None = DEFAULT_CONTEXT_FRAMES,
+        **kwargs,
     ):
         super().__init__()
-        transformer_kwargs = dict(default(transformer_kwargs, REFERENCE_TRANSFORMER_KWARGS))
-        action_transformer_kwargs = dict(default(action_transformer_kwargs, REFERENCE_ACTION_TRANSFORMER_KWARGS))
-        vq_kwargs = dict(default(vq_kwargs, {}))
-        self._check_init(locals())
-        self.config = {  # what save_pretrained writes; modules passed in are not serialisable
-            k: v for k, v in locals().items() if k not in ("self", "encoder", "decoder", "tokenizer", "__class__")
-        }
+        if exists(config) and (args or kwargs):
+            raise InputError("pass either config or Genie2Config's arguments, not both")
+        config = config if exists(config) else Genie2Config(*args, **kwargs)
+        self._check_modules(config, encoder, decoder, tokenizer)
+        self.config = config
         self.has_custom_modules = exists(encoder) or exists(decoder)
+        self.num_actions = config.num_actions
+        self.allow_multiple_actions = config.allow_multiple_actions
+        self.max_num_actions = config.max_num_actions if config.allow_multiple_actions else 1
+        self.cfg_train_action_dropout = config.cfg_train_action_dropout
+        self.add_action_to_codes = config.add_action_to_codes
+        self.max_context_frames = config.max_context_frames
+        self.latent_channel_first, self.is_video_enc_dec = config.latent_channel_first, config.is_video_enc_dec
+        self.dim_latent = config.dim_latent
+        self.encoder, self.decoder = default(encoder, nn.Identity()), default(decoder, nn.Identity())
+        self._build_quantizer(config, tokenizer)
+        self._build_dynamics(config)
 
-        self.num_actions = num_actions
-        self.allow_multiple_actions = allow_multiple_actions
-        self.max_num_actions = max_num_actions if allow_multiple_actions else 1
-        self.cfg_train_action_dropout = cfg_train_action_dropout
-        self.add_action_to_codes = add_action_to_codes  # each code token also carries its frame's action
-        # how many past frames generation attends to (training sets clip_frames - 1); None: all of them
-        self.max_context_frames = max_context_frames
-        self.latent_channel_first = latent_channel_first
-        self.is_video_enc_dec = is_video_enc_dec
-        self.dim_latent = dim_latent
-        self.encoder = default(encoder, nn.Identity())
-        self.decoder = default(decoder, nn.Identity())
-
-        # quantize latents; temporal convs let the codes see earlier frames (causally)
-        self.need_recon_loss = add_temporal_convs
-        self.pre_vq_transform = nn.Identity()
-        self.post_vq_transform = nn.Identity()
-        if add_temporal_convs:
-            self.pre_vq_transform = CausalConv3d(dim_latent, dim_latent, temporal_conv_kernel_size)
-            self.post_vq_transform = CausalConv3d(dim_latent, dim_latent, temporal_conv_kernel_size)
-        # a trained frame tokenizer (genie2.Tokenizer) replaces encoder, quantizer and decoder; it stays frozen
+    def _build_quantizer(self, config: Genie2Config, tokenizer: nn.Module | None) -> None:
+        """Quantize latents; temporal convs let the codes see earlier frames (causally). A trained
+        frame tokenizer (genie2.Tokenizer) replaces encoder, quantizer and decoder, and stays frozen."""
+        self.need_recon_loss = config.add_temporal_convs
+        self.pre_vq_transform = self.post_vq_transform = nn.Identity()
+        if config.add_temporal_convs:
+            dim, kernel = config.dim_latent, config.temporal_conv_kernel_size
+            self.pre_vq_transform, self.post_vq_transform = (
+                CausalConv3d(dim, dim, kernel),
+                CausalConv3d(dim, dim, kernel),
+            )
         self.tokenizer = tokenizer.requires_grad_(False).eval() if exists(tokenizer) else None
-        vq_kwargs.setdefault("rotation_trick", True)  # arXiv 2410.06424
-        self.vq = None if exists(tokenizer) else VectorQuantize(dim_latent, vq_codebook_size, **vq_kwargs)
-        self.vq_commit_loss_weight = vq_commit_loss_weight
-        self.vq_recon_loss_weight = temporal_autoencoder_recon_loss_weight
+        vq = (
+            None
+            if exists(tokenizer)
+            else VectorQuantize(config.dim_latent, config.vq_codebook_size, **config.vq_kwargs)
+        )
+        self.vq = vq
+        self.vq_commit_loss_weight = config.vq_commit_loss_weight
+        self.vq_recon_loss_weight = config.temporal_autoencoder_recon_loss_weight
 
-        # the dynamics transformer over (action token, codes) per frame
-        self.latent_to_model = nn.Linear(dim_latent, dim)
-        self.to_logits = nn.Linear(dim, vq_codebook_size)  # a classifier over code ids
+    def _build_dynamics(self, config: Genie2Config) -> None:
+        """The transformer over (action token, codes) per frame, and the behavioural-cloning head
+        that predicts actions[:, t + 1] from the state after frame t."""
+        dim, num_actions = config.dim, config.num_actions
+        self.latent_to_model = nn.Linear(config.dim_latent, dim)
+        self.to_logits = nn.Linear(dim, config.vq_codebook_size)  # a classifier over code ids
         self.action_embed = ActionEmbed(dim, num_actions)
-        transformer = Transformer(dim, depth, heads, attn_dim_head, rotary_axes=2, **transformer_kwargs)
-        self.num_meta_tokens = num_meta_tokens
-        self.transformer = MetaTokenWrapper(transformer, num_meta_tokens) if num_meta_tokens > 0 else transformer
-
-        # behavioural cloning: predict actions[:, t + 1] from the state after frame t
-        self.has_action_loss = exists(num_actions) and action_autoregressive_loss_weight > 0
-        self.action_autoregressive_loss_weight = action_autoregressive_loss_weight
+        transformer = Transformer(
+            dim, config.depth, config.heads, config.attn_dim_head, rotary_axes=2, **config.transformer_kwargs
+        )
+        self.num_meta_tokens = config.num_meta_tokens
+        self.transformer = MetaTokenWrapper(transformer, self.num_meta_tokens) if self.num_meta_tokens else transformer
+        self.has_action_loss = exists(num_actions) and config.action_autoregressive_loss_weight > 0
+        self.action_autoregressive_loss_weight = config.action_autoregressive_loss_weight
         self.to_action_pred = None
-        if self.has_action_loss:
-            if allow_multiple_actions:
-                self.to_action_pred = MultiActionHead(dim, num_actions, max_num_actions, action_transformer_kwargs)
-            else:
-                self.to_action_pred = nn.Linear(dim, num_actions, bias=False)
+        if self.has_action_loss and config.allow_multiple_actions:
+            kwargs = config.action_transformer_kwargs
+            self.to_action_pred = MultiActionHead(dim, num_actions, config.max_num_actions, kwargs)
+        elif self.has_action_loss:
+            self.to_action_pred = nn.Linear(dim, num_actions, bias=False)
         self.register_buffer("zero", torch.tensor(0.0), persistent=False)
 
     @staticmethod
-    def _check_init(args: dict) -> None:
-        """Raise clear errors for constructor arguments that cannot work."""
-        for name in ("dim", "dim_latent", "depth", "attn_dim_head", "heads", "vq_codebook_size", "max_num_actions"):
-            if not isinstance(args[name], int) or args[name] < 1:
-                raise InputError(f"{name} must be a positive int, got {args[name]!r}")
-        if exists(args["num_actions"]) and (not isinstance(args["num_actions"], int) or args["num_actions"] < 1):
-            raise InputError(f"num_actions must be a positive int or None, got {args['num_actions']!r}")
-        if not isinstance(args["num_meta_tokens"], int) or args["num_meta_tokens"] < 0:
-            raise InputError(f"num_meta_tokens must be an int >= 0, got {args['num_meta_tokens']!r}")
-        if not 0.0 <= args["cfg_train_action_dropout"] <= 1.0:
-            raise InputError("cfg_train_action_dropout must be in [0, 1]")
-        window = args["max_context_frames"]
-        if exists(window) and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
-            raise InputError(f"max_context_frames must be a positive int or None (all frames), got {window!r}")
-        if not isinstance(args["add_action_to_codes"], bool):
-            raise InputError(f"add_action_to_codes must be True or False, got {args['add_action_to_codes']!r}")
-        check_transformer_kwargs(args["transformer_kwargs"])
-        check_transformer_kwargs(args["action_transformer_kwargs"], "action_transformer_kwargs")
-        clash = sorted({"depth", "heads", "attn_dim_head"} & set(args["transformer_kwargs"]))
-        if clash:
-            raise InputError(f"pass {clash} as Genie2 arguments, not inside transformer_kwargs")
-        reserved = sorted(set(RESERVED_VQ_KWARGS) & set(args["vq_kwargs"]))
-        if reserved:
-            raise InputError(f"vq_kwargs may not set {reserved}: Genie2 sets them (dim_latent, vq_codebook_size)")
-        if args["vq_kwargs"].get("heads", 1) != 1:
-            raise InputError("vq_kwargs heads > 1 is not supported: the world model predicts one code per token")
-        tokenizer = args["tokenizer"]
-        if exists(tokenizer):
-            if exists(args["encoder"]) or exists(args["decoder"]) or args["add_temporal_convs"]:
-                raise InputError("a tokenizer brings its own encoder, decoder and quantizer; do not pass them too")
-            if tokenizer.config.dim_latent != args["dim_latent"] or tokenizer.num_codes != args["vq_codebook_size"]:
-                raise InputError(
-                    f"the tokenizer has dim_latent {tokenizer.config.dim_latent} and {tokenizer.num_codes} codes; "
-                    "pass the same dim_latent and vq_codebook_size, or use Genie2.from_tokenizer"
-                )
-        if args["add_temporal_convs"] and args["is_video_enc_dec"]:
-            raise InputError("add_temporal_convs is for image encoders; a video encoder/decoder already sees time")
+    def _check_modules(config: Genie2Config, encoder, decoder, tokenizer) -> None:
+        """A tokenizer replaces encoder, decoder and temporal convs, and must match the config."""
+        if not exists(tokenizer):
+            return
+        if exists(encoder) or exists(decoder) or config.add_temporal_convs:
+            raise InputError("a tokenizer brings its own encoder, decoder and quantizer; do not pass them too")
+        if tokenizer.config.dim_latent != config.dim_latent or tokenizer.num_codes != config.vq_codebook_size:
+            raise InputError(
+                f"the tokenizer has dim_latent {tokenizer.config.dim_latent} and {tokenizer.num_codes} codes; "
+                "pass the same dim_latent and vq_codebook_size, or use Genie2.from_tokenizer"
+            )
 
     @classmethod
     def from_tokenizer(cls, tokenizer: nn.Module, dim: int, **kwargs) -> Genie2:
@@ -226,42 +135,22 @@ class Genie2(nn.Module):
             dim, tokenizer.config.dim_latent, vq_codebook_size=tokenizer.num_codes, tokenizer=tokenizer, **kwargs
         )
 
-    def save_pretrained(self, path: str | Path) -> None:
-        """Write path/config.json (constructor arguments, the tokenizer's config) and
-        path/model.safetensors (every weight, the tokenizer's included), each atomically."""
-        from safetensors.torch import save_file
-
-        from genie2.data.episode import atomic_write
-
+    def checkpoint_config(self) -> dict:
+        """config.json: the Genie2Config, and the tokenizer's config (null without one)."""
         if self.has_custom_modules:
             raise InputError("a Genie2 with custom encoder/decoder modules cannot be saved as config; use a tokenizer")
-        config = dict(self.config, kind="genie2-world-model")
-        config["tokenizer"] = asdict(self.tokenizer.config) if exists(self.tokenizer) else None
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        path = Path(path)
-        atomic_write(path / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
-        atomic_write(path / "config.json", lambda tmp: tmp.write_text(json.dumps(config, indent=2)))
+        return dict(asdict(self.config), tokenizer=asdict(self.tokenizer.config) if exists(self.tokenizer) else None)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> Genie2:
-        """Rebuild a world model (and its tokenizer) from save_pretrained's folder."""
-        from safetensors.torch import load_file
-
+    def from_checkpoint_config(cls, config: dict, folder: Path) -> Genie2:
+        """A world model (with its tokenizer) for a saved config."""
         from genie2.tokenizer.model import Tokenizer, TokenizerConfig
 
-        path = Path(path)
-        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
-            raise FileNotFoundError(f"{path} is not a world-model checkpoint (needs config.json and model.safetensors)")
-        config = json.loads((path / "config.json").read_text())
-        if config.pop("kind", None) != "genie2-world-model":
-            raise InputError(f"{path / 'config.json'} is not a genie2 world-model config")
         tokenizer_config = config.pop("tokenizer", None)
-        tokenizer = Tokenizer(TokenizerConfig.from_saved(tokenizer_config)) if tokenizer_config else None
-        if "max_context_frames" not in config and (path / "training.json").is_file():  # saved before it was config
-            config["max_context_frames"] = json.loads((path / "training.json").read_text())["clip_frames"] - 1
-        model = cls(**config, tokenizer=tokenizer)
-        model.load_state_dict(load_file(str(path / "model.safetensors")))
-        return model.to(device).eval()
+        tokenizer = Tokenizer(config_from_dict(TokenizerConfig, tokenizer_config)) if tokenizer_config else None
+        if "max_context_frames" not in config and (folder / "training.json").is_file():  # saved before it was config
+            config["max_context_frames"] = json.loads((folder / "training.json").read_text())["clip_frames"] - 1
+        return cls(config=config_from_dict(Genie2Config, config), tokenizer=tokenizer)
 
     @property
     def num_codes(self) -> int:
@@ -306,12 +195,6 @@ class Genie2(nn.Module):
             )
         return latents
 
-    def _temporal(self, conv: nn.Module, latents: Tensor) -> Tensor:
-        """Apply a (causal) temporal transform to latents b t h w d."""
-        if isinstance(conv, nn.Identity):
-            return latents
-        return rearrange(conv(rearrange(latents, "b t h w d -> b d t h w")), "b d t h w -> b t h w d")
-
     def encode_state(self, state: Tensor, mask: Tensor | None = None, return_recon_loss: bool = False):
         """Quantize a video (b c t h w): (latents b t h w d, codes b t h w, commit loss)[, recon loss].
         `mask` (b t) marks real frames; padded ones do not touch the losses. With a tokenizer,
@@ -336,7 +219,7 @@ class Genie2(nn.Module):
         latents = self._to_latents(state)
         b, t, h, w, _ = latents.shape
         orig_latents = latents
-        latents = self._temporal(self.pre_vq_transform, latents)
+        latents = temporal(self.pre_vq_transform, latents)
         token_mask = repeat(mask, "b t -> b (t s)", s=h * w) if exists(mask) else None
         quantized, codes, commit_loss = self.vq(rearrange(latents, "b t h w d -> b (t h w) d"), mask=token_mask)
         quantized = rearrange(quantized, "b (t h w) d -> b t h w d", t=t, h=h)
@@ -345,7 +228,7 @@ class Genie2(nn.Module):
             return quantized, codes, commit_loss
         recon_loss = self.zero
         if self.need_recon_loss:
-            error = (self._temporal(self.post_vq_transform, quantized) - orig_latents) ** 2
+            error = (temporal(self.post_vq_transform, quantized) - orig_latents) ** 2
             weight = (
                 rearrange(mask, "b t -> b t 1 1 1").float() if exists(mask) else torch.ones_like(error[..., :1, :1, :1])
             )
@@ -363,7 +246,7 @@ class Genie2(nn.Module):
         (with a tokenizer: RGB frames in [0, 1], b 3 t H W)."""
         if exists(self.tokenizer):
             return rearrange(self.tokenizer.decode(codes), "b t h w c -> b c t h w")
-        latents = self._temporal(self.post_vq_transform, self.codes_to_latents(codes))
+        latents = temporal(self.post_vq_transform, self.codes_to_latents(codes))
         b = latents.shape[0]
         if self.is_video_enc_dec:
             return self.decoder(rearrange(latents, "b t h w d -> b d t h w") if self.latent_channel_first else latents)
@@ -432,7 +315,7 @@ class Genie2(nn.Module):
         actions = check_actions(
             actions.to(self.device), b, t, self.num_actions, self.allow_multiple_actions, self.max_num_actions
         )
-        return sort_keys(actions, ascending=sort_actions)
+        return order_actions(actions, ascending=sort_actions)
 
     def _time_mask(self, video_time_len: Tensor | None, b: int, t: int) -> Tensor | None:
         """Mask (b t) of real frames for variable-length clips, or None."""
@@ -526,5 +409,16 @@ class Genie2(nn.Module):
         cond, null = rearrange(logits, "(g b) n l -> g (b n) l", g=2)  # guidance acts per token
         return rearrange(guide(cond, null, cond_scale, parallel_keep_frac), "(b n) l -> b n l", b=b)
 
-    generate = _generate
-    _last_frame = _last_frame
+
+def _signature() -> inspect.Signature:
+    """Genie2's constructor as help() should show it: Genie2Config's fields, then the modules."""
+    kind, empty = inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty
+    params = [inspect.Parameter("self", kind)]
+    for f in fields(Genie2Config):
+        params.append(inspect.Parameter(f.name, kind, default=empty if f.default is MISSING else f.default))
+    for name in ("config", "encoder", "decoder", "tokenizer"):
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None))
+    return inspect.Signature(params)
+
+
+Genie2.__init__.__signature__ = _signature()

@@ -67,11 +67,11 @@ class WorldModelSession:
             codes = codes[None] if self.unbatched else codes
             codes = self.model._check_codes(rearrange(codes.to(self.model.device), "b h w -> b 1 h w"), None)
         self.batch = codes.shape[0]
-        keys = self._keys(action)
+        actions = self._actions(action)
         self.rollout = Rollout(
             self.model,
             codes,
-            keys[:, None] if exists(keys) else None,
+            actions[:, None] if exists(actions) else None,
             self.sampling,
             self.guided,
             self.max_context_frames,
@@ -105,8 +105,7 @@ class WorldModelSession:
         b or b a; None, [] or -1 press no key); returns it (c h w, or b c h w for a batch)."""
         if not exists(self.rollout):
             raise RuntimeError("call reset(frame) before step(action)")
-        keys = self._keys(action)
-        codes = self.rollout.step(keys)
+        codes = self.rollout.step(self._actions(action))
         self.codes = (self.codes + [rearrange(codes, "b h w -> b 1 h w")])[-self._history :]
         return self.current_frame()
 
@@ -120,8 +119,8 @@ class WorldModelSession:
         frame = self.model._last_frame(self.codes)
         return frame[0] if self.unbatched else frame
 
-    def _keys(self, action) -> Tensor | None:
-        """Normalise a user action into keys (b a; -1 for no key), checked against the model;
+    def _actions(self, action) -> Tensor | None:
+        """Normalise a user action into action ids (b a; -1 for no key), checked against the model;
         None for a model without actions."""
         model = self.model
         if model.num_actions is None:
@@ -142,7 +141,7 @@ class WorldModelSession:
             action = action.expand(self.batch, -1)
         if action.ndim == 1:
             action = action[:, None] if action.shape[0] == self.batch and self.batch > 1 else action[None]
-        keys = check_actions(
+        actions = check_actions(
             rearrange(action.to(model.device), "b a -> b 1 a"),
             self.batch,
             1,
@@ -150,4 +149,4 @@ class WorldModelSession:
             model.allow_multiple_actions,
             model.max_num_actions,
         )
-        return rearrange(keys, "b 1 a -> b a")
+        return rearrange(actions, "b 1 a -> b a")

@@ -14,23 +14,22 @@ feature, n flattened tokens.
 
 from __future__ import annotations
 
-import json
 import math
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from vector_quantize_pytorch import FSQ, VectorQuantize
 
+from genie2.checkpoint import CONFIG_FILE, WEIGHTS_FILE, Pretrained, config_from_dict  # noqa: F401 (TEMP: tokenizer/train.py)
 from genie2.errors import InputError
-from genie2.model.genie2 import CausalConv3d
+from genie2.model.layers import CausalConv3d, temporal
 
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 QUANTIZERS = ("vq", "fsq")
 ENCODERS = ("patch", "conv")
 
@@ -54,7 +53,10 @@ class TokenizerConfig:
     ema_decay: float = 0.9
     dead_code_threshold: float = 2.0  # vq entries used less than this (EMA count) are re-seeded
     temporal: bool = False
-    temporal_kernel: int = 3
+    temporal_conv_kernel_size: int = 3
+
+    RENAMED: ClassVar[dict] = {"temporal_kernel": "temporal_conv_kernel_size"}  # its name before 2026-12-01
+    LEGACY: ClassVar[dict] = {"encoder": "conv"}  # saved before the option existed: they were trained so
 
     def __post_init__(self):
         self.channels, self.fsq_levels = tuple(self.channels), tuple(self.fsq_levels)
@@ -66,13 +68,6 @@ class TokenizerConfig:
             raise InputError(f"channels must be positive ints, got {self.channels!r}")
         if self.frame_size % self.downsample:
             raise InputError(f"frame_size {self.frame_size} must be divisible by the downsampling {self.downsample}")
-
-    @classmethod
-    def from_saved(cls, saved: dict) -> TokenizerConfig:
-        """The config a checkpoint saved (other keys ignored; ones saved before an option
-        existed keep the behaviour they were trained with)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{"encoder": "conv", **{k: v for k, v in saved.items() if k in known}})
 
     @property
     def downsample(self) -> int:
@@ -160,8 +155,10 @@ def to_unit_frames(frames: Tensor, frame_size: int) -> Tensor:
     return frames.float()
 
 
-class Tokenizer(nn.Module):
+class Tokenizer(Pretrained, nn.Module):
     """A VQ autoencoder for frames: `encode(frames) -> codes`, `decode(codes) -> frames`."""
+
+    KIND, NAME = "genie2-tokenizer", "tokenizer"
 
     def __init__(self, config: TokenizerConfig | None = None, **overrides):
         super().__init__()
@@ -170,8 +167,9 @@ class Tokenizer(nn.Module):
         self.encoder, self.decoder = Encoder(config), Decoder(config)
         self.pre_quant = self.post_quant = None
         if config.temporal:
-            self.pre_quant = CausalConv3d(config.dim_latent, config.dim_latent, config.temporal_kernel)
-            self.post_quant = CausalConv3d(config.dim_latent, config.dim_latent, config.temporal_kernel)
+            kernel = config.temporal_conv_kernel_size
+            self.pre_quant = CausalConv3d(config.dim_latent, config.dim_latent, kernel)
+            self.post_quant = CausalConv3d(config.dim_latent, config.dim_latent, kernel)
         if config.quantizer == "vq":
             self.quantizer = VectorQuantize(
                 dim=config.dim_latent,
@@ -193,12 +191,6 @@ class Tokenizer(nn.Module):
     def latent_shape(self) -> tuple[int, int]:
         return self.config.latent_size, self.config.latent_size
 
-    def _temporal(self, conv: nn.Module | None, latents: Tensor) -> Tensor:
-        """A causal conv over time on latents (b t h w d), or nothing."""
-        if conv is None:
-            return latents
-        return rearrange(conv(rearrange(latents, "b t h w d -> b d t h w")), "b d t h w -> b t h w d")
-
     def encode_latents(self, frames: Tensor) -> Tensor:
         """Frames (b t H W 3) to continuous latents (b t h w d), before quantization."""
         unit = to_unit_frames(frames, self.config.frame_size)
@@ -207,7 +199,7 @@ class Tokenizer(nn.Module):
         b = unit.shape[0]
         x = rearrange(unit.to(self.device) * 2 - 1, "b t h w c -> (b t) c h w")
         latents = rearrange(self.encoder(x), "(b t) d h w -> b t h w d", b=b)
-        return self._temporal(self.pre_quant, latents)
+        return temporal(self.pre_quant, latents)
 
     def quantize(self, latents: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Latents (b t h w d) to (quantized latents, codes b t h w, commitment loss)."""
@@ -231,7 +223,7 @@ class Tokenizer(nn.Module):
     def decode_latents(self, latents: Tensor) -> Tensor:
         """Quantized latents (b t h w d) to frames (b t H W 3) in [0, 1] (unclamped)."""
         b = latents.shape[0]
-        latents = self._temporal(self.post_quant, latents)
+        latents = temporal(self.post_quant, latents)
         x = self.decoder(rearrange(latents, "b t h w d -> (b t) d h w"))
         return rearrange(x, "(b t) c h w -> b t h w c", b=b) * 0.5 + 0.5
 
@@ -316,28 +308,14 @@ class Tokenizer(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def save_pretrained(self, path: str | Path) -> None:
-        """Write path/config.json and path/model.safetensors (each atomically)."""
-        from genie2.data.episode import atomic_write
-
-        path = Path(path)
-        config = dict(asdict(self.config), kind="genie2-tokenizer")
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
-        atomic_write(path / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(config, indent=2)))
+    def checkpoint_config(self) -> dict:
+        """The config as config.json holds it."""
+        return asdict(self.config)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> Tokenizer:
-        """Rebuild a tokenizer from its folder (config.json + model.safetensors)."""
-        path = Path(path)
-        if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
-            raise FileNotFoundError(f"{path} is not a tokenizer checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
-        config = json.loads((path / CONFIG_FILE).read_text())
-        if config.pop("kind", None) != "genie2-tokenizer":
-            raise InputError(f"{path / CONFIG_FILE} is not a genie2 tokenizer config")
-        tokenizer = cls(TokenizerConfig.from_saved(config))
-        tokenizer.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
-        return tokenizer.to(device).eval()
+    def from_checkpoint_config(cls, config: dict, folder: Path) -> Tokenizer:
+        """A tokenizer for a saved config."""
+        return cls(config_from_dict(TokenizerConfig, config))
 
 
 def codebook_stats(codes: Tensor, num_codes: int) -> dict:
