@@ -14,12 +14,12 @@ from einops import rearrange
 from torch import Tensor
 
 from genie2.errors import InputError
-from genie2.helpers import exists, pad_actions
+from genie2.helpers import exists, guide, pad_actions
 from genie2.model.decoding import Rollout, Sampling
 
 
 class GenerationMixin:
-    """generate() and the decoding of the newest frame, for Genie2."""
+    """generate(), guided logits (forward_with_cfg) and the decoding of the newest frame, for Genie2."""
 
     @torch.no_grad()
     def generate(
@@ -77,6 +77,23 @@ class GenerationMixin:
         if not interactive:
             return video
         return video, torch.stack([pad_actions(a, max(a.shape[-1] for a in step_actions)) for a in step_actions], 1)
+
+    def forward_with_cfg(self, *args, actions=None, cond_scale=1.0, parallel_keep_frac=0.0, **kwargs):
+        """Logits with classifier-free guidance; conditioned and null paths run as one batch."""
+        kwargs.pop("return_loss", None)
+        if not exists(actions) or cond_scale == 1:
+            return self.forward(*args, actions=actions, return_loss=False, **kwargs)
+        doubled = {
+            key: torch.cat((value, value)) if isinstance(value, Tensor) else value for key, value in kwargs.items()
+        }
+        args = [torch.cat((arg, arg)) if isinstance(arg, Tensor) else arg for arg in args]
+        b = actions.shape[0]
+        drop = torch.arange(2 * b, device=self.device) >= b
+        logits = self.forward(
+            *args, actions=torch.cat((actions, actions)), drop_actions=drop, return_loss=False, **doubled
+        )
+        cond, null = rearrange(logits, "(g b) n l -> g (b n) l", g=2)  # guidance acts per token
+        return rearrange(guide(cond, null, cond_scale, parallel_keep_frac), "(b n) l -> b n l", b=b)
 
     def _check_interactive(self, batch: int, actions, init_action) -> None:
         """Interactive play needs one video, a model with actions and an initial action."""

@@ -28,7 +28,7 @@ from vector_quantize_pytorch import VectorQuantize
 
 from genie2.checkpoint import Pretrained, config_from_dict
 from genie2.errors import InputError
-from genie2.helpers import default, exists, guide
+from genie2.helpers import default, exists
 from genie2.model.actions import ActionEmbed, MultiActionHead, check_actions, masked_cross_entropy, order_actions
 from genie2.model.config import Genie2Config
 from genie2.model.generate import GenerationMixin
@@ -200,21 +200,7 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
         `mask` (b t) marks real frames; padded ones do not touch the losses. With a tokenizer,
         `state` holds RGB frames (b 3 t H W, uint8 or float in [0, 1]) and the losses are zero (it is frozen)."""
         if exists(self.tokenizer):
-            size = self.tokenizer.config.frame_size
-            if (
-                not isinstance(state, Tensor)
-                or state.ndim != 5
-                or state.shape[1] != 3
-                or state.shape[-2:] != (size, size)
-            ):
-                shape = tuple(state.shape) if isinstance(state, Tensor) else type(state).__name__
-                raise InputError(
-                    f"state must be RGB frames (b, 3, t, {size}, {size}), uint8 or float in [0, 1], got {shape}"
-                )
-            with torch.no_grad(), self.tokenizer._frozen_codebook():  # uint8 or float: the tokenizer checks which
-                latents = self.tokenizer.encode_latents(rearrange(state, "b c t h w -> b t h w c"))
-                quantized, codes, _ = self.tokenizer.quantize(latents)
-            quantized = quantized.to(self.to_logits.weight.dtype)
+            quantized, codes = self._tokenize(state)
             return (quantized, codes, self.zero, self.zero) if return_recon_loss else (quantized, codes, self.zero)
         latents = self._to_latents(state)
         b, t, h, w, _ = latents.shape
@@ -234,6 +220,26 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
             )
             recon_loss = (error * weight).sum() / (weight.sum() * h * w * self.dim_latent).clamp(min=1.0)
         return quantized, codes, commit_loss, recon_loss
+
+    @torch.no_grad()
+    def _tokenize(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """RGB frames (b 3 t H W, uint8 or float in [0, 1]) through the frozen tokenizer: quantized
+        latents (b t h w d) and codes (b t h w)."""
+        size = self.tokenizer.config.frame_size
+        if (
+            not isinstance(frames, Tensor)
+            or frames.ndim != 5
+            or frames.shape[1] != 3
+            or frames.shape[-2:] != (size, size)
+        ):
+            shape = tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
+            raise InputError(
+                f"state must be RGB frames (b, 3, t, {size}, {size}), uint8 or float in [0, 1], got {shape}"
+            )
+        with self.tokenizer._frozen_codebook():  # uint8 or float: the tokenizer checks which
+            latents = self.tokenizer.encode_latents(rearrange(frames, "b c t h w -> b t h w c"))
+            quantized, codes, _ = self.tokenizer.quantize(latents)
+        return quantized.to(self.to_logits.weight.dtype), codes
 
     def codes_to_latents(self, codes: Tensor) -> Tensor:
         """Codebook latents (... d) for codes (...)."""
@@ -282,16 +288,12 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
             )
         return state_codes.long()
 
-    def positions(self, frames: Tensor, slots: Tensor) -> Tensor:
-        """Token positions (n 2) from frame indices and in-frame slots (both n)."""
-        return torch.stack((frames, slots), dim=-1).float()
-
     def frame_positions(self, num_frames: int, num_codes: int, start: int = 0) -> Tensor:
         """Positions of whole frames start..start + num_frames - 1, each action token then codes."""
         k = num_codes + 1
         frames = repeat(torch.arange(start, start + num_frames, device=self.device), "t -> (t k)", k=k)
         slots = repeat(torch.arange(k, device=self.device), "k -> (t k)", t=num_frames)
-        return self.positions(frames, slots)
+        return torch.stack((frames, slots), dim=-1).float()  # n 2: (frame, slot) per token
 
     def frame_tokens(self, latents: Tensor, action_tokens: Tensor) -> Tensor:
         """Interleave action tokens (b t d) before code latents (b t h w d_latent): b (t k) d.
@@ -391,23 +393,6 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
             return masked_cross_entropy(self.to_action_pred(state), labels)
         flat = partial(rearrange, pattern="b t ... -> (b t) ...")
         return self.to_action_pred.loss(flat(state), flat(targets), flat(valid))
-
-    def forward_with_cfg(self, *args, actions=None, cond_scale=1.0, parallel_keep_frac=0.0, **kwargs):
-        """Logits with classifier-free guidance; conditioned and null paths run as one batch."""
-        kwargs.pop("return_loss", None)
-        if not exists(actions) or cond_scale == 1:
-            return self.forward(*args, actions=actions, return_loss=False, **kwargs)
-        doubled = {
-            key: torch.cat((value, value)) if isinstance(value, Tensor) else value for key, value in kwargs.items()
-        }
-        args = [torch.cat((arg, arg)) if isinstance(arg, Tensor) else arg for arg in args]
-        b = actions.shape[0]
-        drop = torch.arange(2 * b, device=self.device) >= b
-        logits = self.forward(
-            *args, actions=torch.cat((actions, actions)), drop_actions=drop, return_loss=False, **doubled
-        )
-        cond, null = rearrange(logits, "(g b) n l -> g (b n) l", g=2)  # guidance acts per token
-        return rearrange(guide(cond, null, cond_scale, parallel_keep_frac), "(b n) l -> b n l", b=b)
 
 
 def _signature() -> inspect.Signature:
