@@ -96,3 +96,25 @@ def test_files_and_functions_are_short(path):
         and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
     ]
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines in {path.name}: {long}"
+
+
+def readme_layout() -> set[str]:
+    """The files the README's "How the model works" tree names, as paths under src/genie2/."""
+    readme = (SRC.parents[1] / "README.md").read_text()
+    block = readme.split("## How the model works", 1)[1].split("```", 2)[1]
+    named, folders = set(), []
+    for line in block.splitlines()[1:]:  # the first line is src/genie2/ itself
+        if not line.strip():
+            continue
+        depth, name = (len(line) - len(line.lstrip())) // 2 - 1, line.split()[0]
+        folders = folders[:depth]
+        if name.endswith("/"):
+            folders.append(name.rstrip("/"))
+        else:
+            named.add("/".join([*folders, name]))
+    return named
+
+
+def test_the_readme_layout_names_every_file_in_the_tree():
+    tree = {str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if p.name != "__init__.py" or p.parent == SRC}
+    assert readme_layout() == tree

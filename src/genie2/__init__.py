@@ -9,14 +9,16 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "CausalConv3d": "genie2.model.genie2",
-    "Genie2": "genie2.model.genie2",
+    "CausalConv3d": "genie2.model",
+    "Genie2": "genie2.model",
+    "Genie2Config": "genie2.model",
     "InputError": "genie2.errors",
-    "MetaTokenWrapper": "genie2.model.genie2",
-    "WorldModelSession": "genie2.model.session",
+    "MetaTokenWrapper": "genie2.model",
+    "WorldModelSession": "genie2.model",
     "World": "genie2.world",
     "load": "genie2.world",
-    "Tokenizer": "genie2.tokenizer.model",
+    "Tokenizer": "genie2.tokenizer",
+    "TokenizerConfig": "genie2.tokenizer",
     "default": "genie2.helpers",
     "exists": "genie2.helpers",
     "guide": "genie2.helpers",

@@ -1,7 +1,9 @@
 """The world model as pure nn.Modules: Genie2 and its config, the transformer, actions, layers,
 cached decoding and the play session. Nothing here reads or writes files, prints or prompts."""
 
-from genie2.model.genie2 import CausalConv3d, Genie2, MetaTokenWrapper
+from genie2.model.config import Genie2Config
+from genie2.model.genie2 import Genie2
+from genie2.model.layers import CausalConv3d, MetaTokenWrapper
 from genie2.model.session import WorldModelSession
 
-__all__ = ["CausalConv3d", "Genie2", "MetaTokenWrapper", "WorldModelSession"]
+__all__ = ["CausalConv3d", "Genie2", "Genie2Config", "MetaTokenWrapper", "WorldModelSession"]
