@@ -159,7 +159,9 @@ class ClipDataset(Dataset):
             "start": start,
         }
 
-    def __getstate__(self):  # open files do not cross process boundaries (DataLoader workers)
+    def __getstate__(self):
+        """Pickle without the open files: DataLoader workers started by spawn (macOS, Windows;
+        benchmarks/collect.py) receive the dataset pickled and open their own."""
         state = dict(self.__dict__)
         state["_files"] = {}
         return state

@@ -1,5 +1,5 @@
 """Actions: checking what a user passes, embedding it as one token per frame, and the
-behavioural-cloning heads that predict the next action from the world model's state.
+behavioural-cloning heads that predict the next action from the world model's features.
 
 `actions[:, t]` is the action that leads into frame t (actions[:, 0] is the initial action):
 ints in [0, num_actions), shape `b t` or `b t a` for several keys at once, -1 as padding.
@@ -107,19 +107,19 @@ class MultiActionHead(nn.Module):
         self.transformer = Transformer(dim_inner, depth, rotary_axes=1, **kwargs)
         self.to_logits = nn.Linear(dim_inner, num_actions + 1, bias=False)
 
-    def logits(self, state: Tensor, keys: Tensor) -> Tensor:
-        """Teacher-forced logits `b (a+1) l` from the state (b d) and the keys so far (b a)."""
-        inputs = torch.cat((self.proj_in(state)[:, None], self.key_embed(keys.clamp(min=0))), dim=1)
-        pos = torch.arange(inputs.shape[1], device=state.device)[:, None]
+    def logits(self, features: Tensor, keys: Tensor) -> Tensor:
+        """Teacher-forced logits `b (a+1) l` from the world model's features (b d) and the keys so far (b a)."""
+        inputs = torch.cat((self.proj_in(features)[:, None], self.key_embed(keys.clamp(min=0))), dim=1)
+        pos = torch.arange(inputs.shape[1], device=features.device)[:, None]
         return self.to_logits(self.transformer(inputs, pos=pos))
 
-    def loss(self, state: Tensor, keys: Tensor, valid: Tensor) -> Tensor:
+    def loss(self, features: Tensor, keys: Tensor, valid: Tensor) -> Tensor:
         """Cross entropy of the keys (b a, -1 padding at the end) then `end`, over `valid` rows."""
         labels = F.pad(keys, (0, 1), value=-1)
         count = (keys >= 0).sum(dim=-1, keepdim=True)
         labels = labels.scatter(-1, count, self.end_id)
         labels = labels.masked_fill(~rearrange(valid, "b -> b 1"), -1)
-        return masked_cross_entropy(self.logits(state, keys), labels)
+        return masked_cross_entropy(self.logits(features, keys), labels)
 
 
 def masked_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:

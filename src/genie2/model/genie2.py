@@ -383,16 +383,16 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
         return total_loss, (state_loss, commit_loss, action_loss)
 
     def _action_loss(self, last_features: Tensor, actions: Tensor | None, time_mask: Tensor | None) -> Tensor:
-        """Behavioural cloning: the state after frame t (b t d) predicts actions[:, t + 1]."""
+        """Behavioural cloning: the features after frame t (b t d) predict actions[:, t + 1]."""
         if not self.has_action_loss or not exists(actions) or actions.shape[1] < 2:
             return self.zero
-        state, targets = last_features[:, :-1], actions[:, 1:]
+        features, targets = last_features[:, :-1], actions[:, 1:]
         valid = time_mask[:, 1:] if exists(time_mask) else torch.ones_like(targets[..., 0], dtype=torch.bool)
         if not self.allow_multiple_actions:
             labels = targets[..., 0].masked_fill(~valid, -1)
-            return masked_cross_entropy(self.to_action_pred(state), labels)
+            return masked_cross_entropy(self.to_action_pred(features), labels)
         flat = partial(rearrange, pattern="b t ... -> (b t) ...")
-        return self.to_action_pred.loss(flat(state), flat(targets), flat(valid))
+        return self.to_action_pred.loss(flat(features), flat(targets), flat(valid))
 
 
 def _signature() -> inspect.Signature:
