@@ -194,3 +194,45 @@ def test_generate_rolls_out_under_given_actions():
     guided = model.generate(image, num_frames=3, actions=actions, temperature=0.0, cond_scale=3.0)
     _, codes, _ = model.encode_state(guided)
     assert torch.equal(codes.flatten(2), table[actions])
+
+
+def test_one_config_builds_the_model_and_round_trips_through_a_checkpoint(tmp_path):
+    import json
+
+    from genie2 import Genie2, Genie2Config
+
+    config = Genie2Config(dim=32, dim_latent=8, num_actions=3, depth=1, heads=2, attn_dim_head=8, vq_codebook_size=16)
+    model = Genie2(config=config)
+    assert model.config is config and model.config == Genie2(**_fields(config)).config
+    with pytest.raises(ValueError, match="not both"):
+        Genie2(32, 8, config=config)
+    model.save_pretrained(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["kind"] == "genie2-world-model" and saved["tokenizer"] is None
+    assert Genie2.from_pretrained(tmp_path / "m").config == config
+    saved["a_key_from_the_future"] = 1
+    (tmp_path / "m" / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="a_key_from_the_future"):
+        Genie2.from_pretrained(tmp_path / "m")
+
+
+def _fields(config) -> dict:
+    from dataclasses import asdict
+
+    return asdict(config)
+
+
+def test_a_tokenizer_saved_under_old_key_names_loads(tmp_path):
+    import json
+
+    from genie2 import Tokenizer
+
+    tokenizer = Tokenizer(frame_size=16, channels=(8,), res_blocks=1, dim_latent=4, codebook_size=8, temporal=True)
+    tokenizer.save_pretrained(tmp_path / "t")
+    saved = json.loads((tmp_path / "t" / "config.json").read_text())
+    saved["temporal_kernel"] = saved.pop("temporal_conv_kernel_size")  # as written before 2026-12-01
+    (tmp_path / "t" / "config.json").write_text(json.dumps(saved))
+    loaded = Tokenizer.from_pretrained(tmp_path / "t")
+    assert loaded.config == tokenizer.config
+    frames = torch.rand(1, 2, 16, 16, 3)
+    assert torch.equal(loaded.encode(frames), tokenizer.eval().encode(frames))
