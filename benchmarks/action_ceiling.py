@@ -21,7 +21,7 @@ import torch
 from genie2.data.collect import resize
 from genie2.data.envs import GameEnv
 from genie2.data.episode import DatasetInfo, Episode, atomic_write
-from genie2.evaluate import eval_episodes, random_keys
+from genie2.evaluate import eval_episodes, randomised_actions
 
 
 def replay(env: GameEnv, seed: int, actions: np.ndarray, frame_size: int) -> torch.Tensor:
@@ -61,7 +61,7 @@ def main() -> None:
         truth = replay(env, source["seed"] + index, actions[:, 0].numpy(), info.frame_size)
         if not torch.equal(truth, torch.from_numpy(episode.frames[: k + args.horizon])):
             raise ValueError(f"replaying {path} does not reproduce its frames: is the env version the same?")
-        random_actions = random_keys(actions, k, info.num_actions, rng)  # the draws of evaluate_world
+        random_actions = randomised_actions(actions, k, info.num_actions, rng)  # the draws of evaluate_world
         fake = replay(env, source["seed"] + index, random_actions[:, 0].numpy(), info.frame_size)
         diff = fake[k:].float() / 255 - truth[k:].float() / 255
         mse.append(diff.square().mean((1, 2, 3)))

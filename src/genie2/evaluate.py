@@ -69,7 +69,7 @@ def eval_episodes(data: str | Path, split: str, count: int, length: int, skip_co
     return long_enough[:count]
 
 
-def random_keys(actions: Tensor, k: int, num_actions: int, rng: np.random.Generator) -> Tensor:
+def randomised_actions(actions: Tensor, k: int, num_actions: int, rng: np.random.Generator) -> Tensor:
     """`actions` (t a) with every step after the first k replaced by one uniformly random key."""
     drawn = actions.clone()
     drawn[k:, 0] = torch.from_numpy(rng.integers(0, num_actions, len(actions) - k))
@@ -105,7 +105,7 @@ def evaluate_world(
         episode = Episode.load(path)
         frames = torch.from_numpy(episode.frames[: k + horizon])
         actions = torch.from_numpy(episode.actions[: k + horizon])
-        random_actions = random_keys(actions, k, info.num_actions, rng)
+        random_actions = randomised_actions(actions, k, info.num_actions, rng)
         start = time.perf_counter()
         real = world.rollout(frames[:k], actions, seed=seed)
         seconds, dreamed = seconds + time.perf_counter() - start, dreamed + horizon

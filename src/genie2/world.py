@@ -86,26 +86,26 @@ class World:
         action per frame of the whole clip (k + H entries, or (k + H, a) keys; -1: no key pressed)."""
         video = self._to_unit(prompt_frames)
         k = video.shape[2]
-        keys = torch.as_tensor(np.asarray(actions)).long()
-        keys = keys[:, None] if keys.ndim == 1 else keys
-        if keys.ndim != 2 or keys.shape[0] <= k:
+        actions = torch.as_tensor(np.asarray(actions)).long()
+        actions = actions[:, None] if actions.ndim == 1 else actions
+        if actions.ndim != 2 or actions.shape[0] <= k:
             raise InputError(
-                f"actions needs one entry per frame: more than the {k} prompt frames, got {tuple(keys.shape)}"
+                f"actions needs one entry per frame: more than the {k} prompt frames, got {tuple(actions.shape)}"
             )
-        keys = keys[None].to(self.model.device)  # 1 t a
+        actions = actions[None].to(self.model.device)  # 1 t a
         _, codes, _ = self.model.encode_state(video)
         generator = torch.Generator(device=self.model.device).manual_seed(seed)
         sampling = Sampling(temperature=temperature, generator=generator)
-        model, steps = self.model, range(k, keys.shape[1])
+        model, steps = self.model, range(k, actions.shape[1])
         if exists(model.num_actions):
-            keys = check_actions(
-                keys, 1, keys.shape[1], model.num_actions, model.allow_multiple_actions, model.max_num_actions
+            actions = check_actions(
+                actions, 1, actions.shape[1], model.num_actions, model.allow_multiple_actions, model.max_num_actions
             )
-            prompt_keys, step_keys = keys[:, :k], [keys[:, t] for t in steps]
+            prompt_actions, step_actions = actions[:, :k], [actions[:, t] for t in steps]
         else:  # a model without actions: the null token throughout, as in training
-            prompt_keys, step_keys = None, [None for _ in steps]
-        rollout = Rollout(model, codes, prompt_keys, sampling, False, self.max_context_frames)
-        dreamed = [rollout.step(step) for step in step_keys]
+            prompt_actions, step_actions = None, [None for _ in steps]
+        rollout = Rollout(model, codes, prompt_actions, sampling, False, self.max_context_frames)
+        dreamed = [rollout.step(step) for step in step_actions]
         frames = self.model.tokenizer.decode(torch.stack(dreamed, dim=1))[0]
         return to_uint8(frames).cpu()
 
