@@ -3,7 +3,9 @@
 The run folder ends up as a tokenizer checkpoint (config.json + model.safetensors, links into
 the last checkpoint's copy in .export, loaded by `Tokenizer.from_pretrained(out)`), with
 checkpoints/ for resuming, samples/ (originals above reconstructions, PNG), metrics.jsonl and
-eval.json.
+eval.json. It runs on the loop every trainer shares (`genie2.train.loop`, on Hugging Face Accelerate:
+one CPU or GPU, or DDP under `accelerate launch`); this file supplies its step, its evaluation and its
+checkpoint (`TokenizerRun`).
 
 Dimension legend: b batch, t time, H W frame size.
 """
@@ -11,16 +13,14 @@ Dimension legend: b batch, t time, H W frame size.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from genie2.data.clips import ClipDataset
 from genie2.data.episode import atomic_write
@@ -29,17 +29,16 @@ from genie2.evaluate import psnr
 from genie2.helpers import to_uint8
 from genie2.presets import TOKENIZER_PRESETS, PresetConfig
 from genie2.tokenizer.model import CONFIG_FILE, WEIGHTS_FILE, Tokenizer, TokenizerConfig, codebook_stats
+from genie2.train.loop import Schedule, TrainLoop, make_accelerator
 from genie2.train.run import (
     SeededBatches,
-    StopFlag,
     cosine_lr,
-    export_latest,
-    latest_checkpoint,
     open_run,
-    rng_state,
+    resume_from,
+    run_config,
     save_checkpoint,
-    set_rng_state,
     tidy_run,
+    train_state,
 )
 
 
@@ -67,15 +66,17 @@ class TokenizerTraining(PresetConfig):
 
 
 class FrameBatches(SeededBatches):
-    """Seeded, resumable batches of single frames (b 1 H W 3, uint8) from a dataset."""
+    """Seeded, resumable batches of single frames (b 1 H W 3, uint8) from a dataset: of each batch, the
+    share of process `rank` of `processes`."""
 
-    def __init__(self, dataset: ClipDataset, batch_size: int, seed: int, epoch: int = 0, position: int = 0):
-        super().__init__(len(dataset), batch_size, seed, epoch, position)
-        self.dataset = dataset
+    def __init__(self, dataset: ClipDataset, batch_size: int, seed: int, rank: int = 0, processes: int = 1):
+        super().__init__(len(dataset), batch_size, seed)
+        self.dataset, self.rank, self.processes = dataset, rank, processes
 
     def next(self) -> torch.Tensor:
-        """The next batch of frames."""
-        return torch.stack([self.dataset[i]["frames"] for i in super().next()])
+        """This process's frames of the next batch."""
+        items = super().next()[self.rank :: self.processes]
+        return torch.stack([self.dataset[i]["frames"] for i in items])
 
 
 def val_frames(data: str, count: int, skip_corrupt: bool = False) -> torch.Tensor:
@@ -149,84 +150,120 @@ def train_tokenizer(
     resuming, the run's saved config is used; `steps` may extend it. Resuming a run that has no
     whole checkpoint yet starts it again from step 0 (see `open_run`)."""
     out_dir, (checkpoint, state) = Path(out), open_run(out, resume)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if state:
-        config = TokenizerTraining.from_dict(state["config"])
-    config.steps = steps or config.steps
+    config = run_config(config, state, steps)
     check_training(config)
+    accelerator = _accelerator(config, out_dir, device)
     dataset = ClipDataset(data, clip_frames=1, split="train", stride=1, skip_corrupt=skip_corrupt)
     if dataset.info.frame_size != config.model.frame_size:
         config.model = TokenizerConfig(**{**asdict(config.model), "frame_size": dataset.info.frame_size})
     val = val_frames(data, config.val_frames, skip_corrupt)
 
     torch.manual_seed(config.seed)
-    tokenizer = Tokenizer.from_pretrained(checkpoint, device) if state else Tokenizer(config.model).to(device)
-    tokenizer.train()
-    optimizer = torch.optim.AdamW(tokenizer.parameters(), lr=config.lr, weight_decay=0.0, betas=(0.9, 0.99))
-    batches, step = FrameBatches(dataset, config.batch_size, config.seed), 0
-    if state:
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        step = state["step"]
-        batches = FrameBatches(dataset, config.batch_size, config.seed, state["epoch"], state["position"])
-    tidy_run(out_dir, state)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    def checkpoint_now() -> None:
-        position = dict(step=step, epoch=batches.epoch, position=batches.position)
-        state = dict(config=asdict(config), optimizer=optimizer.state_dict(), rng=rng_state(), **position)
-        save_checkpoint(out_dir, step, tokenizer, state)
-
-    warmup_steps = int(config.ae_warmup * config.steps)
-    bar = tqdm(total=config.steps, initial=step, desc="train-tokenizer", unit="step", disable=not progress)
-    start, seen = time.perf_counter(), 0
-    with bar, StopFlag() as stop, (out_dir / "metrics.jsonl").open("a") as log:
-        while step < config.steps:
-            if step == warmup_steps and warmup_steps > 0:
-                seed_codebook(tokenizer, dataset, config.seed, config.batch_size)
-            frames, lr = batches.next(), cosine_lr(step, config.lr, config.warmup, config.steps)
-            record = train_step(tokenizer, optimizer, frames, lr, step >= warmup_steps, config.grad_clip)
-            if not math.isfinite(record["loss"]):
-                kept = "the last checkpoint is kept" if latest_checkpoint(out_dir) else "no checkpoint was written"
-                raise FloatingPointError(f"non-finite tokenizer loss at step {step}; {kept}")
-            step, seen = step + 1, seen + config.batch_size
-            record.update(step=step, frames_per_s=seen / (time.perf_counter() - start))
-            bar.update(1)
-            bar.set_postfix({k: f"{record[k]:.4g}" for k in ("loss", "psnr", "batch_usage", "frames_per_s")})
-            if step % config.eval_every == 0 or step == config.steps:
-                record["val"] = evaluate(tokenizer, val)
-                save_samples(tokenizer, val[:8], out_dir / "samples" / f"step-{step:08d}.png")
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            if step % config.checkpoint_every == 0 or step == config.steps or stop.raised:
-                checkpoint_now()
-            if stop.raised:
-                raise KeyboardInterrupt(f"stopped at step {step}; the checkpoint there is kept")
-    return export(out_dir, tokenizer, val)
+    run, start = TokenizerRun.start(accelerator, config, dataset, val, checkpoint, state, out_dir)
+    if accelerator.is_main_process:  # the others wait: one process writes the run folder
+        tidy_run(out_dir, state)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    schedule = Schedule(config.steps, config.checkpoint_every, config.eval_every, config.batch_size, "frames")
+    names = (CONFIG_FILE, WEIGHTS_FILE)
+    loop = TrainLoop(accelerator, out_dir, schedule, run.step, run.evaluate, run.save, names, "tokenizer", progress)
+    loop.run(start)
+    return run.final_eval()
 
 
-def train_step(tokenizer: Tokenizer, optimizer, frames: torch.Tensor, lr: float, quantize: bool, clip: float) -> dict:
-    """One optimisation step on a batch of frames; returns loss, PSNR and codebook usage."""
+def _accelerator(config: TokenizerTraining, out_dir: Path, device: str | None):
+    """The run's Accelerator: on the CPU when `device` is "cpu", else on the GPU Accelerate picks
+    (CUDA_VISIBLE_DEVICES chooses which); by default on the GPU when there is one. Once the batch is
+    known to split evenly over its processes."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: this machine has no CUDA GPU; leave --device out or pass cpu")
+    # float32 on GPUs too: bf16 autocast for the codebook's distances and its seeding is untried
+    accelerator = make_accelerator(out_dir, cpu=device.type == "cpu", mixed_precision="no")
+    if config.batch_size % accelerator.num_processes:
+        raise InputError(f"batch_size {config.batch_size} must divide by processes = {accelerator.num_processes}")
+    return accelerator
+
+
+@dataclass
+class TokenizerRun:
+    """A tokenizer run's parts, with the step, evaluation and checkpoint the shared loop calls."""
+
+    accelerator: Any
+    config: TokenizerTraining
+    model: Any  # prepared: DDP-wrapped across processes
+    optimizer: Any
+    dataset: ClipDataset
+    batches: FrameBatches
+    val: torch.Tensor  # validation frames (n 1 H W 3)
+    out: Path
+
+    @classmethod
+    def start(cls, accelerator, config: TokenizerTraining, dataset, val, checkpoint, state, out: Path):
+        """The run's parts at step 0, or at the step `state` was saved at; and that step."""
+        tokenizer = Tokenizer.from_pretrained(checkpoint) if state else Tokenizer(config.model)
+        tokenizer.train()
+        optimizer = torch.optim.AdamW(tokenizer.parameters(), lr=config.lr, weight_decay=0.0, betas=(0.9, 0.99))
+        rank, processes = accelerator.process_index, accelerator.num_processes
+        batches = FrameBatches(dataset, config.batch_size, config.seed, rank, processes)
+        step = resume_from(state, optimizer, batches) if state else 0
+        model, optimizer = accelerator.prepare(tokenizer, optimizer)
+        return cls(accelerator, config, model, optimizer, dataset, batches, val, out), step
+
+    @property
+    def unwrapped(self) -> Tokenizer:
+        return self.accelerator.unwrap_model(self.model)
+
+    def step(self, step: int) -> tuple[dict, dict]:
+        """One optimizer step on this process's share of a batch: its loss, PSNR and codebook usage."""
+        config = self.config
+        warmup_steps = int(config.ae_warmup * config.steps)
+        if step == warmup_steps and warmup_steps > 0:  # the autoencoder has warmed up: quantize from here on
+            seed_codebook(self.unwrapped, self.dataset, config.seed, config.batch_size)
+        frames, lr = self.batches.next(), cosine_lr(step, config.lr, config.warmup, config.steps)
+        quantize = step >= warmup_steps
+        return train_step(self.model, self.optimizer, frames, lr, quantize, config.grad_clip, self.accelerator), {}
+
+    def evaluate(self, step: int) -> dict:
+        """The validation scores (`evaluate`) and a PNG of reconstructions, on the main process ({} on the others)."""
+        if not self.accelerator.is_main_process:
+            return {}
+        scores = evaluate(self.unwrapped, self.val)
+        save_samples(self.unwrapped, self.val[:8], self.out / "samples" / f"step-{step:08d}.png")
+        return {"val": scores}
+
+    def save(self, step: int) -> None:
+        """Write checkpoints/step-N: the tokenizer and the trainer state."""
+        save_checkpoint(self.out, step, self.unwrapped, train_state(step, self.config, self.optimizer, self.batches))
+
+    def final_eval(self) -> dict:
+        """The trained tokenizer's validation scores and size, also written to RUN/eval.json."""
+        result = evaluate(self.unwrapped, self.val)
+        result["parameters"] = sum(p.numel() for p in self.unwrapped.parameters())
+        if self.accelerator.is_main_process:
+            text = json.dumps(result, indent=2)
+            atomic_write(self.out / "eval.json", lambda tmp: tmp.write_text(text))
+        return result
+
+
+def train_step(
+    tokenizer: Tokenizer, optimizer, frames: torch.Tensor, lr: float, quantize: bool, clip: float, accelerator=None
+) -> dict:
+    """One optimisation step on a batch of frames; returns loss, PSNR and codebook usage. `tokenizer`
+    and `optimizer` may be the ones `accelerator` prepared (DDP across processes)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     loss, parts = tokenizer(frames, quantize=quantize)
     optimizer.zero_grad(set_to_none=True)
-    if torch.isfinite(loss):
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(tokenizer.parameters(), clip)
-        optimizer.step()
+    # a non-finite loss goes backward too: under DDP a process that skipped it would leave the others
+    # waiting in the gradient all-reduce; the loop stops the run before such a step is saved
+    accelerator.backward(loss) if accelerator else loss.backward()
+    torch.nn.utils.clip_grad_norm_(tokenizer.parameters(), clip)
+    optimizer.step()
+    num_codes = (accelerator.unwrap_model(tokenizer) if accelerator else tokenizer).num_codes
     target = frames.flatten(0, 1).float() / 255
     return dict(
         loss=loss.item(),
         psnr=float(psnr(parts["recon"].flatten(0, 1).cpu(), target).mean()),
-        batch_usage=codebook_stats(parts["codes"].cpu(), tokenizer.num_codes)["usage"] if quantize else 0.0,
+        batch_usage=codebook_stats(parts["codes"].cpu(), num_codes)["usage"] if quantize else 0.0,
     )
-
-
-def export(out_dir: Path, tokenizer: Tokenizer, val: torch.Tensor) -> dict:
-    """Make the run folder itself a tokenizer checkpoint and write eval.json."""
-    export_latest(out_dir, (CONFIG_FILE, WEIGHTS_FILE))
-    result = evaluate(tokenizer, val)
-    result["parameters"] = sum(p.numel() for p in tokenizer.parameters())
-    atomic_write(out_dir / "eval.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
-    return result

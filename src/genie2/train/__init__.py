@@ -1,1 +1,2 @@
-"""World-model training (world_model.py) and the resumable run state every trainer shares (run.py)."""
+"""Training: the loop every trainer runs on (loop.py), the resumable run state it keeps (run.py) and
+world-model training (world_model.py); the tokenizer's trainer, genie2.tokenizer.train, runs on the same loop."""

@@ -20,6 +20,7 @@ import shutil
 import signal
 import tempfile
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -141,6 +142,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` returned."""
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -192,6 +194,30 @@ def open_run(out: str | Path, resume: bool) -> tuple[Path | None, dict | None]:
             f"({', '.join(others[:5])}); choose another --out"
         )
     return None, None
+
+
+def run_config(config, state: dict | None, steps: int | None):
+    """The config a run trains with: the one saved with the checkpoint it resumes from (else `config`),
+    its `steps` extended to `steps` when given."""
+    if state:
+        config = type(config).from_dict(state["config"])
+    config.steps = steps or config.steps
+    return config
+
+
+def train_state(step: int, config, optimizer, batches: SeededBatches) -> dict:
+    """What resuming needs besides the weights (lingua's TrainState): the step, the config, the
+    optimizer, the RNG and the data position."""
+    position = dict(step=step, epoch=batches.epoch, position=batches.position)
+    return dict(config=asdict(config), optimizer=optimizer.state_dict(), rng=rng_state(), **position)
+
+
+def resume_from(state: dict, optimizer, batches: SeededBatches) -> int:
+    """Restore what `train_state` saved into a new optimizer and batches; returns the step to go on from."""
+    optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    batches.epoch, batches.position = state["epoch"], state["position"]
+    return state["step"]
 
 
 def clear_leftovers(out: str | Path) -> bool:

@@ -4,7 +4,8 @@ The same code runs under `python -m genie2.cli train ...` and `accelerate launch
 train ...` (Hugging Face Accelerate: DDP across processes, bf16 autocast on GPUs, gradient
 accumulation). Codes the dataset lacks are encoded first, on the main process. A stop signal
 (SIGINT/SIGTERM) or a non-finite loss on any process stops every process after the same step.
-A run folder holds:
+The loop is the one every trainer shares (`genie2.train.loop`); this file supplies its step, its
+evaluation and its checkpoint (`WorldRun`). A run folder holds:
 
     RUN/training.json        the resolved training config
     RUN/checkpoints/step-N/  config.json + model.safetensors (world model and its tokenizer) + trainer/,
@@ -23,14 +24,14 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from genie2.data.clips import ClipDataset
 from genie2.data.codes import encode_dataset, weights_hash
@@ -40,17 +41,16 @@ from genie2.helpers import to_uint8
 from genie2.model.genie2 import Genie2
 from genie2.presets import WORLD_PRESETS, PresetConfig
 from genie2.tokenizer.model import Tokenizer
+from genie2.train.loop import Schedule, TrainLoop, make_accelerator
 from genie2.train.run import (
     SeededBatches,
-    StopFlag,
     cosine_lr,
-    export_latest,
-    latest_checkpoint,
     open_run,
-    rng_state,
+    resume_from,
+    run_config,
     save_checkpoint,
-    set_rng_state,
     tidy_run,
+    train_state,
 )
 from genie2.world import WORLD_FILES, write_world_files
 
@@ -142,28 +142,11 @@ def train(
     """Train (or resume) a world model; returns the run folder, itself a world-model checkpoint.
     Codes missing from `codes` are encoded first; resuming a run that has no whole checkpoint yet
     starts it again from step 0 (see `open_run`)."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-
     out_dir, (checkpoint, state) = Path(out), open_run(out, resume)
-    if state:
-        config = Training.from_dict(state["config"])
-    config.steps = steps or config.steps
+    config = run_config(config, state, steps)
     config.check()
     codes_missing = _codes_missing(data, codes, tokenizer_path)
-
-    cpu = not torch.cuda.is_available() if cpu is None else cpu
-    accelerator = Accelerator(
-        cpu=cpu,
-        mixed_precision="no" if cpu else "bf16",
-        gradient_accumulation_steps=config.grad_accum,
-        log_with="tensorboard",
-        project_dir=str(out_dir),
-        # some parameters sit out some steps (the null action token when no clip drops its actions)
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
-    world = accelerator.num_processes * config.grad_accum
-    if config.batch_size % world:
-        raise InputError(f"batch_size {config.batch_size} must divide by processes x grad_accum = {world}")
+    accelerator = _accelerator(config, out_dir, cpu)
     if accelerator.is_main_process:  # the others wait: one process writes the run folder and the codes
         tidy_run(out_dir, state)
         if codes_missing:
@@ -173,106 +156,19 @@ def train(
     val = ClipDataset(data, config.clip_frames, "val", skip_corrupt=skip_corrupt, codes=codes)
 
     torch.manual_seed(config.seed)
-    tokenizer = Tokenizer.from_pretrained(tokenizer_path)
-    model = Genie2.from_pretrained(checkpoint) if state else build_model(config, tokenizer, dataset)
-    if state and "raw" in state:  # with EMA the checkpoint holds the average; training resumes from the raw weights
-        model.load_state_dict(state["raw"])
-    if model.num_actions != dataset.info.num_actions:
-        raise InputError(
-            f"the model has {model.num_actions} actions but {data} has {dataset.info.num_actions}; "
-            "train a new model for this dataset"
-        )
-    model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(config, trainable)
-    batches, step = SeededBatches(len(dataset), config.batch_size, config.seed), 0
-    if state:
-        optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        step = state["step"]
-        batches = SeededBatches(len(dataset), config.batch_size, config.seed, state["epoch"], state["position"])
-    ema = None
-    if config.ema:  # torch's AveragedModel with an EMA update, on the main process
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
-        if state:
-            ema.module.load_state_dict(state["ema"])
-            ema.n_averaged.copy_(state["ema_count"])
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
+    model = _model(config, tokenizer_path, dataset, checkpoint, state, data)
+    world_files = partial(write_world_files, data=data, training=asdict(config), skip_corrupt=skip_corrupt)
+    run, start = WorldRun.start(accelerator, config, model, dataset, val, state, out_dir, world_files)
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         text = json.dumps(asdict(config), indent=2)
         atomic_write(out_dir / "training.json", lambda tmp: tmp.write_text(text))
-    accelerator.init_trackers("logs")
 
-    def checkpoint_now() -> None:
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            position = dict(step=step, epoch=batches.epoch, position=batches.position)
-            state = dict(config=asdict(config), optimizer=optimizer.state_dict(), rng=rng_state(), **position)
-            if ema is not None:  # the checkpoint's model is the average; the raw weights go with the state
-                state["ema"] = ema.module.state_dict()
-                state["raw"], state["ema_count"] = unwrapped.state_dict(), ema.n_averaged
-            saved = ema.module if ema is not None else unwrapped
-            extra = partial(write_world_files, data=data, training=asdict(config), skip_corrupt=skip_corrupt)
-            save_checkpoint(out_dir, step, saved, state, config.keep_checkpoints, extra)
-        accelerator.wait_for_everyone()  # no process leaves before the checkpoint is whole
-
-    rank, processes = accelerator.process_index, accelerator.num_processes
-    tokens_per_step = config.batch_size * config.clip_frames * (math.prod(tokenizer.latent_shape) + 1)
-    bar = tqdm(total=config.steps, initial=step, desc="train", unit="step", disable=not (progress and rank == 0))
-    start, done = time.perf_counter(), 0
-    with bar, StopFlag() as stop:
-        while step < config.steps:
-            # classifier-free action dropout drawn per clip of the global batch, so it does not depend
-            # on how the batch is split over processes
-            dropout = unwrapped.cfg_train_action_dropout
-            drop = torch.rand(config.batch_size, generator=torch.Generator().manual_seed(config.seed * 100_003 + step))
-            items, drop = batches.next()[rank::processes], (drop < dropout)[rank::processes]
-            for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(step, config.lr, config.warmup, config.steps)
-            step_start = time.perf_counter()
-            parts, nonfinite, grad_norm = _train_step(
-                accelerator, model, optimizer, trainable, dataset, items, drop, config, step
-            )
-            # one all-reduce a step: a stop signal or a non-finite loss on any process stops every process
-            # after this same step (one that stopped alone would wait at the checkpoint's barrier while the
-            # others wait for it in the next gradient all-reduce); the losses logged are the global batch's
-            shared = torch.tensor([stop.raised, nonfinite, *parts.values()], device=accelerator.device)
-            shared = accelerator.reduce(shared, "sum").tolist()
-            stopping, nonfinite = shared[0] > 0, shared[1] > 0
-            parts = {k: v / processes for k, v in zip(parts, shared[2:], strict=True)}
-            if nonfinite:
-                kept = "the last checkpoint is kept" if latest_checkpoint(out_dir) else "no checkpoint yet"
-                raise FloatingPointError(f"non-finite world-model loss at step {step}; {kept}")
-            if ema is not None:
-                ema.update_parameters(unwrapped)
-            step, done = step + 1, done + 1
-            rate = done * tokens_per_step / (time.perf_counter() - start)
-            bar.update(1)
-            bar.set_postfix({**{k: f"{v:.3f}" for k, v in parts.items()}, "tokens/s": f"{rate:.0f}"})
-            record = {
-                **parts,
-                "grad_norm": grad_norm,
-                "tokens_per_s": rate,
-                "step_seconds": time.perf_counter() - step_start,
-                "lr": optimizer.param_groups[0]["lr"],
-            }
-            if step % config.eval_every == 0 or step == config.steps:
-                record.update(_evaluate(accelerator, unwrapped, val, config, out_dir, step))
-            accelerator.log(record, step=step)
-            if accelerator.is_main_process:
-                with (out_dir / "metrics.jsonl").open("a") as log:
-                    log.write(json.dumps(dict(step=step, **record)) + "\n")
-            if step % config.checkpoint_every == 0 or step == config.steps or stopping:
-                checkpoint_now()
-            if stopping:
-                raise KeyboardInterrupt(f"stopped at step {step}; the checkpoint there is kept")
-    accelerator.end_training()
-    if accelerator.is_main_process:
-        export_latest(out_dir, ("config.json", "model.safetensors", *WORLD_FILES))
+    tokens_per_step = config.batch_size * config.clip_frames * (math.prod(model.tokenizer.latent_shape) + 1)
+    schedule = Schedule(config.steps, config.checkpoint_every, config.eval_every, tokens_per_step, "tokens")
+    names = ("config.json", "model.safetensors", *WORLD_FILES)
+    loop = TrainLoop(accelerator, out_dir, schedule, run.step, run.evaluate, run.save, names, "world-model", progress)
+    loop.run(start)
     return out_dir
 
 
@@ -283,27 +179,136 @@ def make_optimizer(config: Training, params: list) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
 
 
-def _train_step(
-    accelerator, model, optimizer, trainable: list, dataset: ClipDataset, items: list, drop, config: Training, step: int
-) -> tuple[dict, bool, float]:
-    """One optimizer step on this process's share of a batch (`items`, in grad_accum micro-batches):
-    its mean losses, whether any was non-finite, and the gradient norm before clipping."""
-    per_micro = config.batch_size // (accelerator.num_processes * config.grad_accum)
-    means, nonfinite, grad_norm = {}, False, math.nan
-    for micro in range(config.grad_accum):
-        with accelerator.accumulate(model):
-            part = slice(micro * per_micro, (micro + 1) * per_micro)
-            loss, parts = world_loss(model, collate(dataset, items[part]), accelerator.device, drop[part])
-            if _test_nan_at(accelerator.process_index, step):
-                loss, parts = loss * math.nan, dict(parts, loss=math.nan)
-            nonfinite = nonfinite or not math.isfinite(parts["loss"])
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                grad_norm = float(accelerator.clip_grad_norm_(trainable, config.grad_clip))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        means = {k: means.get(k, 0.0) + v / config.grad_accum for k, v in parts.items()}
-    return means, nonfinite, grad_norm
+def _accelerator(config: Training, out_dir: Path, cpu: bool | None):
+    """The run's Accelerator (bf16 autocast on GPUs, TensorBoard in RUN/logs), once the global batch is
+    known to split evenly over its processes and accumulation steps."""
+    cpu = not torch.cuda.is_available() if cpu is None else cpu
+    accelerator = make_accelerator(out_dir, cpu, "no" if cpu else "bf16", config.grad_accum, "tensorboard")
+    world = accelerator.num_processes * config.grad_accum
+    if config.batch_size % world:
+        raise InputError(f"batch_size {config.batch_size} must divide by processes x grad_accum = {world}")
+    return accelerator
+
+
+def _model(config: Training, tokenizer_path: str, dataset: ClipDataset, checkpoint, state, data: str) -> Genie2:
+    """A new world model over the tokenizer, or the one resumed (its raw weights, with EMA)."""
+    tokenizer = Tokenizer.from_pretrained(tokenizer_path)
+    model = Genie2.from_pretrained(checkpoint) if state else build_model(config, tokenizer, dataset)
+    if state and "raw" in state:  # with EMA the checkpoint holds the average; training resumes from the raw weights
+        model.load_state_dict(state["raw"])
+    if model.num_actions != dataset.info.num_actions:
+        raise InputError(
+            f"the model has {model.num_actions} actions but {data} has {dataset.info.num_actions}; "
+            "train a new model for this dataset"
+        )
+    return model
+
+
+@dataclass
+class WorldRun:
+    """A world-model run's parts, with the step, evaluation and checkpoint the shared loop calls."""
+
+    accelerator: Any
+    config: Training
+    model: Any  # prepared: DDP-wrapped across processes
+    optimizer: Any
+    dataset: ClipDataset
+    val: ClipDataset
+    batches: SeededBatches
+    ema: Any  # torch's AveragedModel, or None
+    out: Path
+    world_files: Callable[[Path], None]  # writes what players and eval read beside a checkpoint's model
+
+    @classmethod
+    def start(cls, accelerator, config: Training, model: Genie2, dataset, val, state, out: Path, world_files):
+        """The run's parts at step 0, or at the step `state` was saved at; and that step."""
+        model.train()
+        optimizer = make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
+        batches = SeededBatches(len(dataset), config.batch_size, config.seed)
+        step = resume_from(state, optimizer, batches) if state else 0
+        ema = None
+        if config.ema:  # torch's AveragedModel with an EMA update
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+            if state:
+                ema.module.load_state_dict(state["ema"])
+                ema.n_averaged.copy_(state["ema_count"])
+        model, optimizer = accelerator.prepare(model, optimizer)
+        return cls(accelerator, config, model, optimizer, dataset, val, batches, ema, out, world_files), step
+
+    @property
+    def unwrapped(self) -> Genie2:
+        return self.accelerator.unwrap_model(self.model)
+
+    def step(self, step: int) -> tuple[dict, dict]:
+        """One optimizer step on this process's share of the global batch: its losses; the gradient
+        norm, the seconds it took and the learning rate."""
+        config, rank, processes = self.config, self.accelerator.process_index, self.accelerator.num_processes
+        # classifier-free action dropout drawn per clip of the global batch, so it does not depend
+        # on how the batch is split over processes
+        drop = torch.rand(config.batch_size, generator=torch.Generator().manual_seed(config.seed * 100_003 + step))
+        drop = drop < self.unwrapped.cfg_train_action_dropout
+        items, drop = self.batches.next()[rank::processes], drop[rank::processes]
+        lr = cosine_lr(step, config.lr, config.warmup, config.steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        start = time.perf_counter()
+        losses, grad_norm = self._update(items, drop, step)
+        if self.ema is not None:
+            self.ema.update_parameters(self.unwrapped)
+        return losses, dict(grad_norm=grad_norm, step_seconds=time.perf_counter() - start, lr=lr)
+
+    def _update(self, items: list, drop: torch.Tensor, step: int) -> tuple[dict, float]:
+        """The optimizer step on this process's share of a batch (`items`, in grad_accum micro-batches):
+        its mean losses and the gradient norm before clipping."""
+        accelerator, config = self.accelerator, self.config
+        per_micro = config.batch_size // (accelerator.num_processes * config.grad_accum)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]  # the trainable ones
+        means, grad_norm = {}, math.nan
+        for micro in range(config.grad_accum):
+            with accelerator.accumulate(self.model):
+                part = slice(micro * per_micro, (micro + 1) * per_micro)
+                batch = collate(self.dataset, items[part])
+                loss, parts = world_loss(self.model, batch, accelerator.device, drop[part])
+                if _test_nan_at(accelerator.process_index, step):
+                    loss, parts = loss * math.nan, dict(parts, loss=math.nan)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    grad_norm = float(accelerator.clip_grad_norm_(params, config.grad_clip))
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            means = {k: means.get(k, 0.0) + v / config.grad_accum for k, v in parts.items()}
+        return means, grad_norm
+
+    @torch.no_grad()
+    def evaluate(self, step: int) -> dict:
+        """Validation losses (`val_losses`) and a rollout GIF from a validation prompt beside the
+        ground truth, on the main process ({} on the others)."""
+        if not self.accelerator.is_main_process:
+            return {}
+        model, device = self.unwrapped, self.accelerator.device
+        scalars = val_losses(model, self.val, self.config.val_clips, device)
+        model.eval()
+        clip = self.val[0]  # the first of the clips val_losses reads
+        codes, actions = clip["codes"][None].to(device), clip["actions"][None].to(device)
+        length = clip["video_time_len"]
+        truth = model.tokenizer.decode(codes[:, :length])[0]
+        image = truth[:1].permute(0, 3, 1, 2)  # b c H W
+        dream = model.generate(image, length - 1, actions=actions[:, :length], temperature=0.0)
+        dream = dream[0].permute(1, 2, 3, 0)  # t H W c
+        save_side_by_side(truth.cpu(), dream.cpu(), self.out / "samples" / f"step-{step:08d}.gif")
+        model.train()
+        return scalars
+
+    def save(self, step: int) -> None:
+        """Write checkpoints/step-N: the model (with EMA, the average), the world files and the trainer state."""
+        state, model = train_state(step, self.config, self.optimizer, self.batches), self.unwrapped
+        if self.ema is not None:  # the checkpoint's model is the average; the raw weights go with the state
+            state["ema"] = self.ema.module.state_dict()
+            state["raw"], state["ema_count"] = model.state_dict(), self.ema.n_averaged
+            model = self.ema.module
+        save_checkpoint(self.out, step, model, state, self.config.keep_checkpoints, self.world_files)
 
 
 def _test_nan_at(rank: int, step: int) -> bool:
@@ -345,26 +350,6 @@ def val_losses(model: Genie2, val: ClipDataset, clips: int, device) -> dict:
             blind.append(world_loss(model, batch, device, hidden)[1]["state_loss"])
         scalars["val_action_gain"] = float(np.mean(blind)) - scalars["val_state_loss"]
     model.train(was_training)
-    return scalars
-
-
-@torch.no_grad()
-def _evaluate(accelerator, model: Genie2, val: ClipDataset, config: Training, out_dir: Path, step: int) -> dict:
-    """Validation losses (`val_losses`) and a rollout GIF from a validation prompt beside the
-    ground truth."""
-    if not accelerator.is_main_process:
-        return {}
-    scalars = val_losses(model, val, config.val_clips, accelerator.device)
-    model.eval()
-    clip = val[0]  # the first of the clips val_losses reads
-    codes, actions = clip["codes"][None].to(accelerator.device), clip["actions"][None].to(accelerator.device)
-    length = clip["video_time_len"]
-    truth = model.tokenizer.decode(codes[:, :length])[0]
-    image = truth[:1].permute(0, 3, 1, 2)  # b c H W
-    dream = model.generate(image, length - 1, actions=actions[:, :length], temperature=0.0)
-    dream = dream[0].permute(1, 2, 3, 0)  # t H W c
-    save_side_by_side(truth.cpu(), dream.cpu(), out_dir / "samples" / f"step-{step:08d}.gif")
-    model.train()
     return scalars
 
 
