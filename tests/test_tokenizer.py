@@ -178,3 +178,26 @@ def test_resume_without_a_whole_checkpoint_starts_from_scratch(tmp_path):
     fresh, restarted = Tokenizer.from_pretrained(tmp_path / "fresh"), Tokenizer.from_pretrained(killed)
     for (name, a), b in zip(fresh.state_dict().items(), restarted.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_a_non_finite_loss_stops_the_run_at_its_step(tmp_path, monkeypatch):
+    """The loop both trainers share: a NaN loss raises with the step's number, before that step is logged
+    or saved; the checkpoint before it is kept."""
+    import genie2.tokenizer.train as trainer
+
+    data = tmp_path / "data"
+    collect(data, episodes=3, steps=12, frame_size=16, progress=False)
+    config = TokenizerTraining.preset("tiny", steps=6, checkpoint_every=2, eval_every=100, val_frames=8)
+    config.model = TokenizerConfig(**{**config.model.__dict__, "channels": (8, 16)})
+    real_step, calls = trainer.train_step, []
+
+    def nan_at_step_3(*args, **kwargs):
+        calls.append(args)
+        record = real_step(*args, **kwargs)
+        return dict(record, loss=float("nan")) if len(calls) == 4 else record
+
+    monkeypatch.setattr(trainer, "train_step", nan_at_step_3)
+    with pytest.raises(FloatingPointError, match="non-finite tokenizer loss at step 3; the last checkpoint is kept"):
+        train_tokenizer(str(data), str(tmp_path / "tok"), config, progress=False)
+    assert metric_steps(tmp_path / "tok") == [1, 2, 3]
+    assert [p.name for p in (tmp_path / "tok" / "checkpoints").glob("step-*")] == ["step-00000002"]
