@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import ClassVar
 
+from genie2.checkpoint import config_from_dict
 from genie2.errors import InputError
 from genie2.tokenizer.model import TokenizerConfig
 
@@ -25,9 +25,8 @@ class PresetConfig:
 
     @classmethod
     def from_dict(cls, data: dict):
-        """Rebuild from saved JSON, ignoring keys this version does not know."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """Rebuild from saved JSON (as every saved config: see checkpoint.config_from_dict)."""
+        return config_from_dict(cls, data)
 
 
 def tokenizer_tiny() -> dict:

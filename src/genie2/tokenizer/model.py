@@ -26,7 +26,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from vector_quantize_pytorch import FSQ, VectorQuantize
 
-from genie2.checkpoint import CONFIG_FILE, WEIGHTS_FILE, Pretrained, config_from_dict  # noqa: F401 (TEMP: tokenizer/train.py)
+from genie2.checkpoint import Pretrained, config_from_dict
 from genie2.errors import InputError
 from genie2.model.layers import CausalConv3d, temporal
 

@@ -22,13 +22,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from genie2.checkpoint import CONFIG_FILE, WEIGHTS_FILE, config_from_dict
 from genie2.data.clips import ClipDataset
 from genie2.data.episode import atomic_write
 from genie2.errors import InputError
 from genie2.evaluate import psnr
 from genie2.helpers import to_uint8
 from genie2.presets import TOKENIZER_PRESETS, PresetConfig
-from genie2.tokenizer.model import CONFIG_FILE, WEIGHTS_FILE, Tokenizer, TokenizerConfig, codebook_stats
+from genie2.tokenizer.model import Tokenizer, TokenizerConfig, codebook_stats
 from genie2.train.loop import Schedule, TrainLoop, make_accelerator
 from genie2.train.run import (
     SeededBatches,
@@ -62,7 +63,7 @@ class TokenizerTraining(PresetConfig):
 
     def __post_init__(self):
         if isinstance(self.model, dict):  # from saved JSON
-            self.model = TokenizerConfig(**self.model)
+            self.model = config_from_dict(TokenizerConfig, self.model)
 
 
 class FrameBatches(SeededBatches):

@@ -152,10 +152,11 @@ class SeededBatches:
     """Seeded, resumable batches of dataset indices: epoch e visits them in the order of
     randperm(seed + e), so (epoch, position) says exactly where a run stopped."""
 
-    def __init__(self, size: int, batch_size: int, seed: int, epoch: int = 0, position: int = 0):
+    def __init__(self, size: int, batch_size: int, seed: int):
         if batch_size > size:
             raise InputError(f"batch_size {batch_size} is larger than the {size} training items; collect more data")
-        self.size, self.batch_size, self.seed, self.epoch, self.position = size, batch_size, seed, epoch, position
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.epoch, self.position = 0, 0  # resume_from sets them to where a run stopped
         self._order: tuple[int, torch.Tensor] | None = None
 
     def next(self) -> list[int]:

@@ -25,7 +25,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,6 +38,7 @@ from genie2.data.codes import encode_dataset, weights_hash
 from genie2.data.episode import atomic_write, episode_indices, episode_path
 from genie2.errors import InputError
 from genie2.helpers import to_uint8
+from genie2.model.config import Genie2Config
 from genie2.model.genie2 import Genie2
 from genie2.presets import WORLD_PRESETS, PresetConfig
 from genie2.tokenizer.model import Tokenizer
@@ -63,7 +64,8 @@ class Training(PresetConfig):
 
     PRESETS: ClassVar[dict] = WORLD_PRESETS
 
-    model: dict = field(default_factory=dict)  # Genie2 constructor arguments (dim, depth, heads, ...)
+    # Genie2Config fields to set (dim, depth, heads, ...); the tokenizer and the dataset give the rest
+    model: dict = field(default_factory=dict)
     steps: int = 3000
     batch_size: int = 8  # clips per optimizer step, over all processes and accumulation steps
     grad_accum: int = 1
@@ -94,6 +96,10 @@ class Training(PresetConfig):
             raise InputError("clip_frames must be >= 2: the model learns the next frame from earlier ones")
         if self.optimizer not in OPTIMIZERS:
             raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        given = {f.name for f in fields(Genie2Config)} - {"dim_latent", "vq_codebook_size", "num_actions"}
+        unknown = sorted(set(self.model) - given)
+        if unknown:
+            raise InputError(f"model has keys Genie2 does not take: {unknown}; it takes {sorted(given)}")
 
 
 def collate(dataset: ClipDataset, items: list[int]) -> dict:
