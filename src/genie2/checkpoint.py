@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 from dataclasses import fields
 from pathlib import Path
-from typing import ClassVar
-
-import torch
+from typing import TYPE_CHECKING, ClassVar
 
 from genie2.errors import InputError
+
+if TYPE_CHECKING:  # the data stage reads its configs here and starts without torch
+    import torch
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 

@@ -258,7 +258,12 @@ def add_train_tokenizer(verbs: argparse._SubParsersAction) -> None:
         "holding other files is refused",
     )
     p.add_argument("--skip-corrupt", action="store_true", help="skip damaged episode files with a warning")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="cpu or cuda (default: cuda if available, else cpu; CUDA_VISIBLE_DEVICES=N picks the GPU, "
+        "accelerate launch trains on several)",
+    )
     p.set_defaults(fn=train_tokenizer)
 
 

@@ -22,6 +22,7 @@ from einops import rearrange
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from genie2.checkpoint import WEIGHTS_FILE
 from genie2.data.clips import episode_files, split_episodes
 from genie2.data.episode import DatasetInfo, Episode, atomic_write, episode_indices, episode_length
 from genie2.errors import InputError
@@ -150,7 +151,7 @@ def write_report(report: dict, out: str | Path, checkpoint: str | Path | None, c
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     videos = report.pop("videos")
-    weights = Path(checkpoint) / "model.safetensors" if checkpoint else None
+    weights = Path(checkpoint) / WEIGHTS_FILE if checkpoint else None
     report["checkpoint"] = str(checkpoint) if checkpoint else None
     report["checkpoint_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest() if weights else None
     report["config"] = config

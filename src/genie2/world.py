@@ -18,6 +18,7 @@ from einops import rearrange
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from genie2.checkpoint import CONFIG_FILE
 from genie2.data.episode import DatasetInfo, atomic_write
 from genie2.errors import InputError
 from genie2.helpers import exists, to_uint8
@@ -43,16 +44,15 @@ def write_world_files(folder: str | Path, data: str | Path, training: dict, skip
 
 
 def read_world_files(folder: str | Path) -> dict:
-    """What write_world_files saved, where present: action_names, start_frames (uint8 n h w 3)
-    and clip_frames."""
-    info, frames, training = (Path(folder) / name for name in WORLD_FILES)
+    """What players read of write_world_files's files, where present: action_names and
+    start_frames (uint8 n h w 3). (training.json is for people; Genie2.from_pretrained reads
+    clip_frames there only for configs saved before max_context_frames was one.)"""
+    info, frames = (Path(folder) / name for name in WORLD_FILES[:2])
     found = {}
     if info.is_file():
         found["action_names"] = json.loads(info.read_text())["action_names"]
     if frames.is_file():
         found["start_frames"] = load_file(str(frames))["frames"].numpy()
-    if training.is_file():
-        found["clip_frames"] = json.loads(training.read_text())["clip_frames"]
     return found
 
 
@@ -124,7 +124,7 @@ def load(checkpoint: str | Path | None = None, device: str = "cpu", **kwargs) ->
     """The world model at `checkpoint` (a `genie2 train` run folder or checkpoint folder); by
     default the pretrained MiniGrid DoorKey world that ships with the package."""
     checkpoint = PRETRAINED if checkpoint is None else Path(checkpoint)
-    if not (checkpoint / "config.json").is_file() and checkpoint == PRETRAINED:
+    if not (checkpoint / CONFIG_FILE).is_file() and checkpoint == PRETRAINED:
         raise FileNotFoundError(f"the pretrained world is missing from this install ({PRETRAINED}); reinstall genie2")
     found = read_world_files(checkpoint)
     names, frames = found.get("action_names"), found.get("start_frames")

@@ -19,11 +19,13 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from genie2.checkpoint import config_from_dict
 from genie2.errors import InputError
 
 FORMAT_VERSION = 1
@@ -104,6 +106,8 @@ class DatasetInfo:
     num_frames: int = 0
     format_version: int = FORMAT_VERSION
 
+    RENAMED: ClassVar[dict] = {"max_keys": "max_num_actions"}  # its name before 2026-12-01
+
     def save(self, root: str | Path) -> None:
         """Write DIR/dataset.json atomically."""
         text = json.dumps(asdict(self), indent=2)
@@ -122,10 +126,7 @@ class DatasetInfo:
                 f"{path} has format version {version}; this genie2 reads version {FORMAT_VERSION}. "
                 "Collect the data again with this version."
             )
-        if "max_keys" in data:  # its name before 2026-12-01
-            data["max_num_actions"] = data.pop("max_keys")
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return config_from_dict(cls, data)
 
 
 def episode_path(root: str | Path, index: int) -> Path:

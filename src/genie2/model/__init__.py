@@ -1,5 +1,7 @@
 """The world model as pure nn.Modules: Genie2 and its config, the transformer, actions, layers,
-cached decoding and the play session. Nothing here reads or writes files, prints or prompts."""
+cached decoding and the play session. Nothing here writes files, prints or prompts, except the
+reference's generate(interactive=True), which imports genie2.play.interactive when asked; saving
+and loading is genie2.checkpoint's (Genie2.from_pretrained reads an old run's training.json)."""
 
 from genie2.model.config import Genie2Config
 from genie2.model.genie2 import Genie2

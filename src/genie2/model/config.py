@@ -3,7 +3,7 @@ config.json. Field names and defaults are the reference genie2-pytorch's keyword
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 from genie2.errors import InputError
 from genie2.helpers import default
@@ -41,7 +41,8 @@ def _positive_int(name: str, value, allow_none: bool = False, minimum: int = 1) 
 
 @dataclass
 class Genie2Config:
-    """What defines a Genie2 (besides custom encoder/decoder modules or a tokenizer)."""
+    """What defines a Genie2 (besides custom encoder/decoder modules or a tokenizer). The first 13
+    fields may be given by position, in the reference's order; the rest by keyword."""
 
     dim: int
     dim_latent: int
@@ -56,6 +57,9 @@ class Genie2Config:
     num_meta_tokens: int = 16
     vq_codebook_size: int = 4096
     vq_kwargs: dict | None = None
+    # the reference's next positional parameters were the encoder and decoder modules, so what
+    # follows is keyword-only: a 14th positional argument raises instead of landing elsewhere
+    _: KW_ONLY
     vq_commit_loss_weight: float = 1.0
     allow_multiple_actions: bool = False
     max_num_actions: int = 10

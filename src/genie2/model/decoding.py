@@ -2,8 +2,8 @@
 new token costs one position. Classifier-free guidance runs the action-conditioned and the
 null-action rows in one batch, each row with its own cache entries.
 
-Dimension legend: b batch, t time (frames), h w latent height and width, a keys pressed at
-once, d feature, l logits.
+Dimension legend: b batch, t time (frames), h w latent height and width, a actions (keys) per
+step, d feature, l logits. "keys" alone, in this file, are attention keys.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ class Rollout:
         return gumbel_noise(torch.empty(shape, device=self.model.device), generator=s.generator)
 
     def step(self, actions: Tensor | None, codes: Tensor | None = None, return_logits: bool = False):
-        """Generate the next frame's codes (b h w) given the keys pressed into it (b a, -1 for none;
+        """Generate the next frame's codes (b h w) given the action ids pressed into it (b a, -1 for none;
         None only for a model without actions, or an unconditioned rollout: the null token).
         With `codes` (b h w) the frame is teacher-forced instead of sampled; `return_logits`
         also returns the logits of every code (b h w l)."""

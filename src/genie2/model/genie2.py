@@ -32,13 +32,13 @@ from genie2.helpers import default, exists
 from genie2.model.actions import ActionEmbed, MultiActionHead, check_actions, masked_cross_entropy, order_actions
 from genie2.model.config import Genie2Config
 from genie2.model.generate import GenerationMixin
-from genie2.model.layers import CausalConv3d, MetaTokenWrapper, temporal
+from genie2.model.layers import CausalConv3d, MetaTokenWrapper, apply_temporal
 from genie2.model.transformer import Transformer
 
 
 class Genie2(GenerationMixin, Pretrained, nn.Module):
     """The world model: VQ latents, a causal transformer over action and code tokens, and an
-    optional behavioural-cloning action head. Same constructor as the reference genie2-pytorch:
+    optional behavioural-cloning action head. Same keywords as the reference genie2-pytorch:
     `Genie2(dim, dim_latent, num_actions=..., ...)` (the fields of Genie2Config), or
     `Genie2(config=Genie2Config(...))`; modules (encoder, decoder, tokenizer) come beside it."""
 
@@ -205,7 +205,7 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
         latents = self._to_latents(state)
         b, t, h, w, _ = latents.shape
         orig_latents = latents
-        latents = temporal(self.pre_vq_transform, latents)
+        latents = apply_temporal(self.pre_vq_transform, latents)
         token_mask = repeat(mask, "b t -> b (t s)", s=h * w) if exists(mask) else None
         quantized, codes, commit_loss = self.vq(rearrange(latents, "b t h w d -> b (t h w) d"), mask=token_mask)
         quantized = rearrange(quantized, "b (t h w) d -> b t h w d", t=t, h=h)
@@ -214,7 +214,7 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
             return quantized, codes, commit_loss
         recon_loss = self.zero
         if self.need_recon_loss:
-            error = (temporal(self.post_vq_transform, quantized) - orig_latents) ** 2
+            error = (apply_temporal(self.post_vq_transform, quantized) - orig_latents) ** 2
             weight = (
                 rearrange(mask, "b t -> b t 1 1 1").float() if exists(mask) else torch.ones_like(error[..., :1, :1, :1])
             )
@@ -252,7 +252,7 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
         (with a tokenizer: RGB frames in [0, 1], b 3 t H W)."""
         if exists(self.tokenizer):
             return rearrange(self.tokenizer.decode(codes), "b t h w c -> b c t h w")
-        latents = temporal(self.post_vq_transform, self.codes_to_latents(codes))
+        latents = apply_temporal(self.post_vq_transform, self.codes_to_latents(codes))
         b = latents.shape[0]
         if self.is_video_enc_dec:
             return self.decoder(rearrange(latents, "b t h w d -> b d t h w") if self.latent_channel_first else latents)
@@ -397,12 +397,13 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
 
 def _signature() -> inspect.Signature:
     """Genie2's constructor as help() should show it: Genie2Config's fields, then the modules."""
-    kind, empty = inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty
-    params = [inspect.Parameter("self", kind)]
+    positional, keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("self", positional)]
     for f in fields(Genie2Config):
-        params.append(inspect.Parameter(f.name, kind, default=empty if f.default is MISSING else f.default))
+        default = inspect.Parameter.empty if f.default is MISSING else f.default
+        params.append(inspect.Parameter(f.name, keyword if f.kw_only else positional, default=default))
     for name in ("config", "encoder", "decoder", "tokenizer"):
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None))
+        params.append(inspect.Parameter(name, keyword, default=None))
     return inspect.Signature(params)
 
 

@@ -1,4 +1,4 @@
-"""Small layers the world model and the tokenizer share: causal temporal convolutions and
+"""Small layers of the world model: causal temporal convolutions (the tokenizer's too) and
 learned meta tokens.
 
 Dimension legend: b batch, c channels, t time, h w height and width, d feature, m meta tokens.
@@ -30,9 +30,9 @@ class CausalConv3d(nn.Module):
         return self.conv(F.pad(x, (0, 0, 0, 0, self.time_pad, 0)))
 
 
-def temporal(conv: nn.Module | None, latents: Tensor) -> Tensor:
-    """Apply a temporal conv to latents (b t h w d); None or nn.Identity leaves them as they are."""
-    if conv is None or isinstance(conv, nn.Identity):
+def apply_temporal(conv: nn.Module, latents: Tensor) -> Tensor:
+    """Apply a temporal conv to latents (b t h w d); nn.Identity (no temporal convs) leaves them as they are."""
+    if isinstance(conv, nn.Identity):
         return latents
     return rearrange(conv(rearrange(latents, "b t h w d -> b d t h w")), "b d t h w -> b t h w d")
 

@@ -28,7 +28,7 @@ from vector_quantize_pytorch import FSQ, VectorQuantize
 
 from genie2.checkpoint import Pretrained, config_from_dict
 from genie2.errors import InputError
-from genie2.model.layers import CausalConv3d, temporal
+from genie2.model.layers import CausalConv3d, apply_temporal
 
 QUANTIZERS = ("vq", "fsq")
 ENCODERS = ("patch", "conv")
@@ -165,7 +165,7 @@ class Tokenizer(Pretrained, nn.Module):
         config = config or TokenizerConfig(**overrides)
         self.config = config
         self.encoder, self.decoder = Encoder(config), Decoder(config)
-        self.pre_quant = self.post_quant = None
+        self.pre_quant, self.post_quant = nn.Identity(), nn.Identity()
         if config.temporal:
             kernel = config.temporal_conv_kernel_size
             self.pre_quant = CausalConv3d(config.dim_latent, config.dim_latent, kernel)
@@ -199,7 +199,7 @@ class Tokenizer(Pretrained, nn.Module):
         b = unit.shape[0]
         x = rearrange(unit.to(self.device) * 2 - 1, "b t h w c -> (b t) c h w")
         latents = rearrange(self.encoder(x), "(b t) d h w -> b t h w d", b=b)
-        return temporal(self.pre_quant, latents)
+        return apply_temporal(self.pre_quant, latents)
 
     def quantize(self, latents: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Latents (b t h w d) to (quantized latents, codes b t h w, commitment loss)."""
@@ -223,7 +223,7 @@ class Tokenizer(Pretrained, nn.Module):
     def decode_latents(self, latents: Tensor) -> Tensor:
         """Quantized latents (b t h w d) to frames (b t H W 3) in [0, 1] (unclamped)."""
         b = latents.shape[0]
-        latents = temporal(self.post_quant, latents)
+        latents = apply_temporal(self.post_quant, latents)
         x = self.decoder(rearrange(latents, "b t h w d -> (b t) d h w"))
         return rearrange(x, "(b t) c h w -> b t h w c", b=b) * 0.5 + 0.5
 

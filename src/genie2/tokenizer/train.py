@@ -176,7 +176,12 @@ def _accelerator(config: TokenizerTraining, out_dir: Path, device: str | None):
     """The run's Accelerator: on the CPU when `device` is "cpu", else on the GPU Accelerate picks
     (CUDA_VISIBLE_DEVICES chooses which); by default on the GPU when there is one. Once the batch is
     known to split evenly over its processes."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as error:
+        raise InputError(f"--device {device!r} is not a device: pass cpu or cuda") from error
+    if device.type not in ("cpu", "cuda") or (device.type == "cuda" and device.index not in (None, 0)):
+        raise InputError(f"--device {device}: pass cpu or cuda (choose the GPU with CUDA_VISIBLE_DEVICES=N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {device}: this machine has no CUDA GPU; leave --device out or pass cpu")
     # float32 on GPUs too: bf16 autocast for the codebook's distances and its seeding is untried
@@ -238,12 +243,14 @@ class TokenizerRun:
         save_checkpoint(self.out, step, self.unwrapped, train_state(step, self.config, self.optimizer, self.batches))
 
     def final_eval(self) -> dict:
-        """The trained tokenizer's validation scores and size, also written to RUN/eval.json."""
+        """The trained tokenizer's validation scores and size, also written to RUN/eval.json (by the
+        main process; the others return {})."""
+        if not self.accelerator.is_main_process:
+            return {}
         result = evaluate(self.unwrapped, self.val)
         result["parameters"] = sum(p.numel() for p in self.unwrapped.parameters())
-        if self.accelerator.is_main_process:
-            text = json.dumps(result, indent=2)
-            atomic_write(self.out / "eval.json", lambda tmp: tmp.write_text(text))
+        text = json.dumps(result, indent=2)
+        atomic_write(self.out / "eval.json", lambda tmp: tmp.write_text(text))
         return result
 
 

@@ -127,7 +127,7 @@ class TrainLoop:
 
     def _log(self, row: dict) -> None:
         """One step's row: to the trackers and to RUN/metrics.jsonl (main process)."""
-        self.accelerator.log(row, step=row["step"])
+        self.accelerator.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
         if self.accelerator.is_main_process:
             with (self.out / METRICS_FILE).open("a") as log:
                 log.write(json.dumps(row) + "\n")

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from genie2.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from genie2.data.episode import atomic_write
 from genie2.errors import InputError
 
@@ -265,7 +266,7 @@ def truncate_metrics(out: str | Path, step: int) -> None:
 EXPORT_LINK = ".export"  # RUN/.export -> .export-step-N-xxxx/, the folder the run's model files point into
 
 
-def export_latest(run: str | Path, names: tuple[str, ...] = ("config.json", "model.safetensors")) -> None:
+def export_latest(run: str | Path, names: tuple[str, ...] = (CONFIG_FILE, WEIGHTS_FILE)) -> None:
     """Make the run folder a checkpoint itself: each RUN/<name> of the last checkpoint's `names`.
 
     The files are copied into a new folder RUN/.export-step-N-xxxx/, then one symlink, RUN/.export,

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from genie2.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from genie2.data.clips import ClipDataset
 from genie2.data.codes import encode_dataset, weights_hash
 from genie2.data.episode import atomic_write, episode_indices, episode_path
@@ -172,7 +173,7 @@ def train(
 
     tokens_per_step = config.batch_size * config.clip_frames * (math.prod(model.tokenizer.latent_shape) + 1)
     schedule = Schedule(config.steps, config.checkpoint_every, config.eval_every, tokens_per_step, "tokens")
-    names = ("config.json", "model.safetensors", *WORLD_FILES)
+    names = (CONFIG_FILE, WEIGHTS_FILE, *WORLD_FILES)
     loop = TrainLoop(accelerator, out_dir, schedule, run.step, run.evaluate, run.save, names, "world-model", progress)
     loop.run(start)
     return out_dir
