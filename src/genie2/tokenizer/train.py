@@ -16,7 +16,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from genie2.evaluate import psnr
 from genie2.helpers import to_uint8
 from genie2.presets import TOKENIZER_PRESETS, PresetConfig
 from genie2.tokenizer.model import Tokenizer, TokenizerConfig, codebook_stats
-from genie2.train.loop import Schedule, TrainLoop, make_accelerator
+from genie2.train.loop import Run, Schedule, TrainLoop, make_accelerator
 from genie2.train.run import (
     SeededBatches,
     cosine_lr,
@@ -192,14 +192,9 @@ def _accelerator(config: TokenizerTraining, out_dir: Path, device: str | None):
 
 
 @dataclass
-class TokenizerRun:
+class TokenizerRun(Run):
     """A tokenizer run's parts, with the step, evaluation and checkpoint the shared loop calls."""
 
-    accelerator: Any
-    config: TokenizerTraining
-    model: Any  # prepared: DDP-wrapped across processes
-    optimizer: Any
-    dataset: ClipDataset
     batches: FrameBatches
     val: torch.Tensor  # validation frames (n 1 H W 3)
     out: Path
@@ -215,10 +210,6 @@ class TokenizerRun:
         step = resume_from(state, optimizer, batches) if state else 0
         model, optimizer = accelerator.prepare(tokenizer, optimizer)
         return cls(accelerator, config, model, optimizer, dataset, batches, val, out), step
-
-    @property
-    def unwrapped(self) -> Tokenizer:
-        return self.accelerator.unwrap_model(self.model)
 
     def step(self, step: int) -> tuple[dict, dict]:
         """One optimizer step on this process's share of a batch: its loss, PSNR and codebook usage."""

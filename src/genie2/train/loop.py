@@ -56,6 +56,23 @@ def make_accelerator(out: Path, cpu: bool, mixed_precision: str, grad_accum: int
 
 
 @dataclass
+class Run:
+    """What every trainer's run holds; each trainer's run adds its own parts and the step,
+    evaluation and checkpoint the loop calls."""
+
+    accelerator: Any
+    config: Any  # the trainer's config dataclass
+    model: Any  # prepared: DDP-wrapped across processes
+    optimizer: Any
+    dataset: Any  # the training ClipDataset
+
+    @property
+    def unwrapped(self):
+        """The model itself, without the DDP wrapper."""
+        return self.accelerator.unwrap_model(self.model)
+
+
+@dataclass
 class Schedule:
     """How long a run trains, how often it checkpoints and evaluates, and what its rate counts."""
 

@@ -43,7 +43,7 @@ from genie2.model.config import Genie2Config
 from genie2.model.genie2 import Genie2
 from genie2.presets import WORLD_PRESETS, PresetConfig
 from genie2.tokenizer.model import Tokenizer
-from genie2.train.loop import Schedule, TrainLoop, make_accelerator
+from genie2.train.loop import Run, Schedule, TrainLoop, make_accelerator
 from genie2.train.run import (
     SeededBatches,
     cosine_lr,
@@ -212,14 +212,9 @@ def _model(config: Training, tokenizer_path: str, dataset: ClipDataset, checkpoi
 
 
 @dataclass
-class WorldRun:
+class WorldRun(Run):
     """A world-model run's parts, with the step, evaluation and checkpoint the shared loop calls."""
 
-    accelerator: Any
-    config: Training
-    model: Any  # prepared: DDP-wrapped across processes
-    optimizer: Any
-    dataset: ClipDataset
     val: ClipDataset
     batches: SeededBatches
     ema: Any  # torch's AveragedModel, or None
@@ -243,10 +238,6 @@ class WorldRun:
                 ema.n_averaged.copy_(state["ema_count"])
         model, optimizer = accelerator.prepare(model, optimizer)
         return cls(accelerator, config, model, optimizer, dataset, val, batches, ema, out, world_files), step
-
-    @property
-    def unwrapped(self) -> Genie2:
-        return self.accelerator.unwrap_model(self.model)
 
     def step(self, step: int) -> tuple[dict, dict]:
         """One optimizer step on this process's share of the global batch: its losses; the gradient
