@@ -284,3 +284,24 @@ def test_every_minigrid_id_renders_like_the_presets():
     adhoc, preset = GameEnv("MiniGrid-Empty-8x8-v0"), GameEnv("minigrid-empty")
     assert adhoc.preset.make_kwargs == preset.preset.make_kwargs
     assert np.array_equal(adhoc.reset(3), preset.reset(3))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_honour_the_umask(tmp_path, umask):
+    """Episodes, JSON and checkpoints get the mode the umask gives (safetensors alone makes 0600)."""
+    from genie2.data.episode import DatasetInfo, Episode
+    from genie2.model.genie2 import Genie2
+
+    old = os.umask(umask)
+    try:
+        z = np.zeros(3)
+        episode = Episode(np.zeros((3, 8, 8, 3), np.uint8), np.zeros((3, 1), np.int64), z, z > 0, z > 0)
+        episode.save(tmp_path / "ep.safetensors")
+        DatasetInfo("minigrid", "x", 8, 2, ["a", "b"]).save(tmp_path)
+        Genie2(dim=8, dim_latent=4, depth=1, heads=1, attn_dim_head=8, vq_codebook_size=4).save_pretrained(
+            tmp_path / "m"
+        )
+    finally:
+        os.umask(old)
+    files = [tmp_path / "ep.safetensors", tmp_path / "dataset.json", *(tmp_path / "m").iterdir()]
+    assert {oct(f.stat().st_mode & 0o777) for f in files} == {oct(0o666 & ~umask)}

@@ -36,3 +36,13 @@ def test_load_with_no_argument_gives_a_world_that_answers_the_keys():
         for asked, other in (("left", "right"), ("right", "left")):
             error = (dreamed[asked] - truth[asked]).square().mean()
             assert error < (dreamed[asked] - truth[other]).square().mean(), (seed, asked)
+
+
+def test_world_rollout_refuses_action_ids_that_are_not_integers():
+    import numpy as np
+    import pytest
+
+    world = genie2.load()
+    for actions in (np.array([0, 1.5]), np.array(["0", "2"])):
+        with pytest.raises(ValueError, match="integer action ids"):
+            world.rollout(world.start_frames[:1], actions)

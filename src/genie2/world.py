@@ -86,7 +86,10 @@ class World:
         action per frame of the whole clip (k + H entries, or (k + H, a) keys; -1: no key pressed)."""
         video = self._to_unit(prompt_frames)
         k = video.shape[2]
-        actions = torch.as_tensor(np.asarray(actions)).long()
+        given = np.asarray(actions.cpu() if isinstance(actions, Tensor) else actions)
+        if given.dtype.kind not in "iu":
+            raise InputError(f"actions must be integer action ids (-1: no key), got {given.dtype} values")
+        actions = torch.from_numpy(given).long()
         actions = actions[:, None] if actions.ndim == 1 else actions
         if actions.ndim != 2 or actions.shape[0] <= k:
             raise InputError(

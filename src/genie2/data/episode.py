@@ -80,12 +80,22 @@ class Episode:
             raise CorruptEpisodeError(f"episode file {path} is damaged ({error}); collect it again") from error
 
 
+def file_mode() -> int:
+    """The mode a new file gets under this process's umask (0o644 under the usual 0o022)."""
+    umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it into place."""
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it into place, with the
+    mode the umask gives (writers like safetensors create their files 0600, and a shared
+    dataset would be unreadable to others)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         write(tmp)
+        tmp.chmod(file_mode())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

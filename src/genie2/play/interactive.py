@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,22 +62,15 @@ def save_frame(frame: Tensor, path: str | os.PathLike) -> Path:
     """Save one decoded frame (c h w): PNG for 1, 3 or 4 channels in [0, 1], else safetensors."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame = frame.detach().float().cpu()
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=path.suffix, delete=False) as tmp:
-        tmp_path = Path(tmp.name)
-    try:
-        if frame.ndim == 3 and frame.shape[0] in (1, 3, 4) and path.suffix.lower() == ".png":
-            from PIL import Image
+    from genie2.data.episode import atomic_write
 
-            pixels = to_uint8(frame)
-            array = pixels.permute(1, 2, 0).squeeze(-1).numpy()
-            Image.fromarray(array).save(tmp_path, format="PNG")
-        else:
-            path = path.with_suffix(".safetensors")
-            save_file({"frame": frame.contiguous()}, str(tmp_path))
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    path, frame = Path(path), frame.detach().float().cpu()
+    if frame.ndim == 3 and frame.shape[0] in (1, 3, 4) and path.suffix.lower() == ".png":
+        from PIL import Image
+
+        array = to_uint8(frame).permute(1, 2, 0).squeeze(-1).numpy()
+        atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+        return path
+    path = path.with_suffix(".safetensors")
+    atomic_write(path, lambda tmp: save_file({"frame": frame.contiguous()}, str(tmp)))
     return path

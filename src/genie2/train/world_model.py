@@ -358,7 +358,4 @@ def save_side_by_side(truth: torch.Tensor, dream: torch.Tensor, path: Path, scal
     frames = torch.cat((truth, torch.ones_like(truth[:, :, :2]), dream), dim=2)
     frames = to_uint8(frames).numpy()
     frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.gif")
-    iio.imwrite(tmp, frames, duration=200, loop=0)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: iio.imwrite(tmp, frames, extension=".gif", duration=200, loop=0))
