@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import TYPE_CHECKING
 
+from genie2 import __version__
 from genie2.data.envs import DEFAULT_ENV, PRESETS
 from genie2.errors import InputError
 
@@ -14,6 +16,20 @@ if TYPE_CHECKING:
 
     from genie2.play.protocol import PlayerConfig
     from genie2.world import World
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    if not text.strip().lstrip("+").isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (NaN and inf are refused)."""
+    if not math.isfinite(value := float(text)):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def collect(args) -> None:
@@ -77,19 +93,8 @@ def train(args) -> None:
     from genie2.train.world_model import Training
     from genie2.train.world_model import train as run
 
-    config = Training.preset(
-        args.preset,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        clip_frames=args.clip_frames,
-        lr=args.lr,
-        seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
-        eval_every=args.eval_every,
-        ema=args.ema,
-        optimizer=args.optimizer,
-    )
+    knobs = "steps batch_size grad_accum clip_frames lr seed checkpoint_every eval_every ema optimizer".split()
+    config = Training.preset(args.preset, **{knob: getattr(args, knob) for knob in knobs})  # the flags of its fields
     codes = args.codes or str(default_codes_dir(args.data, args.tokenizer))
     out = run(
         args.data,
@@ -172,8 +177,11 @@ def play(args) -> None:
 
 
 def player_config(args: argparse.Namespace, sampling: dict) -> PlayerConfig:
-    """The browser player's PlayerConfig from the play options."""
+    """The browser player's PlayerConfig from the play options, once --port is known to be free."""
     from genie2.play.protocol import PlayerConfig
+    from genie2.play.serve import check_port
+
+    check_port(args.host, args.port)
 
     return PlayerConfig(
         **sampling,
@@ -274,7 +282,7 @@ def add_tokenize(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--tokenizer", required=True, help="tokenizer checkpoint folder (from train-tokenizer)")
     p.add_argument("--out", default=None, help="codes folder (default: DATA/codes/<tokenizer hash>)")
-    p.add_argument("--batch-size", type=int, default=64, help="frames encoded at once (default 64)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="frames encoded at once (default 64)")
     p.add_argument("--skip-corrupt", action="store_true", help="skip damaged episode files with a warning")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.set_defaults(fn=tokenize)
@@ -294,9 +302,7 @@ def add_train(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder; it becomes the world-model checkpoint")
     p.add_argument("--codes", default=None, help="codes folder (default: DATA/codes/<tokenizer hash>)")
     p.add_argument("--preset", default="cpu", help="tiny, cpu (default), gpu-small or gpu-base")
-    p.add_argument(
-        "--steps", type=int, default=None, help="optimizer steps (default: the preset's; extends a --resume)"
-    )
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: preset; extends a --resume)")
     p.add_argument("--batch-size", type=int, default=None, help="clips per step over all processes (default: preset)")
     p.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps (default 1)")
     p.add_argument("--clip-frames", type=int, default=None, help="frames per training clip (default: preset)")
@@ -332,7 +338,7 @@ def add_evaluate(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--out", required=True, help="report folder: report.json, psnr.png, rollouts.gif")
     p.add_argument("--split", default="val", choices=["train", "val", "all"], help="episodes to use (default val)")
-    p.add_argument("--episodes", type=int, default=16, help="episodes to roll out (default 16)")
+    p.add_argument("--episodes", type=positive_int, default=16, help="episodes to roll out (default 16)")
     p.add_argument("--horizon", type=int, default=16, help="frames dreamed after the prompt (default 16)")
     p.add_argument("--prompt-frames", type=int, default=1, help="real frames given first (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random actions (default 0)")
@@ -359,8 +365,9 @@ def add_play(verbs: argparse._SubParsersAction) -> None:
     p.description = play.__doc__
     p.add_argument("--checkpoint", help="world-model run or checkpoint folder (default: the pretrained MiniGrid world)")
     p.add_argument("--data", help="dataset folder for the start frames and action names (default: the checkpoint's)")
-    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0: greedy)")
-    p.add_argument("--cond-scale", type=float, default=1.0, help="classifier-free guidance scale on the action")
+    p.add_argument("--temperature", type=finite_float, default=0.0, help="sampling temperature (default 0: greedy)")
+    guidance = "classifier-free guidance scale on the action (default 1: no guidance; above 1 the action counts more)"
+    p.add_argument("--cond-scale", type=finite_float, default=1.0, help=guidance)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000)")
     p.add_argument("--max-sessions", type=int, default=4, help="browser tabs playing at once (default 4)")
@@ -383,7 +390,8 @@ def add_play(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--terminal", action="store_true", help="play in this terminal instead of the browser")
     p.add_argument("--start", type=int, default=0, help="terminal: which start frame to begin from (default 0)")
     p.add_argument("--save-path", default="./last-frame.png", help="terminal: where the newest frame is saved as PNG")
-    p.add_argument("--colour", choices=["auto", "always", "never"], default="auto", help="terminal: draw frames")
+    colour = "terminal: draw frames in colour: auto (default: if stdout is a colour terminal), always or never"
+    p.add_argument("--colour", choices=["auto", "always", "never"], default="auto", help=colour)
     p.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
@@ -396,17 +404,10 @@ def add_play(verbs: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     parser = argparse.ArgumentParser(prog="genie2", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"genie2 {__version__}", help="print the version")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    for add in (
-        add_collect,
-        add_import_video,
-        add_train_tokenizer,
-        add_tokenize,
-        add_train,
-        add_evaluate,
-        add_demo,
-        add_play,
-    ):
+    stages = (add_collect, add_import_video, add_train_tokenizer, add_tokenize, add_train, add_evaluate)
+    for add in (*stages, add_demo, add_play):
         add(verbs)
     return parser
 

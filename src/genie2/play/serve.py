@@ -1,14 +1,18 @@
-"""Running the browser player: uvicorn in a thread, the model on the main thread, and a warm-up."""
+"""Running the browser player: the port checked first, uvicorn in a thread, the model on the main thread, and a
+warm-up."""
 
 from __future__ import annotations
 
+import errno
 import queue
+import socket
 import threading
 from concurrent.futures import Executor, Future
 
 import numpy as np
 from fastapi import FastAPI
 
+from genie2.errors import InputError
 from genie2.play.protocol import PlayerConfig
 from genie2.world import World
 
@@ -44,8 +48,25 @@ class MainThreadExecutor(Executor):
                     future.set_exception(error)
 
 
+def check_port(host: str, port: int) -> None:
+    """Raise InputError unless `port` is in range and can be bound on `host` (checked before the world loads)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise InputError(f"--port must be in 1..65535, got {port!r}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn chooses
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing port is free
+            s.bind((host, port))
+    except OSError as error:
+        message = f"cannot serve on {host}:{port}: {error.strerror or error} (check --host and --port)"
+        if error.errno == errno.EADDRINUSE:
+            message = f"port {port} is already in use on {host}: stop what holds it or pass another --port"
+        raise InputError(message) from None
+
+
 def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
-    """Run the app with uvicorn (in a thread) until interrupted; the model runs on this thread."""
+    """Run the app with uvicorn (in a thread) until interrupted; the model runs on this thread. Raises
+    InputError when the server could not start (its port taken since `check_port`, say)."""
     import uvicorn
 
     limit = app.state.play.config.max_message_bytes
@@ -56,6 +77,8 @@ def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: st
     def run_server() -> None:
         try:
             server.run()
+        except SystemExit:  # uvicorn's way to say it could not start (it logged why); serve raises below
+            pass
         finally:
             done.set()
 
@@ -66,6 +89,9 @@ def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: st
     except KeyboardInterrupt:
         server.should_exit = True
         thread.join(timeout=5)
+        return
+    if not server.started:
+        raise InputError(f"the server could not start on {host}:{port} (see the message above)")
 
 
 def warm_up(world: World, frame: np.ndarray, config: PlayerConfig, steps: int = 2) -> None:

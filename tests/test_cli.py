@@ -1,0 +1,116 @@
+"""The `genie2` command's argument checks: bad numbers, a port that cannot serve, --help and --version (issue 17)."""
+
+import socket
+from types import SimpleNamespace
+
+import pytest
+from fastapi import FastAPI
+
+import genie2
+import genie2.cli as cli
+import genie2.world
+from genie2.errors import InputError
+
+EVAL = ["eval", "--checkpoint", "c", "--data", "d", "--out", "o"]
+TOKENIZE = ["tokenize", "--data", "d", "--tokenizer", "t"]
+
+
+def refused(argv: list[str], capsys) -> str:
+    """Run `genie2 ARGV`, check it exits with code 2, and return its last line of stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def no_world(monkeypatch):
+    """Loading a world fails the test: the checks must refuse before it."""
+
+    def load(*args, **kwargs):
+        raise AssertionError("the world was loaded before the arguments were checked")
+
+    monkeypatch.setattr(genie2.world, "load", load)
+
+
+@pytest.fixture
+def busy_port():
+    """A port that a listening socket holds on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+@pytest.mark.parametrize("value", ["-3", "0", "1.5", "many"])
+def test_eval_episodes_must_be_positive(value, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "evaluate", lambda args: pytest.fail("eval ran"))
+    line = refused([*EVAL, "--episodes", value], capsys)
+    assert "--episodes" in line and "whole number >= 1" in line and value in line
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_tokenize_batch_size_must_be_positive(value, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "tokenize", lambda args: pytest.fail("tokenize ran"))
+    line = refused([*TOKENIZE, "--batch-size", value], capsys)
+    assert "--batch-size" in line and "whole number >= 1" in line
+
+
+@pytest.mark.parametrize("flag", ["--temperature", "--cond-scale"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_play_sampling_numbers_must_be_finite(flag, value, capsys, no_world):
+    line = refused(["play", f"{flag}={value}"], capsys)  # "--flag -inf" would read -inf as an option
+    assert flag in line and "finite number" in line
+
+
+def test_sampling_numbers_still_parse():
+    args = cli.build_parser().parse_args(["play", "--temperature", "0.5", "--cond-scale", "2"])
+    assert (args.temperature, args.cond_scale) == (0.5, 2.0)
+    assert cli.build_parser().parse_args([*EVAL, "--episodes", "3"]).episodes == 3
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "0"])
+def test_play_refuses_a_port_out_of_range_before_loading(port, capsys, no_world):
+    line = refused(["play", "--port", port], capsys)
+    assert line.startswith("genie2 play: error:") and "--port" in line and "65535" in line
+
+
+def test_play_refuses_a_busy_port_before_loading(busy_port, capsys, no_world):
+    line = refused(["play", "--port", str(busy_port)], capsys)
+    assert line.startswith("genie2 play: error:") and f"port {busy_port}" in line and "in use" in line
+
+
+def test_a_free_port_passes_the_check():
+    from genie2.play.serve import check_port
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    check_port("127.0.0.1", port)  # nothing raised
+    with pytest.raises(InputError, match="cannot serve"):
+        check_port("no-such-host.invalid", port)
+
+
+def test_serve_raises_when_the_server_cannot_start(busy_port):
+    """A port taken between the check and the start still fails the command instead of returning."""
+    from genie2.play.serve import serve
+
+    app = FastAPI()
+    app.state.play = SimpleNamespace(config=SimpleNamespace(max_message_bytes=1000), executor=None)
+    with pytest.raises(InputError, match=f"127.0.0.1:{busy_port}"):
+        serve(app, "127.0.0.1", busy_port, log_level="critical")
+
+
+def test_play_help_shows_defaults_and_colour_choices(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["play", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--cond-scale COND_SCALE classifier-free guidance scale on the action (default 1" in text
+    assert "auto" in text and "always" in text and "never" in text and "colour terminal" in text
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"genie2 {genie2.__version__}"
