@@ -236,3 +236,25 @@ def test_a_tokenizer_saved_under_old_key_names_loads(tmp_path):
     assert loaded.config == tokenizer.config
     frames = torch.rand(1, 2, 16, 16, 3)
     assert torch.equal(loaded.encode(frames), tokenizer.eval().encode(frames))
+
+
+def test_a_damaged_or_mismatched_checkpoint_names_its_file(tmp_path):
+    import json
+
+    from genie2 import Genie2
+
+    model = Genie2(dim=16, dim_latent=4, depth=1, heads=1, attn_dim_head=8, vq_codebook_size=8)
+    model.save_pretrained(tmp_path / "m")
+    config, weights = tmp_path / "m" / "config.json", tmp_path / "m" / "model.safetensors"
+    good_config, good_weights = config.read_text(), weights.read_bytes()
+    config.write_text(good_config[:-40])
+    with pytest.raises(ValueError, match="config.json is damaged"):
+        Genie2.from_pretrained(tmp_path / "m")
+    config.write_text(good_config)
+    weights.write_bytes(good_weights[: len(good_weights) // 2])
+    with pytest.raises(ValueError, match="model.safetensors is damaged"):
+        Genie2.from_pretrained(tmp_path / "m")
+    weights.write_bytes(good_weights)
+    config.write_text(json.dumps({**json.loads(good_config), "dim": 24}))
+    with pytest.raises(ValueError, match="does not hold the weights its config.json describes"):
+        Genie2.from_pretrained(tmp_path / "m")

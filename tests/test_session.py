@@ -159,3 +159,13 @@ def test_configure_changes_sampling_and_rebuilding_the_cache_from_history_change
     with pytest.raises(ValueError, match="temperature"):
         session.configure(temperature=-1.0)
     assert session.sampling.temperature == 0.5  # a refused change changes nothing
+
+
+@pytest.mark.parametrize(
+    "setting", [dict(temperature=float("nan")), dict(temperature=float("inf")), dict(cond_scale=float("nan"))]
+)
+def test_sampling_refuses_settings_that_are_not_finite(setting):
+    from genie2.model.decoding import Sampling
+
+    with pytest.raises(ValueError, match="finite"):
+        Sampling(**setting)

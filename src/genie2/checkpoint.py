@@ -72,14 +72,38 @@ class Pretrained:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu"):
         """Rebuild the model save_pretrained wrote into `path`, on `device`, in eval mode."""
-        from safetensors.torch import load_file
-
         path = Path(path)
         if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
             raise FileNotFoundError(f"{path} is not a {cls.NAME} checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
-        config = json.loads((path / CONFIG_FILE).read_text())
+        try:
+            config = json.loads((path / CONFIG_FILE).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise InputError(f"{path / CONFIG_FILE} is damaged (not JSON: {error}); save the model again") from error
         if not isinstance(config, dict) or config.pop("kind", None) != cls.KIND:
             raise InputError(f"{path / CONFIG_FILE} is not a genie2 {cls.NAME} config")
         model = cls.from_checkpoint_config(config, path)
-        model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
+        model.load_state_dict(_read_weights(path / WEIGHTS_FILE, model))
         return model.to(device).eval()
+
+
+def _read_weights(file: Path, model) -> dict:
+    """The tensors of a safetensors file, checked against the model its config.json builds: a
+    damaged file or weights of another shape raise InputError naming the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        weights = load_file(str(file))
+    except (SafetensorError, OSError) as error:
+        raise InputError(f"{file} is damaged ({error}); save the model again") from error
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    wrong = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{what}: {names[:3]}{' ...' if len(names) > 3 else ''}"
+            for what, names in (("missing", missing), ("unexpected", unexpected), ("other shapes", wrong))
+            if names
+        )
+        raise InputError(f"{file} does not hold the weights its {CONFIG_FILE} describes ({detail})")
+    return weights

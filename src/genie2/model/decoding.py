@@ -8,6 +8,7 @@ step, d feature, l logits. "keys" alone, in this file, are attention keys.
 
 from __future__ import annotations
 
+import math
 import types
 import weakref
 from collections.abc import Callable
@@ -43,8 +44,10 @@ class Sampling:
     generator: torch.Generator | None = None
 
     def __post_init__(self):
-        if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
-            raise InputError(f"temperature must be a number >= 0, got {self.temperature!r}")
+        if not isinstance(self.temperature, (int, float)) or not 0 <= self.temperature < math.inf:
+            raise InputError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if not isinstance(self.cond_scale, (int, float)) or not math.isfinite(self.cond_scale):
+            raise InputError(f"cond_scale must be a finite number, got {self.cond_scale!r}")
         if exists(self.min_p) and not 0.0 <= self.min_p <= 1.0:
             raise InputError(f"min_p must be in [0, 1] or None, got {self.min_p!r}")
 
