@@ -26,3 +26,9 @@ def test_readme_commands_match_ci():
     ci = (README.parent / ".ci" / "run").read_text()
     test_command = re.findall(r"```bash\n(.*?)\n```", README.read_text(), flags=re.DOTALL)[1]
     assert test_command in ci
+
+
+def test_the_eval_docs_python_example_runs(monkeypatch, tmp_path):
+    (block,) = re.findall(r"```python\n(.*?)```", (README.parent / "docs" / "eval.md").read_text(), flags=re.DOTALL)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "docs/eval.md", "exec"), {"__name__": "docs"})
