@@ -128,3 +128,18 @@ def test_psnr_ssim_match_known_pairs():
     shifted = (frames.int() + 10).clamp(0, 255).to(torch.uint8)
     mse = ((shifted.float() - frames.float()) / 255).pow(2).flatten(1).mean(1)
     assert torch.allclose(psnr_ssim(shifted, frames)[0], 10 * torch.log10(1 / mse), atol=1e-3)
+
+
+def test_resolve_device_gives_clear_errors():
+    import pytest
+    import torch
+
+    from genie2.helpers import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    for name in ("gpu", "cuda:1", "mps"):
+        with pytest.raises(ValueError, match="pass cpu or cuda"):
+            resolve_device(name)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda")

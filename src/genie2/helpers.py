@@ -25,6 +25,20 @@ def default(v, d):
     return v if exists(v) else d
 
 
+def resolve_device(name: str | None) -> torch.device:
+    """The device a user named: "cpu" or "cuda" (None: cuda when there is one), checked so that a
+    missing GPU or a misspelt name is a clear InputError, not an error from deep inside torch."""
+    try:
+        device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as error:
+        raise InputError(f"--device {name!r} is not a device: pass cpu or cuda") from error
+    if device.type not in ("cpu", "cuda") or (device.type == "cuda" and device.index not in (None, 0)):
+        raise InputError(f"--device {device}: pass cpu or cuda (choose the GPU with CUDA_VISIBLE_DEVICES=N)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: this machine has no CUDA GPU; leave --device out or pass cpu")
+    return device
+
+
 def to_uint8(frames: Tensor) -> Tensor:
     """Frames of floats in [0, 1] (any shape) as uint8 0-255, clamped and rounded."""
     return (frames.clamp(0, 1) * 255).round().to(torch.uint8)

@@ -84,10 +84,10 @@ def encode_dataset(
     device: str | None = None,
 ) -> Path:
     """Encode every episode of `data` with the tokenizer at `tokenizer_path`; returns the codes folder."""
+    from genie2.helpers import resolve_device
     from genie2.tokenizer.model import Tokenizer
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = Tokenizer.from_pretrained(tokenizer_path, device)
+    tokenizer = Tokenizer.from_pretrained(tokenizer_path, resolve_device(device))
     digest = weights_hash(tokenizer_path)
     out = Path(out) if out else default_codes_dir(data, tokenizer_path)
     meta = dict(

@@ -27,7 +27,7 @@ from genie2.data.clips import ClipDataset
 from genie2.data.episode import atomic_write
 from genie2.errors import InputError
 from genie2.evaluate import psnr
-from genie2.helpers import to_uint8
+from genie2.helpers import resolve_device, to_uint8
 from genie2.presets import TOKENIZER_PRESETS, PresetConfig
 from genie2.tokenizer.model import Tokenizer, TokenizerConfig, codebook_stats
 from genie2.train.loop import Run, Schedule, TrainLoop, make_accelerator
@@ -176,14 +176,7 @@ def _accelerator(config: TokenizerTraining, out_dir: Path, device: str | None):
     """The run's Accelerator: on the CPU when `device` is "cpu", else on the GPU Accelerate picks
     (CUDA_VISIBLE_DEVICES chooses which); by default on the GPU when there is one. Once the batch is
     known to split evenly over its processes."""
-    try:
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError as error:
-        raise InputError(f"--device {device!r} is not a device: pass cpu or cuda") from error
-    if device.type not in ("cpu", "cuda") or (device.type == "cuda" and device.index not in (None, 0)):
-        raise InputError(f"--device {device}: pass cpu or cuda (choose the GPU with CUDA_VISIBLE_DEVICES=N)")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: this machine has no CUDA GPU; leave --device out or pass cpu")
+    device = resolve_device(device)
     # float32 on GPUs too: bf16 autocast for the codebook's distances and its seeding is untried
     accelerator = make_accelerator(out_dir, cpu=device.type == "cpu", mixed_precision="no")
     if config.batch_size % accelerator.num_processes:
