@@ -43,6 +43,17 @@ def psnr(pred: Tensor, target: Tensor) -> Tensor:
     return value.clamp(max=100.0).nan_to_num(100.0, posinf=100.0)
 
 
+def mse(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-frame mean squared error of uint8 frames (n h w 3), on the [0, 1] scale."""
+    return ((pred.float() - target.float()) / 255).square().flatten(1).mean(-1)
+
+
+def psnr_of_mean_mse(mse_per_step: Tensor) -> Tensor:
+    """PSNR (dB, capped at 100) of the mean error over episodes (episodes H -> H): averaging errors
+    first keeps one identical frame (PSNR capped at 100) from lifting a whole step's mean."""
+    return (10 * torch.log10(1 / mse_per_step.mean(0).clamp(min=1e-10))).clamp(max=100.0)
+
+
 def psnr_ssim(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """Per-frame PSNR (dB, capped at 100) and SSIM of uint8 frames (n h w 3)."""
     from torchmetrics.functional.image import structural_similarity_index_measure
@@ -90,15 +101,15 @@ def evaluate_world(
     skip_corrupt: bool = False,
 ) -> dict:
     """Roll out held-out episodes with real and random actions; every number of the report."""
-    if not isinstance(horizon, int) or horizon < 1 or not isinstance(prompt_frames, int) or prompt_frames < 1:
-        raise InputError(f"horizon and prompt_frames must be positive ints, got {horizon!r}, {prompt_frames!r}")
+    for name, value in (("episodes", episodes), ("horizon", horizon), ("prompt_frames", prompt_frames)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a positive int, got {value!r}")
     info = DatasetInfo.load(data)
     model = getattr(world, "model", None)
     if model is not None and model.num_actions != info.num_actions:
         raise InputError(f"the model has {model.num_actions} actions but {data} has {info.num_actions}")
     k, rng = prompt_frames, np.random.default_rng(seed)
-    names = ("psnr", "ssim", "psnr_random", "ssim_random", "psnr_copy", "ssim_copy", "tokenizer_psnr", "tokenizer_ssim")
-    scores = {name: [] for name in names}
+    scores: dict[str, list] = {}
     videos, seconds, dreamed = [], 0.0, 0
     for path in tqdm(
         eval_episodes(data, split, episodes, k + horizon, skip_corrupt), desc="eval", disable=not progress
@@ -113,18 +124,14 @@ def evaluate_world(
         fake = world.rollout(frames[:k], random_actions, seed=seed)
         truth = frames[k:]
         copy = frames[k - 1 : k].expand(horizon, -1, -1, -1)  # the do-nothing baseline: the last real frame
-        for prefix, pred in (("", real), ("_random", fake), ("_copy", copy)):
-            psnr, ssim = psnr_ssim(pred, truth)
-            scores["psnr" + prefix].append(psnr)
-            scores["ssim" + prefix].append(ssim)
-        if model is not None:
-            recon = world.model.tokenizer.decode(world.model.tokenizer.encode(truth[None]))[0]
-            psnr, ssim = psnr_ssim(to_uint8(recon).cpu(), truth)
-            scores["tokenizer_psnr"].append(psnr)
-            scores["tokenizer_ssim"].append(ssim)
+        predictions = {"": real, "_random": fake, "_copy": copy}
+        if model is not None:  # the tokenizer's own reconstruction: the ceiling
+            predictions["tokenizer"] = to_uint8(model.tokenizer.decode(model.tokenizer.encode(truth[None]))[0]).cpu()
+        for kind, pred in predictions.items():
+            _score(scores, kind, pred, truth)
         if len(videos) < 4:
             videos.append(torch.cat((truth, real, fake), dim=2))  # side by side: truth | real actions | random
-    per_step = {name: torch.stack(v) for name, v in scores.items() if v}  # episodes H
+    per_step = {name: torch.stack(v) for name, v in scores.items()}  # episodes H
     per_step["delta_psnr"] = per_step["psnr"] - per_step["psnr_random"]
     return dict(
         version=REPORT_VERSION,
@@ -135,13 +142,26 @@ def evaluate_world(
             name: dict(mean=v.mean(0).tolist(), std=v.std(0, unbiased=False).tolist(), overall=float(v.mean()))
             for name, v in per_step.items()
         },
+        # per step, the PSNR of the episodes' mean error (what the plot draws; see psnr_of_mean_mse)
+        psnr_of_mean_mse={
+            name.replace("mse", "psnr"): psnr_of_mean_mse(v).tolist() for name, v in per_step.items() if "mse" in name
+        },
         frames_per_s=dreamed / seconds,
         videos=videos,
     )
 
 
+def _score(scores: dict, kind: str, pred: Tensor, truth: Tensor) -> None:
+    """Add one episode's per-frame PSNR, SSIM and MSE of `pred` to `scores` under `kind`'s names
+    (psnr, psnr_random, psnr_copy, tokenizer_psnr, ...)."""
+    psnr, ssim = psnr_ssim(pred, truth)
+    for metric, value in (("psnr", psnr), ("ssim", ssim), ("mse", mse(pred, truth))):
+        name = f"tokenizer_{metric}" if kind == "tokenizer" else f"{metric}{kind}"
+        scores.setdefault(name, []).append(value)
+
+
 def write_report(report: dict, out: str | Path, checkpoint: str | Path | None, config: dict) -> Path:
-    """report.json, psnr.png (PSNR and SSIM against the horizon) and rollouts.gif into `out`."""
+    """report.json, psnr.png (PSNR, SSIM and delta PSNR against the horizon) and rollouts.gif into `out`."""
     import imageio.v3 as iio
     import matplotlib
 
@@ -157,23 +177,7 @@ def write_report(report: dict, out: str | Path, checkpoint: str | Path | None, c
     report["config"] = config
     atomic_write(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
 
-    steps = np.arange(1, report["horizon"] + 1)
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, metric in zip(axes, ("psnr", "ssim"), strict=True):
-        for name, label in (
-            (metric, "real actions"),
-            (f"{metric}_random", "random actions"),
-            (f"{metric}_copy", "copy the last real frame"),
-            (f"tokenizer_{metric}", "tokenizer ceiling"),
-        ):
-            if name in report["metrics"]:
-                mean, std = np.array(report["metrics"][name]["mean"]), np.array(report["metrics"][name]["std"])
-                axis.plot(steps, mean, label=label)
-                axis.fill_between(steps, mean - std, mean + std, alpha=0.2)
-        axis.set_xlabel("horizon step")
-        axis.set_ylabel(metric.upper())
-        axis.legend()
-    figure.tight_layout()
+    figure = plot_report(report, plt)
     atomic_write(out / "psnr.png", lambda tmp: figure.savefig(tmp, format="png", dpi=100))
     plt.close(figure)
 
@@ -181,3 +185,33 @@ def write_report(report: dict, out: str | Path, checkpoint: str | Path | None, c
         frames = torch.cat(videos, dim=1).numpy().repeat(2, axis=1).repeat(2, axis=2)
         atomic_write(out / "rollouts.gif", lambda tmp: iio.imwrite(tmp, frames, extension=".gif", duration=200, loop=0))
     return out
+
+
+LINES = (("", "real actions"), ("_random", "random actions"), ("_copy", "copy the last real frame"))
+
+
+def plot_report(report: dict, plt):
+    """Three panels against the horizon step: PSNR of the episodes' mean error (averaging PSNRs
+    would let frames the copy baseline matches exactly, capped at 100 dB, stretch the axis), SSIM
+    (mean and spread over episodes), and delta PSNR, the controllability, on its own axis."""
+    steps, metrics = np.arange(1, report["horizon"] + 1), report["metrics"]
+    figure, (psnr_axis, ssim_axis, delta_axis) = plt.subplots(1, 3, figsize=(15, 4))
+    for kind, label in (*LINES, ("tokenizer", "tokenizer ceiling")):
+        name = "tokenizer_psnr" if kind == "tokenizer" else f"psnr{kind}"
+        if name in report.get("psnr_of_mean_mse", {}):
+            psnr_axis.plot(steps, report["psnr_of_mean_mse"][name], label=label)
+        name = "tokenizer_ssim" if kind == "tokenizer" else f"ssim{kind}"
+        if name in metrics:
+            mean, std = np.array(metrics[name]["mean"]), np.array(metrics[name]["std"])
+            ssim_axis.plot(steps, mean, label=label)
+            ssim_axis.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    mean, std = np.array(metrics["delta_psnr"]["mean"]), np.array(metrics["delta_psnr"]["std"])
+    delta_axis.plot(steps, mean, label="real minus random actions")
+    delta_axis.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    delta_axis.axhline(0.0, color="grey", linewidth=0.8)
+    for axis, ylabel in ((psnr_axis, "PSNR of mean MSE (dB)"), (ssim_axis, "SSIM"), (delta_axis, "delta PSNR (dB)")):
+        axis.set_xlabel("horizon step")
+        axis.set_ylabel(ylabel)
+        axis.legend()
+    figure.tight_layout()
+    return figure
