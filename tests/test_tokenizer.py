@@ -201,3 +201,22 @@ def test_a_non_finite_loss_stops_the_run_at_its_step(tmp_path, monkeypatch):
         train_tokenizer(str(data), str(tmp_path / "tok"), config, progress=False)
     assert metric_steps(tmp_path / "tok") == [1, 2, 3]
     assert [p.name for p in (tmp_path / "tok" / "checkpoints").glob("step-*")] == ["step-00000002"]
+
+
+def test_resume_falls_back_past_a_damaged_checkpoint_and_says_so(tmp_path, capsys):
+    """--resume with a damaged newest checkpoint continues from the one before it (saying which),
+    sets the damaged one aside, and ends where the undamaged run ended."""
+    data = tmp_path / "data"
+    collect(data, episodes=3, steps=12, frame_size=16, progress=False)
+    config = TokenizerTraining.preset("tiny", steps=6, checkpoint_every=2, eval_every=100, val_frames=8)
+    config.model = TokenizerConfig(**{**config.model.__dict__, "channels": (8, 16)})
+    run = tmp_path / "run"
+    train_tokenizer(str(data), str(run), config, progress=False)
+    finished = Tokenizer.from_pretrained(run).state_dict()
+    damaged = run / "checkpoints" / "step-00000006" / "trainer" / "state.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    train_tokenizer(str(data), str(run), config, resume=True, progress=False)
+    assert "continuing from step-00000004" in capsys.readouterr().out
+    assert (run / "checkpoints" / ".damaged-step-00000006").is_dir() and metric_steps(run) == [1, 2, 3, 4, 5, 6]
+    for (name, a), b in zip(finished.items(), Tokenizer.from_pretrained(run).state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

@@ -185,7 +185,7 @@ def open_run(out: str | Path, resume: bool) -> tuple[Path | None, dict | None]:
     has called `clear_leftovers`; a folder holding anything but such leftovers is refused."""
     out_dir, checkpoint = Path(out), latest_checkpoint(out)
     if checkpoint is not None and resume:
-        return checkpoint, load_state(checkpoint)
+        return _newest_intact(out_dir)
     found = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
     if not resume and found:
         raise InputError(f"{out_dir} is not empty; pass --resume to continue that run, or choose a new --out")
@@ -196,6 +196,27 @@ def open_run(out: str | Path, resume: bool) -> tuple[Path | None, dict | None]:
             f"({', '.join(others[:5])}); choose another --out"
         )
     return None, None
+
+
+def _newest_intact(out: Path) -> tuple[Path, dict]:
+    """The newest checkpoint whose files all read (trainer state, config.json, the weights' header)
+    and its state, saying which one when a newer one is damaged (a disk fault, a copy cut short)."""
+    from safetensors import SafetensorError, safe_open
+
+    found = sorted((out / CHECKPOINT_DIR).glob("step-*"), reverse=True)
+    for checkpoint in found:
+        try:
+            state = load_state(checkpoint)
+            json.loads((checkpoint / CONFIG_FILE).read_text())
+            with safe_open(str(checkpoint / WEIGHTS_FILE), "pt") as weights:
+                weights.keys()
+        except (OSError, ValueError, SafetensorError) as error:
+            print(f"{checkpoint} is damaged ({type(error).__name__}: {error}); trying the one before", flush=True)
+            continue
+        if checkpoint != found[0]:
+            print(f"--resume: continuing from {checkpoint.name}, the newest intact checkpoint", flush=True)
+        return checkpoint, state
+    raise InputError(f"--resume: every checkpoint in {out / CHECKPOINT_DIR} is damaged; start a new --out")
 
 
 def run_config(config, state: dict | None, steps: int | None):
@@ -239,9 +260,13 @@ def clear_leftovers(out: str | Path) -> bool:
 
 def tidy_run(out: str | Path, state: dict | None) -> None:
     """Ready a run folder that `open_run` opened, on the main process: cut metrics.jsonl back to the
-    step resumed from, or clear what a run killed before its first checkpoint left."""
+    step resumed from and set aside damaged checkpoints after it (as .damaged-step-N, so no later
+    step reads or exports them), or clear what a run killed before its first checkpoint left."""
     if state:
         truncate_metrics(out, state["step"])
+        for newer in sorted((Path(out) / CHECKPOINT_DIR).glob("step-*")):
+            if int(newer.name.removeprefix("step-")) > state["step"]:
+                newer.rename(newer.with_name(f".damaged-{newer.name}"))
     elif clear_leftovers(out):
         print(f"{out}: no whole checkpoint yet; training starts again from step 0", flush=True)
 
