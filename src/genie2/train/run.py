@@ -94,14 +94,19 @@ def save_checkpoint(run: str | Path, step: int, model, state: dict, keep: int = 
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    for old in sorted(root.glob("step-*"))[:-keep]:
+    for old in run_checkpoints(run)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def run_checkpoints(run: str | Path) -> list[Path]:
+    """A run's whole checkpoint folders, oldest first."""
+    return sorted((Path(run) / CHECKPOINT_DIR).glob("step-*"))
+
+
 def latest_checkpoint(run: str | Path) -> Path | None:
     """The newest whole checkpoint folder of a run, or None."""
-    found = sorted((Path(run) / CHECKPOINT_DIR).glob("step-*"))
+    found = run_checkpoints(run)
     return found[-1] if found else None
 
 
@@ -183,8 +188,8 @@ def open_run(out: str | Path, resume: bool) -> tuple[Path | None, dict | None]:
     Without `resume` the folder must be new or empty. With it, a folder without a whole checkpoint
     (a run killed before its first one was written) starts from step 0 too, once the main process
     has called `clear_leftovers`; a folder holding anything but such leftovers is refused."""
-    out_dir, checkpoint = Path(out), latest_checkpoint(out)
-    if checkpoint is not None and resume:
+    out_dir = Path(out)
+    if resume and run_checkpoints(out_dir):
         return _newest_intact(out_dir)
     found = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
     if not resume and found:
@@ -203,7 +208,7 @@ def _newest_intact(out: Path) -> tuple[Path, dict]:
     and its state, saying which one when a newer one is damaged (a disk fault, a copy cut short)."""
     from safetensors import SafetensorError, safe_open
 
-    found = sorted((out / CHECKPOINT_DIR).glob("step-*"), reverse=True)
+    found = run_checkpoints(out)[::-1]
     for checkpoint in found:
         try:
             state = load_state(checkpoint)
@@ -264,7 +269,7 @@ def tidy_run(out: str | Path, state: dict | None) -> None:
     step reads or exports them), or clear what a run killed before its first checkpoint left."""
     if state:
         truncate_metrics(out, state["step"])
-        for newer in sorted((Path(out) / CHECKPOINT_DIR).glob("step-*")):
+        for newer in run_checkpoints(out):
             if int(newer.name.removeprefix("step-")) > state["step"]:
                 newer.rename(newer.with_name(f".damaged-{newer.name}"))
     elif clear_leftovers(out):
