@@ -1,8 +1,10 @@
 """The data stage: environments, the episode format, resumable collection, clips, video import."""
 
 import csv
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +19,8 @@ from genie2.data.clips import ClipDataset, split_episodes
 from genie2.data.collect import collect
 from genie2.data.envs import GameEnv
 from genie2.data.episode import CorruptEpisodeError, DatasetInfo, Episode, episode_indices, episode_path
-from genie2.data.video import import_video, read_actions_csv
+from genie2.data.video import import_video, read_actions_csv, read_video
+from genie2.errors import InputError
 
 
 def random_episode(t=7, keys=1, size=8, seed=0):
@@ -222,14 +225,109 @@ def test_import_video_round_trip_and_length_check(tmp_path):
     episode = Episode.load(episode_path(tmp_path / "d", 0))
     assert episode.frames.shape == (5, 16, 16, 3)
     assert episode.frames[4].mean() > episode.frames[0].mean()  # the bar widens
+    iio.imwrite(tmp_path / "w.gif", frames[::-1], duration=50, loop=0)  # another recording
     write_csv(tmp_path / "b.csv", [(0, ""), (1, "1"), (2, "1"), (3, "0"), (4, "0")])
-    info = import_video(tmp_path / "v.gif", tmp_path / "b.csv", tmp_path / "d", frame_size=16)  # appended
+    info = import_video(tmp_path / "w.gif", tmp_path / "b.csv", tmp_path / "d", frame_size=16)  # appended
     assert info.num_episodes == 2 and info.num_actions == 4
     clips = ClipDataset(tmp_path / "d", clip_frames=3, split="all")
     assert {tuple(clips[i]["actions"].shape) for i in range(len(clips))} == {(3, 2)}  # one key width
     write_csv(tmp_path / "short.csv", [(0, ""), (1, "2")])
     with pytest.raises(ValueError, match="2 action rows but"):
         import_video(tmp_path / "v.gif", tmp_path / "short.csv", tmp_path / "e")
+
+
+def write_mp4(path, frames=12, start=1):
+    """A real H.264 mp4 (moov atom first, so a truncated copy keeps its header) of a widening bar."""
+    import av
+
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for t in range(frames):
+            frame = np.zeros((32, 32, 3), dtype=np.uint8)
+            frame[:, : 2 * (t + start)] = 255
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+# cut: in the frames (a decoder error), before the frames (none decoded), in the header (no stream or no reader)
+@pytest.mark.parametrize("keep", [0.8, 0.5, 0.1, 0.01])
+def test_import_video_of_a_truncated_mp4_says_so(tmp_path, keep):
+    write_mp4(tmp_path / "whole.mp4")
+    write_csv(tmp_path / "a.csv", [(t, "" if t == 0 else "1") for t in range(12)])
+    assert len(read_video(tmp_path / "whole.mp4", 16)) == 12  # the whole file reads
+    data = (tmp_path / "whole.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(InputError, match=r"cut.mp4 could not be read as a video \(truncated or not a video file\): ."):
+        import_video(tmp_path / "cut.mp4", tmp_path / "a.csv", tmp_path / "d")
+    assert not (tmp_path / "d" / "dataset.json").exists()
+
+
+@pytest.mark.parametrize("name", ["noise.mp4", "noise.gif", "noise.bin", "empty.mp4"])
+def test_a_file_that_is_not_a_video_is_named_without_an_install_hint(tmp_path, name):
+    size = 0 if name.startswith("empty") else 4096
+    (tmp_path / name).write_bytes(np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8).tobytes())
+    with pytest.raises(InputError, match="could not be read as a video") as caught:
+        read_video(tmp_path / name, 16)
+    assert "pip install" not in str(caught.value) and name in str(caught.value)
+
+
+def test_the_install_hint_only_when_no_video_reader_is_installed(tmp_path, monkeypatch):
+    import genie2.data.video as video
+
+    (tmp_path / "noise.mp4").write_bytes(bytes(range(256)) * 16)
+    monkeypatch.setattr(video, "video_reader_installed", lambda: False)
+    with pytest.raises(InputError, match=r"no video reader is installed .*pip install av"):
+        read_video(tmp_path / "noise.mp4", 16)
+
+
+def test_importing_the_same_video_twice_is_refused_naming_the_earlier_import(tmp_path):
+    write_mp4(tmp_path / "run.mp4")
+    write_csv(tmp_path / "a.csv", [(t, "" if t == 0 else "1") for t in range(12)])
+    import_video(tmp_path / "run.mp4", tmp_path / "a.csv", tmp_path / "d", frame_size=16)
+    shutil.copy(tmp_path / "run.mp4", tmp_path / "copy.mp4")  # a copy under another name is the same recording
+    for again in ("run.mp4", "copy.mp4"):
+        with pytest.raises(InputError, match=r"already in .*episode 0 was imported from .*run\.mp4"):
+            import_video(tmp_path / again, tmp_path / "a.csv", tmp_path / "d", frame_size=16)
+    info = DatasetInfo.load(tmp_path / "d")
+    assert info.num_episodes == 1 and episode_indices(tmp_path / "d") == [0]
+    (imported,) = info.source["imports"]
+    assert imported["sha256"] == hashlib.sha256((tmp_path / "run.mp4").read_bytes()).hexdigest()
+    assert imported["episode"] == 0 and info.source["videos"] == [str(tmp_path / "run.mp4")]
+    write_mp4(tmp_path / "other.mp4", start=2)  # another recording: appended
+    assert import_video(tmp_path / "other.mp4", tmp_path / "a.csv", tmp_path / "d", frame_size=16).num_episodes == 2
+
+
+def test_a_dataset_imported_before_identities_were_recorded_still_takes_videos(tmp_path):
+    write_mp4(tmp_path / "run.mp4")
+    write_csv(tmp_path / "a.csv", [(t, "" if t == 0 else "1") for t in range(12)])
+    import_video(tmp_path / "run.mp4", tmp_path / "a.csv", tmp_path / "d", frame_size=16)
+    info = DatasetInfo.load(tmp_path / "d")
+    del info.source["imports"]  # as written before: paths only
+    info.save(tmp_path / "d")
+    assert import_video(tmp_path / "run.mp4", tmp_path / "a.csv", tmp_path / "d", frame_size=16).num_episodes == 2
+    assert [e["episode"] for e in DatasetInfo.load(tmp_path / "d").source["imports"]] == [1]
+
+
+def test_import_video_cli_counts_in_words_and_names_a_broken_file_in_one_line(tmp_path):
+    write_mp4(tmp_path / "run.mp4", frames=1)
+    (tmp_path / "cut.mp4").write_bytes((tmp_path / "run.mp4").read_bytes()[:100])
+    write_csv(tmp_path / "a.csv", [(0, "")])
+    for video, folder in (("run.mp4", "d"), ("cut.mp4", "e")):
+        cmd = [
+            "import-video",
+            str(tmp_path / video),
+            "--actions",
+            str(tmp_path / "a.csv"),
+            "--out",
+            str(tmp_path / folder),
+        ]
+        out = subprocess.run([sys.executable, "-m", "genie2.cli", *cmd], capture_output=True, text=True)
+        if video == "run.mp4":
+            assert out.returncode == 0 and out.stdout.strip().endswith(": 1 episode, 1 frame"), out.stderr
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "cut.mp4 could not be read as a video (truncated or not a video file)" in out.stderr
 
 
 def test_cli_help_and_errors(tmp_path):

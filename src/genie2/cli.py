@@ -52,11 +52,12 @@ def collect(args) -> None:
 
 def import_video(args) -> None:
     """genie2 import-video: add a recording and its action log to a dataset."""
+    from genie2.data.video import count
     from genie2.data.video import import_video as run
 
     names = args.action_names.split(",") if args.action_names else None
     info = run(args.video, args.actions, args.out, args.frame_size, args.num_actions, names)
-    print(f"{args.out}: {info.num_episodes} episodes, {info.num_frames} frames")
+    print(f"{args.out}: {count(info.num_episodes, 'episode')}, {count(info.num_frames, 'frame')}")
 
 
 def train_tokenizer(args) -> None:
