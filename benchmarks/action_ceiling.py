@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from report import write_report
 
 from genie2.data.collect import resize
 from genie2.data.envs import GameEnv
-from genie2.data.episode import DatasetInfo, Episode, atomic_write
+from genie2.data.episode import DatasetInfo, Episode
 from genie2.evaluate import eval_episodes, randomised_actions
 
 
@@ -74,9 +75,7 @@ def main() -> None:
         ceiling, reached = torch.full((args.horizon,), 100.0), [float("nan")] * args.horizon
     tokenizer_mse = 10 ** (-ceiling / 10)  # H
     ideal_random = (-10 * torch.log10(mse + tokenizer_mse)).mean(0)
-    result = dict(
-        data=str(args.data),
-        episodes=len(mse),
+    columns = dict(
         pixels_changed=changed.mean(0).tolist(),
         identical_fraction=(mse == 0).float().mean(0).tolist(),
         tokenizer_psnr=ceiling.tolist(),
@@ -84,20 +83,18 @@ def main() -> None:
         ideal_delta_psnr=(ceiling - ideal_random).tolist(),
         reached_delta_psnr=reached,
     )
+    rows = [dict(step=step + 1, **{k: v[step] for k, v in columns.items()}) for step in range(args.horizon)]
     print(
         f"{'step':>4} {'identical':>9} {'pixels changed':>14} {'ceiling':>9} {'ideal random':>12} "
         f"{'ideal delta':>11} {'reached':>8}"
     )
-    for step in range(args.horizon):
+    for row in rows:
         print(
-            f"{step + 1:>4} {result['identical_fraction'][step]:>9.0%} {result['pixels_changed'][step]:>14.2%} "
-            f"{ceiling[step]:>9.2f} {ideal_random[step]:>12.2f} {ceiling[step] - ideal_random[step]:>11.2f} "
-            f"{reached[step]:>8.2f}"
+            f"{row['step']:>4} {row['identical_fraction']:>9.0%} {row['pixels_changed']:>14.2%} "
+            f"{row['tokenizer_psnr']:>9.2f} {row['ideal_psnr_random']:>12.2f} {row['ideal_delta_psnr']:>11.2f} "
+            f"{row['reached_delta_psnr']:>8.2f}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
-    print(f"wrote {out}")
+    write_report(args.out, args, rows, episodes=len(mse))
 
 
 if __name__ == "__main__":

@@ -9,17 +9,15 @@ transformer over the whole history for every sampled token). Prints a table, wri
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from report import write_report
 
 from genie2 import Genie2, WorldModelSession, gumbel_sample, min_p_filter
-from genie2.data.episode import atomic_write
 from genie2.model.config import DEFAULT_CONTEXT_FRAMES
 
 
@@ -186,21 +184,16 @@ def main() -> None:
     )
     print(HEADER)
     rows = run(args)
-    out = Path(args.out)
-    report = dict(
-        config=vars(args),
+    extra = dict(
         parameters=params,
         torch=torch.__version__,
-        machine=platform.platform(),
         processor=platform.processor(),
         threads=torch.get_num_threads(),
         rss_peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        rows=rows,
     )
     if args.device.startswith("cuda"):
-        report["gpu"] = torch.cuda.get_device_name()
-    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
-    print(f"wrote {out}")
+        extra["gpu"] = torch.cuda.get_device_name()
+    write_report(args.out, args, rows, **extra)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ Prints a table, writes JSON.
     python benchmarks/play.py                       # the pretrained world, WebSocket client
     python benchmarks/play.py --browser             # also the page in /usr/bin/chromium
     python benchmarks/play.py --checkpoint RUN      # any world-model checkpoint
+    PYTHONPATH=OLD/src python benchmarks/play.py --label before --out benchmarks/results/play-cpu-before-after.jsonl
+    python benchmarks/play.py --label after --out benchmarks/results/play-cpu-before-after.jsonl
+                                                    # code before and after a change, back to back (.jsonl appends)
 """
 
 from __future__ import annotations
@@ -126,6 +129,7 @@ def main() -> None:
     parser.add_argument("--browser-seconds", type=float, default=10.0, help="how long the page plays")
     parser.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium executable for --browser")
     parser.add_argument("--no-compile", action="store_true", help="serve without compiling the decode step")
+    parser.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before, after)")
     parser.add_argument("--out", default="benchmarks/results/play-cpu.json", help="where to write the JSON")
     args = parser.parse_args()
 

@@ -7,7 +7,7 @@ warm-up. Small enough to run the code before and after a change back to back, al
         python benchmarks/session_speed.py --label after
     done
 
-Each run appends one JSON line to --out and prints it.
+Each run appends one JSON line (benchmarks/report.py's report) to --out and prints its row.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from report import write_report
 
 from genie2 import Genie2, WorldModelSession
 
@@ -26,7 +26,9 @@ from genie2 import Genie2, WorldModelSession
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--label", required=True, help="what this run measures (before, after, ...)")
-    parser.add_argument("--out", default="benchmarks/results/session-speed-cpu.jsonl", help="JSON lines to append to")
+    parser.add_argument(
+        "--out", default="benchmarks/results/session-speed-cpu.jsonl", help="JSON lines to append to (.json: write)"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     model = Genie2(
@@ -45,8 +47,7 @@ def main() -> None:
                 rates.append(8 / (time.perf_counter() - start))
         row["compiled_frames_per_s" if compile else "eager_frames_per_s"] = statistics.median(rates)
     print(json.dumps(row))
-    with Path(args.out).open("a") as log:
-        log.write(json.dumps(row) + "\n")
+    write_report(args.out, args, [row])
 
 
 if __name__ == "__main__":

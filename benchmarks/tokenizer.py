@@ -1,25 +1,25 @@
 """Tokenizer quality and speed on the default env: collect, train with a preset, evaluate on
 the held-out validation episodes. Prints a table, writes JSON.
 
-    python benchmarks/tokenizer.py                      # cpu preset, 60 episodes of MiniGrid DoorKey
+    python benchmarks/tokenizer.py                      # cpu preset, 60 episodes of MiniGrid DoorKey, patch encoder
+    python benchmarks/tokenizer.py --encoder conv       # the strided-conv encoder (the default before the patch one)
     python benchmarks/tokenizer.py --preset gpu --device cuda --out benchmarks/results/tokenizer-cuda.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from report import write_report
 
 from genie2.data.collect import collect
 from genie2.data.envs import DEFAULT_ENV
-from genie2.data.episode import atomic_write
-from genie2.tokenizer.model import Tokenizer
+from genie2.tokenizer.model import ENCODERS, Tokenizer
 from genie2.tokenizer.train import TokenizerTraining, evaluate, train_tokenizer, val_frames
 
 
@@ -29,35 +29,42 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=60, help="episodes to collect (10%% held out)")
     parser.add_argument("--preset", default="cpu", help="tokenizer preset")
     parser.add_argument("--steps", type=int, default=None, help="override the preset's steps")
+    parser.add_argument(
+        "--encoder", choices=ENCODERS, default="patch", help="patch: each code from its own patch; conv: strided convs"
+    )
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--data", default=None, help="use this dataset instead of collecting one")
     parser.add_argument("--val-frames", type=int, default=2048, help="validation frames to score")
-    parser.add_argument("--out", default="benchmarks/results/tokenizer-cpu.json", help="where to write the JSON")
+    parser.add_argument(
+        "--out", default=None, help="where to write the JSON (default benchmarks/results/tokenizer-ENCODER-cpu.json)"
+    )
     args = parser.parse_args()
+    args.out = args.out or f"benchmarks/results/tokenizer-{args.encoder}-cpu.json"
 
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or str(Path(tmp) / "data")
         if not args.data:
             collect(data, args.env, args.episodes, workers=2, progress=False)
         config = TokenizerTraining.preset(args.preset, steps=args.steps)
+        config.model = dataclasses.replace(config.model, encoder=args.encoder)
         start = time.perf_counter()
         train_tokenizer(data, str(Path(tmp) / "tok"), config, device=args.device)
         minutes = (time.perf_counter() - start) / 60
         tokenizer = Tokenizer.from_pretrained(Path(tmp) / "tok", args.device)
+        parameters = sum(p.numel() for p in tokenizer.parameters())
         frames = val_frames(data, args.val_frames)
         result = evaluate(tokenizer, frames)
-    row = dict(preset=args.preset, steps=config.steps, train_minutes=minutes, val_frames=len(frames), **result)
+    row = dict(preset=args.preset, encoder=args.encoder, parameters=parameters, steps=config.steps)
+    row.update(train_minutes=minutes, val_frames=len(frames), **result)
     print(
-        f"{'preset':>6} {'steps':>6} {'minutes':>7} {'PSNR dB':>8} {'usage':>6} {'perplexity':>10} {'enc+dec f/s':>11}"
+        f"{'preset':>6} {'encoder':>7} {'params':>7} {'steps':>6} {'minutes':>7} {'PSNR dB':>8} {'usage':>6} "
+        f"{'perplexity':>10} {'enc+dec f/s':>11}"
     )
     print(
-        f"{row['preset']:>6} {row['steps']:>6} {minutes:>7.1f} {row['psnr']:>8.2f} {row['usage']:>6.0%} "
-        f"{row['perplexity']:>10.1f} {row['frames_per_s']:>11.0f}"
+        f"{row['preset']:>6} {row['encoder']:>7} {parameters / 1e6:>6.2f}M {row['steps']:>6} {minutes:>7.1f} "
+        f"{row['psnr']:>8.2f} {row['usage']:>6.0%} {row['perplexity']:>10.1f} {row['frames_per_s']:>11.0f}"
     )
-    report = dict(config=vars(args), torch=torch.__version__, machine=platform.platform(), rows=[row])
-    out = Path(args.out)
-    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
-    print(f"wrote {out}")
+    write_report(args.out, args, [row], torch=torch.__version__)
 
 
 if __name__ == "__main__":

@@ -10,16 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import tempfile
 from pathlib import Path
 
 import torch
+from report import write_report
 
 from genie2.data.codes import default_codes_dir, encode_dataset
 from genie2.data.collect import collect
-from genie2.data.episode import atomic_write
 from genie2.model.genie2 import Genie2
 from genie2.presets import tokenizer_cpu
 from genie2.tokenizer.model import Tokenizer
@@ -63,10 +62,7 @@ def main() -> None:
         f"{row['preset']:>8} {params / 1e6:>7.1f}M {row['batch_size']:>5} {row['clip_frames']:>6} "
         f"{row['tokens_per_s']:>9.0f} {row['device']:>6}"
     )
-    report = dict(config=vars(args), torch=torch.__version__, machine=platform.platform(), rows=[row])
-    path = Path(args.out)
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
-    print(f"wrote {path}")
+    write_report(args.out, args, [row], torch=torch.__version__)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,11 @@
 of `genie2 train` with their `cpu` presets, from the median step after a warm-up. Run it on two
 checkouts (PYTHONPATH=OTHER/src) to compare code versions on the same machine.
 
-    python benchmarks/trainers.py --data DATA --tokenizer TOKENIZER [--out results.json]
+    python benchmarks/trainers.py --data DATA --tokenizer TOK --label after --out RESULTS.jsonl
+    PYTHONPATH=OTHER/src python benchmarks/trainers.py --data DATA --tokenizer TOK --label before --out RESULTS.jsonl
+
+Each run with --out appends one JSON line (benchmarks/report.py's report, with the commit of the
+code measured).
 """
 
 from __future__ import annotations
@@ -11,11 +15,11 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 
 import torch
+from report import write_report
 
 
 def _import(new: str, old: str, name: str):
@@ -44,7 +48,7 @@ def main() -> None:
     parser.add_argument("--codes", default=None, help="the dataset's codes by --tokenizer (default: encode them)")
     parser.add_argument("--only", choices=("both", "tokenizer", "world"), default="both", help="which trainers to time")
     parser.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before, after)")
-    parser.add_argument("--out", default=None, help="append the result as a JSON line to this file")
+    parser.add_argument("--out", default=None, help="append the result as a JSON line to this .jsonl file")
     args = parser.parse_args()
     torch.manual_seed(0)
     TokenizerTraining = _import("genie2.tokenizer.train", "genie2.train_tokenizer", "TokenizerTraining")
@@ -73,15 +77,9 @@ def main() -> None:
             config = Training.preset("cpu", steps=steps, eval_every=10 * steps, checkpoint_every=steps)
             train(args.data, codes, args.tokenizer, str(tmp / "world"), config, progress=False, cpu=True)
             world = step_seconds(tmp / "world" / "metrics.jsonl", "step_seconds", args.warmup)
-    import genie2
-
-    source = Path(genie2.__file__).parent
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=source, capture_output=True, text=True)
     result = dict(
         label=args.label,
-        genie2=str(source),
-        commit=commit.stdout.strip(),
-        machine=platform.processor() or platform.machine(),
+        processor=platform.processor() or platform.machine(),
         threads=torch.get_num_threads(),
         tokenizer_frames_per_s=tokenizer_rate,
         world_step_seconds_median=world,
@@ -93,8 +91,7 @@ def main() -> None:
     if world is not None:
         print(f"{'world model':<12} {world:>10.3f} s/step")
     if args.out:
-        with open(args.out, "a") as f:
-            f.write(json.dumps(result) + "\n")
+        write_report(args.out, args, [result])
 
 
 if __name__ == "__main__":
