@@ -167,14 +167,11 @@ def play(args) -> None:
         return
     from genie2.play.app import create_app
     from genie2.play.origins import loopback_hosts
-    from genie2.play.serve import serve, warm_up
+    from genie2.play.serve import serve
 
-    if config.compile:
-        print("compiling the decode step (cached on disk after the first time)...", flush=True)
-        warm_up(world, frames[0], config)
     app = create_app(world, frames, names, config, hosts=loopback_hosts(args.host))
     print(f"genie2 play: open http://{args.host}:{args.port}/ in a browser (Ctrl-C stops)", flush=True)
-    serve(app, args.host, args.port)
+    serve(app, args.host, args.port, warm=config.compile)  # the page says it is warming up meanwhile
 
 
 def player_config(args: argparse.Namespace, sampling: dict) -> PlayerConfig:
@@ -200,7 +197,10 @@ def play_start(args: argparse.Namespace, world: World) -> tuple[list[str] | None
 
     names, frames = world.action_names, world.start_frames
     if args.data:
-        names, frames = DatasetInfo.load(args.data).action_names, start_frames(args.data, count=12)
+        info, num_actions = DatasetInfo.load(args.data), world.model.num_actions
+        if info.num_actions != num_actions:  # as eval refuses it: its names and frames belong to another world
+            raise InputError(f"the model has {num_actions} actions but {args.data} has {info.num_actions}")
+        names, frames = info.action_names, start_frames(args.data, count=12)
     if frames is None:
         where = args.checkpoint or "the pretrained world"
         raise InputError(f"{where} holds no start frames: pass --data with the dataset it was trained on")
@@ -422,7 +422,8 @@ def main(argv: list[str] | None = None) -> None:
         args.fn(args)
     except KeyboardInterrupt:
         again = "with --resume " if args.verb.startswith("train") else ""
-        print(f"genie2 {args.verb}: interrupted; run the same command again {again}to continue", file=sys.stderr)
+        told = "stopped" if args.verb == "play" else f"interrupted; run the same command again {again}to continue"
+        print(f"genie2 {args.verb}: {told}", file=sys.stderr)
         sys.exit(130)
     except (InputError, OSError, ImportError, FloatingPointError, SafetensorError) as error:
         # what the user can fix: bad input (InputError), a missing or unreadable file, a missing

@@ -2,6 +2,7 @@
 
 Routes:
     GET /, /player.js                   the page (plain HTML and JS in play/static, no build step)
+    GET /favicon.svg, /favicon.ico      the tab's icon (inline SVG)
     GET /api/info                       action names, keymap, start frames, frame size, limits
     GET /api/start/{i}.png              a start frame
     WS  /ws                             one play session per connection (messages in protocol.py)
@@ -30,11 +31,16 @@ from fastapi.responses import FileResponse, Response
 from genie2.errors import InputError
 from genie2.play.media import encode_video, png_bytes, raw_frame
 from genie2.play.origins import OriginCheck
-from genie2.play.protocol import PlayerConfig, PlayServer
+from genie2.play.protocol import WARMING, PlayerConfig, PlayServer
 from genie2.world import World
 
 STATIC = Path(__file__).parent / "static"
 logger = logging.getLogger("genie2.play")
+# the tab's icon: a green play triangle on a dark tile
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    '<rect width="16" height="16" rx="3" fill="#222"/><path d="M5 3.5v9l7-4.5z" fill="#2a5"/></svg>'
+)
 
 
 class Tabs:
@@ -98,6 +104,8 @@ class Tabs:
             if message.get("type") == "ping":  # on the event loop: a ping never queues for the model
                 await socket.send_json(dict(type="pong", id=message.get("id")))
                 return
+            if state.waits_to_compile(token, message):  # the page shows it until the reply comes
+                await socket.send_json(dict(type="status", warming=True, message=WARMING, id=message.get("id")))
             loop = asyncio.get_running_loop()
             frame = await loop.run_in_executor(state.executor, state.handle, token, message)
         except InputError as error:  # a refused message, or input the session refused: the client can fix it
@@ -156,6 +164,11 @@ def create_app(
     app.get("/api/info")(state.info)
     app.get("/api/recording/{token}.{kind}")(tabs.recording)
     app.websocket("/ws")(tabs.serve_tab)
+
+    @app.get("/favicon.svg")
+    @app.get("/favicon.ico")  # what browsers ask for when a page names no icon
+    def favicon() -> Response:
+        return Response(FAVICON, media_type="image/svg+xml")
 
     @app.get("/api/start/{index}.png")
     def start_png(index: int) -> Response:

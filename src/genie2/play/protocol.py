@@ -13,6 +13,9 @@ The server answers:
                                                 to each reset and step
     {"type": "error", "message": ..., "id": n}  the message was refused or failed; the session goes on
     {"type": "pong", "id": n}                   to each ping
+    {"type": "status", "warming": true, "message": ..., "id": n}
+                                                before the reply to a message that waits for a compile (the
+                                                start-up warm-up, or a decode step compiled on first use)
 With frames=raw a frame comes as one binary message instead: 4 bytes (little-endian uint32) giving
 the header's length, the header (the frame message as JSON, without "image", with "size"), then the
 frame's pixels (size x size x 3 bytes, RGB, row by row). No PNG to encode, no base64 to decode.
@@ -43,13 +46,21 @@ from PIL import Image, UnidentifiedImageError
 
 from genie2.errors import InputError
 from genie2.model.session import WorldModelSession
-from genie2.play.keymap import keymap
+from genie2.play.keymap import keymap, listed
 from genie2.play.media import frame_pixels
 from genie2.play.origins import origin_key
 from genie2.world import World
 
 MAX_RECORDED_FRAMES = 1200  # 2 minutes at 10 frames/s
 MAX_UPLOAD_PIXELS = 4096 * 4096
+WARMING = "warming up: the server is compiling the decode step (once; frames are fast after)"
+# why an upload could not be read, in words: the errors' own text names objects like <_io.BytesIO object at 0x...>
+UNREADABLE = {
+    binascii.Error: "it is not valid base64",
+    UnidentifiedImageError: "the file is not an image (or not one PIL reads)",
+    Image.DecompressionBombError: "it has too many pixels",
+    OSError: "the file is damaged or cut short",
+}
 
 
 @dataclass
@@ -130,6 +141,8 @@ class PlayServer:
             raise InputError(f"{len(names)} action names for a model with {model.num_actions} actions")
         self.world, self.model, self.start_frames, self.names, self.config = world, model, start_frames, names, config
         self.players: dict[str, Player | None] = {}  # None: a tab that has not reset yet
+        self.warm: set[bool] = set()  # with compile on: the modes (guided or not) whose decode step has compiled
+        self.warming = False  # a compile is under way: messages answered meanwhile wait for it
         # model calls run one at a time, off the event loop; `serve` moves them to the main thread
         self.executor: Executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genie2-model")
 
@@ -137,7 +150,8 @@ class PlayServer:
         """What the page needs to set itself up."""
         return dict(
             action_names=self.names,
-            keymap=keymap(self.names),
+            keymap=(keys := keymap(self.names)),
+            keys=listed(keys),  # the same, in the order the page lists them
             multiple_actions=bool(self.model.allow_multiple_actions),
             max_num_actions=int(self.model.max_num_actions),
             start_frames=len(self.start_frames),
@@ -163,10 +177,11 @@ class PlayServer:
             if image.width * image.height > MAX_UPLOAD_PIXELS:
                 raise BadMessage(f"the image is {image.width}x{image.height}; send one of at most 4096x4096 pixels")
             image = image.convert("RGB").resize((self.size, self.size), Image.Resampling.BOX)
+        except BadMessage:
+            raise
         except (binascii.Error, UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
-            if isinstance(error, BadMessage):
-                raise
-            raise BadMessage(f"could not read the image: send a PNG or JPEG ({error})") from error
+            reason = next((why for kind, why in UNREADABLE.items() if isinstance(error, kind)), "it did not decode")
+            raise BadMessage(f"could not read the image: {reason}; send a PNG or JPEG") from error
         return np.array(image, dtype=np.uint8)  # a writable copy
 
     def handle(self, token: str, message: dict) -> np.ndarray | None:
@@ -177,8 +192,7 @@ class PlayServer:
         if player is None:
             raise BadMessage("send a reset message first")
         if kind == "step":
-            actions = self.actions(message.get("keys", []))
-            frame = frame_pixels(player.session.step(actions or None))
+            frame = self.dream(player.session, self.actions(message.get("keys", [])))
             player.index += 1
             return frame
         if kind == "settings":
@@ -195,6 +209,49 @@ class PlayServer:
             player.recording = on
             return None
         raise BadMessage(f"unknown message type {kind!r}: use reset, step, settings, record or ping")
+
+    def warm_up(self, steps: int = 2) -> None:
+        """With compile on, compile the decode step for plain and for guided play (CFG) before any tab waits
+        for it: each mode is its own compiled graph, seconds each, and the guided one would otherwise compile
+        when a player first moves the CFG slider off 1."""
+        if not self.config.compile:
+            return
+        self.warming = True
+        try:
+            first = self.start_frames[0]
+            session = self.world.session(first, temperature=self.config.temperature, cond_scale=1.0, compile=True)
+            for cond_scale in (1.0, self.config.cond_scale if self.config.cond_scale != 1 else 2.0):
+                session.configure(cond_scale=cond_scale)  # switched on mid-session, as the slider does
+                for _ in range(steps):
+                    session.step(0)
+                self.warm.add(session.guided)
+        finally:
+            self.warming = False
+
+    def waits_to_compile(self, token: str, message: dict) -> bool:
+        """Whether the reply to `message` waits for a compile: the warm-up is under way, or it is a step in
+        a mode (guided or not) whose decode step has not compiled yet."""
+        if message.get("type") not in ("reset", "step"):
+            return False
+        player = self.players.get(token)
+        cold = player is not None and message["type"] == "step" and self.cold(player.session)
+        return self.warming or cold
+
+    def cold(self, session: WorldModelSession) -> bool:
+        """Whether the session's next step compiles the decode step first (compile on, its mode not warm)."""
+        return self.config.compile and session.guided not in self.warm
+
+    def dream(self, session: WorldModelSession, actions: list[int]) -> np.ndarray:
+        """The session's next frame (uint8 h w 3); a step that compiles counts as warming up."""
+        compiles = self.cold(session)
+        self.warming = self.warming or compiles
+        try:
+            frame = frame_pixels(session.step(actions or None))
+        finally:
+            self.warming = self.warming and not compiles
+        if self.config.compile:
+            self.warm.add(session.guided)
+        return frame
 
     def reset(self, token: str, player: Player | None, message: dict) -> np.ndarray:
         """Start the tab's session over from a start frame or an upload, keeping its settings."""

@@ -1,5 +1,6 @@
 """Running the browser player: the port checked first, uvicorn in a thread, the model on the main thread, and a
-warm-up."""
+warm-up (compiling the plain and the guided decode step) as the model thread's first job, while the page already
+answers and says it is warming up."""
 
 from __future__ import annotations
 
@@ -9,12 +10,10 @@ import socket
 import threading
 from concurrent.futures import Executor, Future
 
-import numpy as np
 from fastapi import FastAPI
 
 from genie2.errors import InputError
-from genie2.play.protocol import PlayerConfig
-from genie2.world import World
+from genie2.play.protocol import PlayServer
 
 
 class MainThreadExecutor(Executor):
@@ -44,8 +43,11 @@ class MainThreadExecutor(Executor):
             if future.set_running_or_notify_cancel():
                 try:
                     future.set_result(fn(*args, **kwargs))
-                except BaseException as error:  # handed to the awaiting handler, which answers it
+                except Exception as error:  # handed to the awaiting handler, which answers it
                     future.set_exception(error)
+                except BaseException:  # Ctrl-C: the server stops (the handler hears that, not the interrupt)
+                    future.set_exception(RuntimeError("the server is stopping"))
+                    raise
 
 
 def check_port(host: str, port: int) -> None:
@@ -64,15 +66,21 @@ def check_port(host: str, port: int) -> None:
         raise InputError(message) from None
 
 
-def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
-    """Run the app with uvicorn (in a thread) until interrupted; the model runs on this thread. Raises
-    InputError when the server could not start (its port taken since `check_port`, say)."""
+def serve(
+    app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning", warm: bool = False
+) -> None:
+    """Run the app with uvicorn (in a thread) until interrupted; the model runs on this thread, with `warm`
+    compiling its decode steps first (while the page already answers). Raises InputError when the server
+    could not start (its port taken since `check_port`, say)."""
     import uvicorn
 
-    limit = app.state.play.config.max_message_bytes
+    state: PlayServer = app.state.play
+    limit = state.config.max_message_bytes
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, ws_max_size=limit))
     executor, done = MainThreadExecutor(), threading.Event()
-    app.state.play.executor = executor
+    state.executor = executor
+    if warm:
+        executor.submit(warm_up, state)
 
     def run_server() -> None:
         try:
@@ -94,9 +102,12 @@ def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: st
         raise InputError(f"the server could not start on {host}:{port} (see the message above)")
 
 
-def warm_up(world: World, frame: np.ndarray, config: PlayerConfig, steps: int = 2) -> None:
-    """Run a few frames first, so the first player does not wait for compilation."""
-    settings = dict(temperature=config.temperature, cond_scale=config.cond_scale, compile=config.compile)
-    session = world.session(frame, **settings)
-    for _ in range(steps):
-        session.step(0)
+def warm_up(state: PlayServer) -> None:
+    """Compile the plain and the guided decode step, saying so on the terminal (tabs meanwhile hear "warming up")."""
+    print("warming up: compiling the decode step, plain and guided (cached on disk after the first time)", flush=True)
+    try:
+        state.warm_up()
+    except Exception as error:  # said here: on the model thread nobody awaits the warm-up's result
+        print(f"the warm-up failed ({type(error).__name__}: {error}); players will see the error", flush=True)
+        return
+    print("warmed up: frames are fast from now on", flush=True)

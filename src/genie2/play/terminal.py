@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from genie2.errors import InputError
 from genie2.play.interactive import QuitInteractive, prompt_action, save_frame
 from genie2.play.media import frame_pixels
 from genie2.world import World
@@ -51,8 +52,10 @@ def play_terminal(
     print_fn: Callable[[str], None] = print,
     **session_kwargs,
 ) -> int:
-    """Read actions and show dreamed frames until 'q' or end of input; returns frames played."""
+    """Read actions and show dreamed frames until 'q', end of input or Ctrl-C; returns frames played."""
     model = world.model
+    if action_names and len(action_names) != model.num_actions:
+        raise InputError(f"{len(action_names)} action names for a model with {model.num_actions} actions")
     colour = supports_colour() if colour is None else colour
     session = world.session(first_frame, **session_kwargs)
     if action_names:
@@ -67,7 +70,8 @@ def play_terminal(
             actions = prompt_action(
                 played + 1, model.num_actions, model.allow_multiple_actions, model.max_num_actions, input_fn, print_fn
             )
-        except QuitInteractive:
-            print_fn(f"stopped after {played} dreamed frames")
+            frame = session.step(actions).cpu()
+        except (QuitInteractive, KeyboardInterrupt) as stop:  # Ctrl-C too: a play session has nothing to resume
+            print_fn(("\n" if isinstance(stop, KeyboardInterrupt) else "") + f"stopped after {played} dreamed frames")
             return played
-        frame, played = session.step(actions).cpu(), played + 1
+        played += 1

@@ -12,6 +12,7 @@ const state = {
   info: null, socket: null, token: null, running: true, pending: null, start: 0,
   held: new Set(), tapped: new Set(), sentAt: 0, arrivals: [], recording: false, nextId: 0,
   lastSent: 0, idle: false, // idle: the server closed the socket after idle_timeout s without a message
+  resetting: null, // the id of the latest reset: its frame clears the error line (an upload that failed, say)
 };
 // read by tests and benchmarks: frames received, connections opened, the last frame (a data URL,
 // made when read), whether a request is in flight, the page's own rates
@@ -62,6 +63,7 @@ function stepIfReady(once = false) {
 function reset(message) {
   // a reset may overtake a step in flight: the step's frame, when it comes, is drawn but ignored
   request(Object.assign({ type: "reset" }, message));
+  state.resetting = state.pending;
 }
 
 // A binary frame: header length (uint32 little-endian), JSON header, then size x size RGB bytes.
@@ -109,6 +111,8 @@ function connect() {
       window.genie2.connections += 1;
       showRecording(false, false); // a new session: nothing recorded yet
       reset({ start: state.start });
+    } else if (message.type === "status") {
+      $("status").textContent = message.message; // "warming up": the reply waits for a compile
     } else if (message.idle) {
       state.idle = true;
       $("error").textContent = "closed while hidden and idle: it reconnects when shown";
@@ -116,8 +120,11 @@ function connect() {
       const now = performance.now(), latency = now - state.sentAt;
       if (message.id !== null && message.id === state.pending) {
         state.pending = null;
+        $("status").textContent = ""; // what it waited for is done
         stepIfReady(); // ask for the next frame first: the server dreams it while this one is drawn
       }
+      const started = message.type === "frame" && message.id !== null && message.id === state.resetting;
+      if (started) $("error").textContent = ""; // a reset worked: an error from before (a bad upload) is stale
       if (message.type === "frame") drawFrame(message, now, latency);
       else showError(message.message);
     }
@@ -179,7 +186,7 @@ async function main() {
   state.info = await (await fetch("/api/info")).json();
   const info = state.info;
   $("multi").textContent = info.multiple_actions ? `Up to ${info.max_num_actions} keys at once.` : "One action per frame.";
-  for (const [key, action] of Object.entries(info.keymap)) {
+  for (const [key, action] of info.keys) { // in the server's order: a JS object lists "1" before "ArrowLeft"
     const row = $("keymap").insertRow();
     row.insertCell().innerHTML = `<kbd>${keyLabel(key)}</kbd>`;
     const cell = row.insertCell();
@@ -215,6 +222,7 @@ async function main() {
   };
   $("upload").onchange = () => {
     const file = $("upload").files[0];
+    $("upload").value = ""; // so choosing the same file again (fixed, say) uploads it again
     if (!file) return;
     if (file.size > info.max_upload_bytes) return showError(`that image is over the ${info.max_upload_bytes}-byte limit`);
     const reader = new FileReader();
