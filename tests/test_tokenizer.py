@@ -220,3 +220,35 @@ def test_resume_falls_back_past_a_damaged_checkpoint_and_says_so(tmp_path, capsy
     assert (run / "checkpoints" / ".damaged-step-00000006").is_dir() and metric_steps(run) == [1, 2, 3, 4, 5, 6]
     for (name, a), b in zip(finished.items(), Tokenizer.from_pretrained(run).state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_the_hard_tile_loss_is_the_mean_error_of_the_worst_tiles():
+    tokenizer = tiny_tokenizer(hard_tile_share=2 / 32)  # 16x16 frames, 4x4 tiles: the worst 2 of 2 x 16
+    target = torch.zeros(1, 2, 16, 16, 3)
+    recon = target.clone()
+    recon[0, 0, :4, :4] = 0.5  # one tile off by 0.5 everywhere
+    recon[0, 1, 4:8, 8:12, 0] = 0.3  # one off by 0.3 in a channel: mean 0.1
+    recon[0, 1, 12:, 12:] = 0.05  # a milder one, not among the worst two
+    assert torch.allclose(tokenizer.hard_tile_loss(recon, target), torch.tensor(0.3))
+    assert tiny_tokenizer().hard_tile_loss(recon, target) == 0  # off by default
+    loss, parts = tokenizer(torch.rand(1, 2, 16, 16, 3), quantize=False)
+    assert parts["hard"] > 0 and loss > parts["l1"] + parts["mse"]
+    with pytest.raises(ValueError, match="hard_tile_share"):
+        TokenizerConfig(hard_tile_share=1.5)
+
+
+def test_the_codebook_is_seeded_with_one_latent_per_distinct_patch(monkeypatch):
+    from genie2.tokenizer.train import seed_codebook
+
+    tokenizer = tiny_tokenizer()  # 16x16 frames, 4x4 patches: 16 per frame
+    floor = torch.zeros(1, 16, 16, 3, dtype=torch.uint8)
+    sprite = floor.clone()
+    sprite[0, 4:8, 8:12] = 200  # one patch in one frame of a hundred: 1 in 1,600
+    frames = [floor] * 99 + [sprite]
+    seen = {}
+    monkeypatch.setattr(tokenizer, "init_codebook", lambda latents, batch_tokens: seen.update(latents=latents))
+    seed_codebook(tokenizer, [{"frames": f} for f in frames], seed=0, batch_size=4)
+    latents = seen["latents"]
+    assert len(latents) == 2  # the floor once and the sprite once, so k-means++ weighs them alike
+    sprite_latent = tokenizer.encode_latents(sprite[None])[0, 0, 1, 2]
+    assert torch.isclose(latents, sprite_latent, atol=1e-5).all(-1).any()

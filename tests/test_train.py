@@ -17,6 +17,7 @@ from genie2 import Genie2
 from genie2.data.codes import default_codes_dir, encode_dataset
 from genie2.data.collect import collect
 from genie2.tokenizer.model import Tokenizer, TokenizerConfig
+from genie2.train.run import load_state
 from genie2.train.world_model import Training, train
 from genie2.world import WORLD_FILES
 
@@ -485,3 +486,16 @@ def test_cli_gives_input_errors_one_line_and_exit_code_2(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit:
         cli.main(["eval", "--checkpoint", "c", "--data", "d", "--out", "o"])
     assert exit.value.code == 2 and "genie2 eval: error: --horizon must be positive" in capsys.readouterr().err
+
+
+def test_a_run_slower_than_planned_replans_its_steps_to_meet_its_deadline(pipeline, tmp_path, capsys):
+    config = Training.preset("tiny", steps=200, checkpoint_every=100, eval_every=100)
+    codes = default_codes_dir(pipeline / "data", pipeline / "tok")
+    out = train(str(pipeline / "data"), str(codes), str(pipeline / "tok"), str(tmp_path / "run"), config,
+                progress=False, deadline=time.time())  # fmt: skip
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 10  # the first re-plan, after 10 steps: none fit before a deadline passed
+    assert "val_loss" in rows[-1]  # the last step (the new one) still evaluates, checkpoints and exports
+    assert load_state(tmp_path / "run" / "checkpoints" / "step-00000010")["config"]["steps"] == 10
+    assert json.loads((out / "training.json").read_text())["steps"] == 10  # the new plan, which --resume goes on from
+    assert "re-planned to 10 steps" in capsys.readouterr().out

@@ -51,7 +51,9 @@ class DemoPlan:
     horizon: int = 16
     workers: int = 2
     seed: int = 0
-    compile_play: bool = True  # measure play speed as `genie2 play` runs: compiled
+    # measure play speed uncompiled: compiling takes a minute the budget is better spent training on
+    # (`genie2 play` compiles; benchmarks/play.py measures it)
+    compile_play: bool = False
 
     def check(self) -> None:
         """Clear errors for budgets that cannot run."""
@@ -87,11 +89,13 @@ def probe_tokenizer(config) -> float:
     return seconds_per_step(lambda: train_step(model, optimizer, frames, 1e-4, True, 1.0))
 
 
-def probe_world(config, tokenizer_path: Path, num_actions: int) -> float:
-    """Seconds per world-model training step of `config` (a Training) on this machine."""
+def probe_world(config, tokenizer_path: Path, num_actions: int, horizon: int) -> tuple[float, float]:
+    """Seconds per world-model training step of `config` (a Training), and seconds per dreamed frame of
+    a `horizon`-frame rollout, on this machine (an untrained model is as fast as a trained one)."""
     from genie2.model.genie2 import Genie2
     from genie2.tokenizer.model import Tokenizer
     from genie2.train.world_model import world_loss
+    from genie2.world import World
 
     tokenizer = Tokenizer.from_pretrained(tokenizer_path)
     model = Genie2.from_tokenizer(tokenizer, num_actions=num_actions, **config.model).train()
@@ -109,7 +113,12 @@ def probe_world(config, tokenizer_path: Path, num_actions: int) -> float:
         optimizer.step()
         optimizer.zero_grad()
 
-    return seconds_per_step(step, warmup=1, repeats=3)
+    per_step = seconds_per_step(step, warmup=1, repeats=3)
+    size = tokenizer.config.frame_size
+    prompt, actions = torch.zeros(1, size, size, 3, dtype=torch.uint8), torch.zeros(1 + horizon, dtype=torch.long)
+    world = World(model)
+    per_rollout = seconds_per_step(lambda: world.rollout(prompt, actions), warmup=1, repeats=1)
+    return per_step, per_rollout / horizon
 
 
 class DemoRun:
@@ -146,9 +155,13 @@ class DemoRun:
         self.record[stage] = dict(self.record.get(stage, {}), done=True, seconds=round(seconds, 1), **results)
         self.save()
 
+    def spent(self) -> float:
+        """Seconds the finished stages took."""
+        return sum(self.record[s]["seconds"] for s in STAGES if self.done(s))
+
     def header(self, index: int, stage: str, text: str) -> None:
         """Announce a stage with the time spent so far."""
-        elapsed = sum(self.record.get(s, {}).get("seconds", 0) for s in STAGES if self.done(s))
+        elapsed = self.spent()
         eta = time.strftime("%H:%M", time.localtime(time.time() + max(0.0, self.plan.minutes * 60 - elapsed)))
         used = f"{elapsed / 60:.1f} of {self.plan.minutes:g} min used, done by about {eta}"
         print(f"\n[{index}/{len(STAGES)}] {text}  ({used})", flush=True)
@@ -197,7 +210,19 @@ def tokenizer_stage(run: DemoRun, progress: bool) -> None:
     start = time.perf_counter()
     # resume=True from any moment: the trainer starts again from scratch when no checkpoint is whole yet
     result = train_tokenizer(str(run.data), str(run.tokenizer_dir), config, True, progress, steps=stage["steps"])
-    run.finish("tokenizer", time.perf_counter() - start, psnr=round(result["psnr"], 2), usage=result["usage"])
+    scores = dict(psnr=round(result["psnr"], 2), bad_tiles=round(result["bad_tiles"], 4), usage=result["usage"])
+    run.finish("tokenizer", time.perf_counter() - start, **scores, sprites=sprite_check(run.tokenizer_dir))
+
+
+def sprite_check(tokenizer_dir: Path) -> dict:
+    """Every sprite state of DoorKey through the tokenizer: the largest pixel error of each, and the
+    states drawn wrong (a pixel off by more than evaluate.BAD_PIXEL)."""
+    from genie2.data.sprites import sprite_errors, sprite_frames
+    from genie2.evaluate import BAD_PIXEL
+    from genie2.tokenizer.model import Tokenizer
+
+    errors = sprite_errors(Tokenizer.from_pretrained(tokenizer_dir), *sprite_frames())
+    return dict(errors=errors, wrong=[name for name, error in errors.items() if error > BAD_PIXEL])
 
 
 def tokenize_stage(run: DemoRun, progress: bool) -> None:
@@ -219,20 +244,25 @@ def world_stage(run: DemoRun, progress: bool) -> None:
     plan = run.plan
     config = Training.preset(plan.world_preset, eval_every=10**9)  # the demo evaluates once, at the end
     stage = run.record.setdefault("world", {})
-    if "steps" not in stage:
-        spent = sum(run.record[s]["seconds"] for s in ("collect", "tokenizer", "tokenize"))
-        left = max(0.0, run.budget - spent - 120)  # keep two minutes for the evaluation
-        per_step = probe_world(config, run.tokenizer_dir, DatasetInfo.load(run.data).num_actions)
-        stage["steps"] = max(plan.min_world_steps, int(min(plan.world_share * run.budget, left) / per_step))
+    if "planned_steps" not in stage:
+        num_actions = DatasetInfo.load(run.data).num_actions
+        per_step, per_frame = probe_world(config, run.tokenizer_dir, num_actions, plan.horizon)
+        # the evaluation dreams each episode's horizon twice (real and random actions), then times play
+        stage["eval_seconds"] = round(1.5 * per_frame * plan.horizon * (2 * plan.eval_episodes + 1) + 30, 1)
+        left = max(0.0, run.budget - run.spent() - stage["eval_seconds"])
+        stage["planned_steps"] = max(plan.min_world_steps, int(min(plan.world_share * run.budget, left) / per_step))
         stage["probe_seconds_per_step"] = round(per_step, 4)
         run.save()
-    config.steps = stage["steps"]
+    config.steps = stage["planned_steps"]
     run.header(4, "world", f"train the world model for {config.steps} steps")
     start = time.perf_counter()
     codes = default_codes_dir(run.data, run.tokenizer_dir)
-    train(str(run.data), str(codes), str(run.tokenizer_dir), str(run.world_dir), config, True, progress)
-    loss = json.loads((run.world_dir / "metrics.jsonl").read_text().splitlines()[-1])["loss"]
-    run.finish("world", time.perf_counter() - start, final_loss=round(loss, 3))
+    # a stage slower than its probe (a busy machine) trains fewer steps, re-planned as it goes
+    deadline = time.time() + max(0.0, run.budget - run.spent() - stage["eval_seconds"])
+    train(str(run.data), str(codes), str(run.tokenizer_dir), str(run.world_dir), config, True, progress,
+          deadline=deadline)  # fmt: skip
+    last = json.loads((run.world_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    run.finish("world", time.perf_counter() - start, steps=last["step"], final_loss=round(last["loss"], 3))
 
 
 def eval_stage(run: DemoRun, progress: bool) -> None:
@@ -253,6 +283,8 @@ def eval_stage(run: DemoRun, progress: bool) -> None:
         psnr_step_1=round(m["psnr"]["mean"][0], 2),
         psnr_last_step=round(m["psnr"]["mean"][-1], 2),
         tokenizer_psnr=round(m["tokenizer_psnr"]["overall"], 2),
+        tokenizer_bad_tiles=round(m["tokenizer_bad_tiles"]["overall"], 4),
+        bad_tiles_step_8=round(m["bad_tiles"]["mean"][min(7, plan.horizon - 1)], 4),
         copy_psnr_last_step=round(m["psnr_copy"]["mean"][-1], 2),
         delta_psnr_step_8=round(m["delta_psnr"]["mean"][min(7, plan.horizon - 1)], 2),
         play_frames_per_s=round(play_speed(world, compile=plan.compile_play), 1),
@@ -276,11 +308,21 @@ def play_speed(world, frames: int = 16, compile: bool = True) -> float:
 
 def print_summary(record: dict, out: Path) -> None:
     """The table at the end: each stage's time and result, then what to run next."""
+    t = record["tokenizer"]
     rows = [
         ("collect", f"{record['collect']['episodes']} episodes, {record['collect']['frames']:,} frames"),
-        ("tokenizer", f"{record['tokenizer']['steps']} steps, val PSNR {record['tokenizer']['psnr']} dB"),
+        (
+            "tokenizer",
+            f"{t['steps']} steps, val PSNR {t['psnr']} dB, {t['bad_tiles']:.2%} of tiles with a bad pixel, "
+            f"{len(t['sprites']['errors']) - len(t['sprites']['wrong'])} of {len(t['sprites']['errors'])} "
+            "sprite states drawn right",
+        ),
         ("tokenize", "codes of every frame"),
-        ("world", f"{record['world']['steps']} steps, final loss {record['world']['final_loss']}"),
+        (
+            "world",
+            f"{record['world']['steps']} steps (planned {record['world']['planned_steps']}), "
+            f"final loss {record['world']['final_loss']}",
+        ),
     ]
     e = record["eval"]
     rows.append(
@@ -289,7 +331,7 @@ def print_summary(record: dict, out: Path) -> None:
             f"PSNR {e['psnr_step_1']} dB at step 1, {e['psnr_last_step']} dB at the last step "
             f"(tokenizer ceiling {e['tokenizer_psnr']}, copying the last real frame {e['copy_psnr_last_step']}); "
             f"delta PSNR at step 8 {e['delta_psnr_step_8']} dB; "
-            f"plays at {e['play_frames_per_s']} frames/s",
+            f"plays at {e['play_frames_per_s']} frames/s{'' if record['plan']['compile_play'] else ' uncompiled'}",
         )
     )
     total = sum(record[s]["seconds"] for s in STAGES)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from einops import rearrange
+from einops import rearrange, reduce
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -46,6 +46,19 @@ def psnr(pred: Tensor, target: Tensor) -> Tensor:
 def mse(pred: Tensor, target: Tensor) -> Tensor:
     """Per-frame mean squared error of uint8 frames (n h w 3), on the [0, 1] scale."""
     return ((pred.float() - target.float()) / 255).square().flatten(1).mean(-1)
+
+
+BAD_PIXEL = 40  # of 255: a pixel further off than this is visibly wrong (a sprite's edge, its colour)
+
+
+def bad_tiles(pred: Tensor, target: Tensor, tile: int = 8) -> Tensor:
+    """The sprite-level error: per frame of uint8 frames (n h w 3), the share of its tile x tile
+    squares with a pixel off by more than BAD_PIXEL. A sprite covering 1.5% of a frame barely
+    moves PSNR; drawn wrong, it is one bad tile in 64."""
+    h, w = pred.shape[1] - pred.shape[1] % tile, pred.shape[2] - pred.shape[2] % tile  # whole tiles only
+    error = (pred[:, :h, :w].int() - target[:, :h, :w].int()).abs()
+    worst = reduce(error, "n (h p) (w q) c -> n h w", "max", p=tile, q=tile)
+    return (worst > BAD_PIXEL).float().flatten(1).mean(-1)
 
 
 def psnr_of_mean_mse(mse_per_step: Tensor) -> Tensor:
@@ -104,10 +117,10 @@ def evaluate_world(
     for name, value in (("episodes", episodes), ("horizon", horizon), ("prompt_frames", prompt_frames)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive int, got {value!r}")
-    info = DatasetInfo.load(data)
-    model = getattr(world, "model", None)
+    info, model = DatasetInfo.load(data), getattr(world, "model", None)
     if model is not None and model.num_actions != info.num_actions:
         raise InputError(f"the model has {model.num_actions} actions but {data} has {info.num_actions}")
+    tile = model.tokenizer.config.downsample if model is not None else 8  # bad_tiles' squares: one code's
     k, rng = prompt_frames, np.random.default_rng(seed)
     scores: dict[str, list] = {}
     videos, seconds, dreamed = [], 0.0, 0
@@ -128,7 +141,7 @@ def evaluate_world(
         if model is not None:  # the tokenizer's own reconstruction: the ceiling
             predictions["tokenizer"] = to_uint8(model.tokenizer.decode(model.tokenizer.encode(truth[None]))[0]).cpu()
         for kind, pred in predictions.items():
-            _score(scores, kind, pred, truth)
+            _score(scores, kind, pred, truth, tile)
         if len(videos) < 4:
             videos.append(torch.cat((truth, real, fake), dim=2))  # side by side: truth | real actions | random
     per_step = {name: torch.stack(v) for name, v in scores.items()}  # episodes H
@@ -151,11 +164,12 @@ def evaluate_world(
     )
 
 
-def _score(scores: dict, kind: str, pred: Tensor, truth: Tensor) -> None:
-    """Add one episode's per-frame PSNR, SSIM and MSE of `pred` to `scores` under `kind`'s names
-    (psnr, psnr_random, psnr_copy, tokenizer_psnr, ...)."""
+def _score(scores: dict, kind: str, pred: Tensor, truth: Tensor, tile: int) -> None:
+    """Add one episode's per-frame PSNR, SSIM, MSE and bad tiles of `pred` to `scores` under `kind`'s
+    names (psnr, psnr_random, psnr_copy, tokenizer_psnr, ...)."""
     psnr, ssim = psnr_ssim(pred, truth)
-    for metric, value in (("psnr", psnr), ("ssim", ssim), ("mse", mse(pred, truth))):
+    metrics = (("psnr", psnr), ("ssim", ssim), ("mse", mse(pred, truth)), ("bad_tiles", bad_tiles(pred, truth, tile)))
+    for metric, value in metrics:
         name = f"tokenizer_{metric}" if kind == "tokenizer" else f"{metric}{kind}"
         scores.setdefault(name, []).append(value)
 

@@ -20,13 +20,14 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+from einops import rearrange
 from PIL import Image
 
 from genie2.checkpoint import CONFIG_FILE, WEIGHTS_FILE, config_from_dict
 from genie2.data.clips import ClipDataset
 from genie2.data.episode import atomic_write
 from genie2.errors import InputError
-from genie2.evaluate import psnr
+from genie2.evaluate import bad_tiles, psnr
 from genie2.helpers import resolve_device, to_uint8
 from genie2.presets import TOKENIZER_PRESETS, PresetConfig
 from genie2.tokenizer.model import Tokenizer, TokenizerConfig, codebook_stats
@@ -89,29 +90,47 @@ def val_frames(data: str, count: int, skip_corrupt: bool = False) -> torch.Tenso
 
 @torch.no_grad()
 def evaluate(tokenizer: Tokenizer, frames: torch.Tensor, batch_size: int = 64) -> dict:
-    """PSNR (dB), codebook usage and perplexity, and encode+decode frames/s on `frames`."""
+    """PSNR (dB), the sprite-level error (share of bad f x f tiles, `evaluate.bad_tiles`), codebook
+    usage and perplexity, and encode+decode frames/s on `frames`."""
     was_training = tokenizer.training
     tokenizer.eval()
-    scores, codes, start = [], [], time.perf_counter()
+    scores, bad, codes, start = [], [], [], time.perf_counter()
     for chunk in frames.split(batch_size):
         chunk_codes = tokenizer.encode(chunk)
-        recon = tokenizer.decode(chunk_codes)
-        scores.append(psnr(recon.flatten(0, 1).cpu(), chunk.flatten(0, 1).float() / 255))
+        recon = tokenizer.decode(chunk_codes).flatten(0, 1).cpu()
+        scores.append(psnr(recon, chunk.flatten(0, 1).float() / 255))
+        bad.append(bad_tiles(to_uint8(recon), chunk.flatten(0, 1), tokenizer.config.downsample))
         codes.append(chunk_codes.cpu())
     seconds = time.perf_counter() - start
     tokenizer.train(was_training)
     stats = codebook_stats(torch.cat(codes), tokenizer.num_codes)
-    return dict(psnr=float(torch.cat(scores).mean()), **stats, frames_per_s=len(frames) / seconds)
+    scores = dict(psnr=float(torch.cat(scores).mean()), bad_tiles=float(torch.cat(bad).mean()))
+    return dict(scores, **stats, frames_per_s=len(frames) / seconds)
 
 
-def seed_codebook(tokenizer: Tokenizer, dataset: ClipDataset, seed: int, batch_size: int, frames: int = 1024) -> None:
-    """Seed the codebook from the warmed-up encoder's latents on `frames` training frames."""
+def seed_codebook(
+    tokenizer: Tokenizer, dataset: ClipDataset, seed: int, batch_size: int, frames: int = 4096, max_latents: int = 65536
+) -> None:
+    """Seed the codebook from the warmed-up encoder's latents of the distinct f x f patches of `frames`
+    training frames (at most `max_latents` of them): one latent per patch content, so a sprite in one
+    tile of a thousand weighs in k-means++ as much as the floor does, and gets a code of its own."""
     picks = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:frames].tolist()
-    batch = torch.stack([dataset[i]["frames"] for i in picks])
+    batch = torch.stack([dataset[i]["frames"] for i in picks])  # n 1 H W 3
     with torch.no_grad():
-        latents = torch.cat([tokenizer.encode_latents(chunk) for chunk in batch.split(128)])
+        latents = torch.cat([tokenizer.encode_latents(chunk) for chunk in batch.split(128)]).flatten(0, -2)
+    f = tokenizer.config.downsample
+    patches = rearrange(batch, "n t (h p) (w q) c -> (n t h w) (p q c)", p=f, q=f)
+    distinct = first_of_each(torch.unique(patches, dim=0, return_inverse=True)[1])
+    distinct = distinct[torch.randperm(len(distinct), generator=torch.Generator().manual_seed(seed))[:max_latents]]
     h, w = tokenizer.latent_shape
-    tokenizer.init_codebook(latents.flatten(0, -2), batch_tokens=batch_size * h * w)
+    tokenizer.init_codebook(latents[distinct.to(latents.device)], batch_tokens=batch_size * h * w)
+
+
+def first_of_each(inverse: torch.Tensor) -> torch.Tensor:
+    """The index of each value's first occurrence in `inverse` (as torch.unique's return_inverse gives)."""
+    positions = torch.arange(len(inverse))
+    first = torch.full((int(inverse.max()) + 1,), len(inverse))
+    return first.scatter_reduce_(0, inverse, positions, "amin")
 
 
 def save_samples(tokenizer: Tokenizer, frames: torch.Tensor, path: Path) -> None:

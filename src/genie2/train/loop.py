@@ -24,9 +24,9 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from tqdm.auto import tqdm
@@ -100,6 +100,14 @@ class TrainLoop:
     export: tuple[str, ...]  # the checkpoint's files the run folder links to at the end
     name: str  # what trains, for the progress bar and messages: "world-model", "tokenizer"
     progress: bool = True
+    # a time.time() to finish by: every REPLAN_EVERY steps the run re-plans its last step to what its
+    # measured rate fits before it, and tells the trainer (`replan(steps)`, e.g. for its learning rate)
+    deadline: float | None = None
+    replan: Callable[[int], None] | None = None
+
+    replanned: bool = field(default=False, init=False)
+
+    REPLAN_EVERY: ClassVar[int] = 10
 
     def run(self, start: int) -> None:
         """Train from step `start` to the last step, then export the last checkpoint into the run folder."""
@@ -120,6 +128,8 @@ class TrainLoop:
                 bar.update(1)
                 bar.set_postfix({**{k: f"{v:.4g}" for k, v in losses.items()}, f"{schedule.unit}/s": f"{rate:.0f}"})
                 row = {"step": step, **losses, **info, f"{schedule.unit}_per_s": rate}
+                if self.deadline is not None and done % self.REPLAN_EVERY == 0:
+                    self._fit_deadline(step, (time.perf_counter() - clock) / done, bar)
                 if schedule.due(step, schedule.eval_every):
                     row.update(self.evaluate(step))
                 self._log(row)
@@ -130,6 +140,22 @@ class TrainLoop:
         _end(accelerator)
         if accelerator.is_main_process:
             export_latest(self.out, self.export)
+
+    def _fit_deadline(self, step: int, seconds_per_step: float, bar) -> None:
+        """Shorten the run to the steps that fit before the deadline at the rate measured so far (the same
+        on every process: the smallest fit wins)."""
+        fit = step + max(0, int((self.deadline - time.time()) / seconds_per_step))
+        fit = int(self.accelerator.gather(torch.tensor([fit], device=self.accelerator.device)).min())
+        if fit >= self.schedule.steps:
+            return
+        self.schedule.steps = max(step, fit)
+        bar.total = self.schedule.steps
+        if self.replan is not None:
+            self.replan(self.schedule.steps)
+        if self.accelerator.is_main_process and not self.replanned:
+            tqdm.write(f"{self.name}: slower than planned ({seconds_per_step:.2f} s/step); "
+                       f"re-planned to {self.schedule.steps} steps to finish in time")  # fmt: skip
+        self.replanned = True
 
     def _share(self, stop: bool, losses: dict) -> tuple[bool, dict]:
         """Whether any process was signalled to stop, and the losses averaged over processes (the global batch's).

@@ -145,10 +145,12 @@ def train(
     skip_corrupt: bool = False,
     cpu: bool | None = None,
     steps: int | None = None,
+    deadline: float | None = None,
 ) -> Path:
     """Train (or resume) a world model; returns the run folder, itself a world-model checkpoint.
     Codes missing from `codes` are encoded first; resuming a run that has no whole checkpoint yet
-    starts it again from step 0 (see `open_run`)."""
+    starts it again from step 0 (see `open_run`). With a `deadline` (a time.time()), a run slower
+    than planned trains fewer steps, re-planned as it goes, to finish by then."""
     out_dir, (checkpoint, state) = Path(out), open_run(out, resume)
     config = run_config(config, state, steps)
     config.check()
@@ -164,7 +166,10 @@ def train(
 
     torch.manual_seed(config.seed)
     model = _model(config, tokenizer_path, dataset, checkpoint, state, data)
-    world_files = partial(write_world_files, data=data, training=asdict(config), skip_corrupt=skip_corrupt)
+
+    def world_files(folder: Path) -> None:  # the config as it is then: a re-planned run saves its new steps
+        write_world_files(folder, data, asdict(config), skip_corrupt)
+
     run, start = WorldRun.start(accelerator, config, model, dataset, val, state, out_dir, world_files)
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -174,7 +179,9 @@ def train(
     tokens_per_step = config.batch_size * config.clip_frames * (math.prod(model.tokenizer.latent_shape) + 1)
     schedule = Schedule(config.steps, config.checkpoint_every, config.eval_every, tokens_per_step, "tokens")
     names = (CONFIG_FILE, WEIGHTS_FILE, *WORLD_FILES)
-    loop = TrainLoop(accelerator, out_dir, schedule, run.step, run.evaluate, run.save, names, "world-model", progress)
+    replan = partial(setattr, config, "steps")  # the learning rate's schedule follows the new last step
+    loop = TrainLoop(accelerator, out_dir, schedule, run.step, run.evaluate, run.save, names, "world-model", progress,
+                     deadline, replan)  # fmt: skip
     loop.run(start)
     return out_dir
 
