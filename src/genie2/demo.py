@@ -257,8 +257,10 @@ def world_stage(run: DemoRun, progress: bool) -> None:
     run.header(4, "world", f"train the world model for {config.steps} steps")
     start = time.perf_counter()
     codes = default_codes_dir(run.data, run.tokenizer_dir)
-    # a stage slower than its probe (a busy machine) trains fewer steps, re-planned as it goes
+    # a stage slower than its probe (a busy machine) trains fewer steps, re-planned as it goes; a plan
+    # already at its floor of min_world_steps (a budget too small for more) trains them all
     deadline = time.time() + max(0.0, run.budget - run.spent() - stage["eval_seconds"])
+    deadline = None if config.steps <= plan.min_world_steps else deadline
     train(str(run.data), str(codes), str(run.tokenizer_dir), str(run.world_dir), config, True, progress,
           deadline=deadline)  # fmt: skip
     last = json.loads((run.world_dir / "metrics.jsonl").read_text().splitlines()[-1])
