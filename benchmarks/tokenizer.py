@@ -4,6 +4,11 @@ the held-out validation episodes. Prints a table, writes JSON.
     python benchmarks/tokenizer.py                      # cpu preset, 60 episodes of MiniGrid DoorKey, patch encoder
     python benchmarks/tokenizer.py --encoder conv       # the strided-conv encoder (the default before the patch one)
     python benchmarks/tokenizer.py --preset gpu --device cuda --out benchmarks/results/tokenizer-cuda.json
+    python benchmarks/tokenizer.py --data demo/data --steps 2636 --hard-tile-share 0 \
+        --out benchmarks/results/tokenizer-ablation-cpu.jsonl   # one row of an ablation (a .jsonl gets a line)
+
+On MiniGrid frames (64x64) it also draws every DoorKey sprite state through the tokenizer and counts
+those drawn wrong (genie2.data.sprites).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from report import write_report
 
 from genie2.data.collect import collect
 from genie2.data.envs import DEFAULT_ENV
+from genie2.data.sprites import sprite_report
 from genie2.tokenizer.model import ENCODERS, Tokenizer
 from genie2.tokenizer.train import TokenizerTraining, evaluate, train_tokenizer, val_frames
 
@@ -32,6 +38,8 @@ def main() -> None:
     parser.add_argument(
         "--encoder", choices=ENCODERS, default="patch", help="patch: each code from its own patch; conv: strided convs"
     )
+    parser.add_argument("--hard-tile-share", type=float, default=None, help="override the preset's hard_tile_share")
+    parser.add_argument("--ae-warmup", type=float, default=None, help="override the preset's ae_warmup")
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--data", default=None, help="use this dataset instead of collecting one")
     parser.add_argument("--val-frames", type=int, default=2048, help="validation frames to score")
@@ -45,8 +53,9 @@ def main() -> None:
         data = args.data or str(Path(tmp) / "data")
         if not args.data:
             collect(data, args.env, args.episodes, workers=2, progress=False)
-        config = TokenizerTraining.preset(args.preset, steps=args.steps)
-        config.model = dataclasses.replace(config.model, encoder=args.encoder)
+        config = TokenizerTraining.preset(args.preset, steps=args.steps, ae_warmup=args.ae_warmup)
+        share = config.model.hard_tile_share if args.hard_tile_share is None else args.hard_tile_share
+        config.model = dataclasses.replace(config.model, encoder=args.encoder, hard_tile_share=share)
         start = time.perf_counter()
         train_tokenizer(data, str(Path(tmp) / "tok"), config, device=args.device)
         minutes = (time.perf_counter() - start) / 60
@@ -54,15 +63,18 @@ def main() -> None:
         parameters = sum(p.numel() for p in tokenizer.parameters())
         frames = val_frames(data, args.val_frames)
         result = evaluate(tokenizer, frames)
+        sprites = sprite_report(tokenizer) if tokenizer.config.frame_size == 64 else {}  # DoorKey's frames
     row = dict(preset=args.preset, encoder=args.encoder, parameters=parameters, steps=config.steps)
+    row.update(hard_tile_share=share, ae_warmup=config.ae_warmup, sprites=sprites)
     row.update(train_minutes=minutes, val_frames=len(frames), **result)
     print(
         f"{'preset':>6} {'encoder':>7} {'params':>7} {'steps':>6} {'minutes':>7} {'PSNR dB':>8} {'usage':>6} "
-        f"{'perplexity':>10} {'enc+dec f/s':>11}"
+        f"{'perplexity':>10} {'bad tiles':>9} {'sprites wrong':>13} {'enc+dec f/s':>11}"
     )
     print(
         f"{row['preset']:>6} {row['encoder']:>7} {parameters / 1e6:>6.2f}M {row['steps']:>6} {minutes:>7.1f} "
-        f"{row['psnr']:>8.2f} {row['usage']:>6.0%} {row['perplexity']:>10.1f} {row['frames_per_s']:>11.0f}"
+        f"{row['psnr']:>8.2f} {row['usage']:>6.0%} {row['perplexity']:>10.1f} {row['bad_tiles']:>9.2%} "
+        f"{len(sprites.get('wrong', [])):>13} {row['frames_per_s']:>11.0f}"
     )
     write_report(args.out, args, [row], torch=torch.__version__)
 

@@ -35,6 +35,7 @@ def finite_float(text: str) -> float:
 def collect(args) -> None:
     """genie2 collect: record episodes from an environment."""
     from genie2.data.collect import collect as run
+    from genie2.data.episode import count
 
     info = run(
         args.out,
@@ -47,12 +48,12 @@ def collect(args) -> None:
         args.workers,
         progress=not args.quiet,
     )
-    print(f"{args.out}: {info.num_episodes} episodes, {info.num_frames} frames of {info.env_id}")
+    print(f"{args.out}: {count(info.num_episodes, 'episode')}, {count(info.num_frames, 'frame')} of {info.env_id}")
 
 
 def import_video(args) -> None:
     """genie2 import-video: add a recording and its action log to a dataset."""
-    from genie2.data.video import count
+    from genie2.data.episode import count
     from genie2.data.video import import_video as run
 
     names = args.action_names.split(",") if args.action_names else None

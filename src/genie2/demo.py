@@ -196,6 +196,8 @@ def collect_stage(run: DemoRun, progress: bool) -> None:
 
 def tokenizer_stage(run: DemoRun, progress: bool) -> None:
     """Stage 2: train the tokenizer for the steps its timing probe fits in the budget."""
+    from genie2.data.sprites import sprite_report
+    from genie2.tokenizer.model import Tokenizer
     from genie2.tokenizer.train import TokenizerTraining, train_tokenizer
 
     plan = run.plan
@@ -211,18 +213,8 @@ def tokenizer_stage(run: DemoRun, progress: bool) -> None:
     # resume=True from any moment: the trainer starts again from scratch when no checkpoint is whole yet
     result = train_tokenizer(str(run.data), str(run.tokenizer_dir), config, True, progress, steps=stage["steps"])
     scores = dict(psnr=round(result["psnr"], 2), bad_tiles=round(result["bad_tiles"], 4), usage=result["usage"])
-    run.finish("tokenizer", time.perf_counter() - start, **scores, sprites=sprite_check(run.tokenizer_dir))
-
-
-def sprite_check(tokenizer_dir: Path) -> dict:
-    """Every sprite state of DoorKey through the tokenizer: the largest pixel error of each, and the
-    states drawn wrong (a pixel off by more than evaluate.BAD_PIXEL)."""
-    from genie2.data.sprites import sprite_errors, sprite_frames
-    from genie2.evaluate import BAD_PIXEL
-    from genie2.tokenizer.model import Tokenizer
-
-    errors = sprite_errors(Tokenizer.from_pretrained(tokenizer_dir), *sprite_frames())
-    return dict(errors=errors, wrong=[name for name, error in errors.items() if error > BAD_PIXEL])
+    sprites = sprite_report(Tokenizer.from_pretrained(run.tokenizer_dir))  # every DoorKey sprite state, drawn right?
+    run.finish("tokenizer", time.perf_counter() - start, **scores, sprites=sprites)
 
 
 def tokenize_stage(run: DemoRun, progress: bool) -> None:

@@ -101,6 +101,11 @@ def atomic_write(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def count(n: int, noun: str) -> str:
+    """`n` and the noun, plural unless n is 1 ("1 frame", "2 frames")."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 @dataclass
 class DatasetInfo:
     """dataset.json: what was recorded and how, so a folder explains itself."""

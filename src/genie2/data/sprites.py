@@ -2,6 +2,7 @@
 
     sprite_frames() -> (frames n 64 64 3 uint8, tiles: list of (frame, row, column, name))
     sprite_errors(tokenizer, frames, tiles) -> {name: the largest pixel error of its tile, of 255}
+    sprite_report(tokenizer) -> {"errors": {name: error}, "wrong": [names off by more than BAD_PIXEL]}
 
 Whole-frame PSNR barely notices a sprite covering 1.5% of a frame; this names each one. The frames
 are real DoorKey layouts drawn as the collector draws them (64x64, 8 px tiles), edited into each
@@ -77,3 +78,12 @@ def sprite_errors(tokenizer, frames: np.ndarray, tiles: list[tuple[int, int, int
     recon = (tokenizer.decode(tokenizer.encode(truth[:, None]))[:, 0].cpu() * 255).round()
     error = (recon - truth.float()).abs()
     return {name: int(error[i, r * f : (r + 1) * f, c * f : (c + 1) * f].max()) for i, r, c, name in tiles}
+
+
+def sprite_report(tokenizer) -> dict:
+    """Every state through a 64x64 tokenizer: the largest pixel error of each, and the states drawn
+    wrong (a pixel off by more than evaluate.BAD_PIXEL)."""
+    from genie2.evaluate import BAD_PIXEL
+
+    errors = sprite_errors(tokenizer, *sprite_frames())
+    return dict(errors=errors, wrong=[name for name, error in errors.items() if error > BAD_PIXEL])

@@ -22,13 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from genie2.data.collect import resize
-from genie2.data.episode import DatasetInfo, Episode, episode_indices, episode_path
+from genie2.data.episode import DatasetInfo, Episode, count, episode_indices, episode_path
 from genie2.errors import InputError
-
-
-def count(n: int, noun: str) -> str:
-    """`n` and the noun, plural unless n is 1 ("1 frame", "2 frames")."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def read_actions_csv(path: str | Path) -> np.ndarray:
