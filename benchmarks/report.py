@@ -16,7 +16,8 @@ from genie2.data.episode import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 # not code: rewriting results or docs between two runs does not make the second run's code differ
-NOT_CODE = (":(exclude)benchmarks/results", ":(exclude,glob)**/*.md")
+# what a benchmark runs: the package, the benchmarks and the project file (not the results, docs or tests)
+CODE = ("src", "benchmarks", "pyproject.toml", ":(exclude)benchmarks/results", ":(exclude,glob)**/*.md")
 
 
 def command_line() -> str:
@@ -46,7 +47,7 @@ def code_version() -> dict:
         top, commit = git("rev-parse", "--show-toplevel", "HEAD", cwd=source).splitlines()
         if Path(top).resolve() / "src" / "genie2" != source:  # e.g. site-packages inside some other repository
             raise subprocess.SubprocessError(f"{source} is not the genie2 of the checkout {top}")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_CODE, cwd=Path(top)).strip())
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", *CODE, cwd=Path(top)).strip())
     except (OSError, ValueError, subprocess.SubprocessError):
         return dict(commit="unknown", dirty=None, genie2=str(source))
     return dict(commit=commit, dirty=dirty, genie2=str(source))

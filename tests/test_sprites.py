@@ -43,3 +43,15 @@ def test_sprite_errors_name_the_state_a_tokenizer_smudges():
     i, r, c, name = tiles[0]  # the agent, facing right, on the floor (frame 0)
     errors = sprite_errors(Smudger(r, c), frames, tiles)
     assert errors[name] > 40 and all(v == 0 for k, v in errors.items() if k != name)
+
+
+def test_the_shipped_tokenizer_draws_the_states_its_world_was_trained_on_crisply():
+    """The shipped world's tokenizer predates the sprite check: it keeps the key, the locked door, the goal,
+    the walls and the floor, and smudges the agent (docs/pretrained.md); its successor is the demo's recipe."""
+    from genie2.data.sprites import sprite_report
+    from genie2.world import load
+
+    report = sprite_report(load().model.tokenizer)
+    for state in ("key", "door locked", "goal", "wall", "floor"):
+        assert report["errors"][state] <= 40, (state, report["errors"][state])
+    assert set(report["wrong"]) <= {name for name in report["errors"] if name.startswith(("agent", "door"))}

@@ -66,6 +66,9 @@ def check_port(host: str, port: int) -> None:
         raise InputError(message) from None
 
 
+WS_PING_TIMEOUT = 120.0  # seconds: longer than a cold compile of both decode steps on 2 cores
+
+
 def serve(
     app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning", warm: bool = False
 ) -> None:
@@ -76,7 +79,11 @@ def serve(
 
     state: PlayServer = app.state.play
     limit = state.config.max_message_bytes
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, ws_max_size=limit))
+    # a compile holds the interpreter for seconds at a time, so the server's pongs can come late: allow
+    # WS_PING_TIMEOUT before calling a tab dead (the protocol closes silent tabs itself, --idle-timeout)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, ws_max_size=limit,
+                            ws_ping_timeout=WS_PING_TIMEOUT)  # fmt: skip
+    server = uvicorn.Server(config)
     executor, done = MainThreadExecutor(), threading.Event()
     state.executor = executor
     if warm:
