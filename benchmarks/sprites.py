@@ -16,9 +16,9 @@ from report import write_report
 
 from genie2.data.clips import ClipDataset
 from genie2.data.sprites import sprite_report
-from genie2.evaluate import BAD_PIXEL, bad_tiles, psnr
-from genie2.helpers import to_uint8
+from genie2.evaluate import BAD_PIXEL
 from genie2.tokenizer.model import Tokenizer
+from genie2.tokenizer.train import evaluate
 
 
 def load_tokenizer(path: str) -> Tokenizer:
@@ -31,15 +31,14 @@ def load_tokenizer(path: str) -> Tokenizer:
         return Genie2.from_pretrained(path).tokenizer.eval()
 
 
-@torch.no_grad()
 def held_out(tokenizer: Tokenizer, data: str, count: int) -> dict:
-    """PSNR and bad tiles over `count` frames spread evenly over every episode of `data`."""
+    """PSNR and bad tiles (the tokenizer's own `evaluate`) over `count` frames spread evenly over every
+    episode of `data`."""
     dataset = ClipDataset(data, clip_frames=1, split="all", stride=1)
     picks = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)
-    frames = torch.stack([dataset[int(i)]["frames"][0] for i in picks])  # n H W 3
-    recon = torch.cat([tokenizer.decode(tokenizer.encode(chunk[:, None]))[:, 0] for chunk in frames.split(256)])
-    tiles = bad_tiles(to_uint8(recon), frames, tokenizer.config.downsample)
-    return dict(frames=len(frames), psnr=float(psnr(recon, frames.float() / 255).mean()), bad_tiles=float(tiles.mean()))
+    frames = torch.stack([dataset[int(i)]["frames"] for i in picks])  # n 1 H W 3
+    scores = evaluate(tokenizer, frames)
+    return dict(frames=len(frames), psnr=scores["psnr"], bad_tiles=scores["bad_tiles"])
 
 
 def main() -> None:
