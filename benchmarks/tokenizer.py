@@ -40,6 +40,10 @@ def main() -> None:
     )
     parser.add_argument("--hard-tile-share", type=float, default=None, help="override the preset's hard_tile_share")
     parser.add_argument("--ae-warmup", type=float, default=None, help="override the preset's ae_warmup")
+    parser.add_argument("--rare-share", type=float, default=None, help="override the preset's rare_share")
+    parser.add_argument(
+        "--dead-code-threshold", type=float, default=None, help="override the preset's dead_code_threshold"
+    )
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--data", default=None, help="use this dataset instead of collecting one")
     parser.add_argument("--val-frames", type=int, default=2048, help="validation frames to score")
@@ -53,9 +57,13 @@ def main() -> None:
         data = args.data or str(Path(tmp) / "data")
         if not args.data:
             collect(data, args.env, args.episodes, workers=2, progress=False)
-        config = TokenizerTraining.preset(args.preset, steps=args.steps, ae_warmup=args.ae_warmup)
+        overrides = dict(steps=args.steps, ae_warmup=args.ae_warmup, rare_share=args.rare_share)
+        config = TokenizerTraining.preset(args.preset, **overrides)
         share = config.model.hard_tile_share if args.hard_tile_share is None else args.hard_tile_share
-        config.model = dataclasses.replace(config.model, encoder=args.encoder, hard_tile_share=share)
+        dead = config.model.dead_code_threshold if args.dead_code_threshold is None else args.dead_code_threshold
+        config.model = dataclasses.replace(
+            config.model, encoder=args.encoder, hard_tile_share=share, dead_code_threshold=dead
+        )
         start = time.perf_counter()
         train_tokenizer(data, str(Path(tmp) / "tok"), config, device=args.device)
         minutes = (time.perf_counter() - start) / 60
@@ -65,7 +73,8 @@ def main() -> None:
         result = evaluate(tokenizer, frames)
         sprites = sprite_report(tokenizer) if tokenizer.config.frame_size == 64 else {}  # DoorKey's frames
     row = dict(preset=args.preset, encoder=args.encoder, parameters=parameters, steps=config.steps)
-    row.update(hard_tile_share=share, ae_warmup=config.ae_warmup, sprites=sprites)
+    row.update(hard_tile_share=share, ae_warmup=config.ae_warmup, rare_share=config.rare_share)
+    row.update(dead_code_threshold=dead, sprites=sprites)
     row.update(train_minutes=minutes, val_frames=len(frames), **result)
     print(
         f"{'preset':>6} {'encoder':>7} {'params':>7} {'steps':>6} {'minutes':>7} {'PSNR dB':>8} {'usage':>6} "

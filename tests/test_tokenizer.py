@@ -252,3 +252,55 @@ def test_the_codebook_is_seeded_with_one_latent_per_distinct_patch(monkeypatch):
     assert len(latents) == 2  # the floor once and the sprite once, so k-means++ weighs them alike
     sprite_latent = tokenizer.encode_latents(sprite[None])[0, 0, 1, 2]
     assert torch.isclose(latents, sprite_latent, atol=1e-5).all(-1).any()
+
+
+def _frames_dataset(root, frames: np.ndarray):
+    """A one-episode dataset of `frames` (t 16 16 3 uint8), read back as single training frames."""
+    from genie2.data.clips import ClipDataset
+    from genie2.data.episode import DatasetInfo, Episode, episode_path
+
+    t = len(frames)
+    actions = np.zeros(t, np.int64)
+    actions[0] = -1
+    Episode(frames, actions, np.zeros(t), np.zeros(t, bool), np.zeros(t, bool)).save(episode_path(root, 0))
+    DatasetInfo("test", "test", 16, 1, ["a"], num_episodes=1, num_frames=t).save(root)
+    return ClipDataset(root, clip_frames=1, split="all", stride=1)
+
+
+def test_patch_rarity_gives_each_distinct_patch_content_the_same_weight(tmp_path):
+    from genie2.tokenizer.train import patch_rarity
+
+    frames = np.zeros((100, 16, 16, 3), np.uint8)  # 4x4 patches: the floor, and a sprite in 2 frames of 100
+    frames[[10, 60], 4:8, 8:12] = 200
+    weights = patch_rarity(_frames_dataset(tmp_path, frames), 4)
+    assert weights.shape == (100,) and np.isclose(weights.sum(), 1.0)
+    # two contents weigh 1 each: the sprite's frames share the sprite's half, the 100 frames the floor's
+    assert np.isclose(weights[[10, 60]].sum(), 0.5 + 0.5 * 2 * 15 / (100 * 16 - 2), atol=1e-9)
+    assert weights[10] == weights[60] > 20 * weights[0]
+
+
+def test_rare_draws_show_a_rare_frame_often_and_repeat_on_resume(tmp_path):
+    frames = np.zeros((100, 16, 16, 3), np.uint8)
+    frames[37, :4, :4] = 255  # one frame of a hundred holds the only white patch
+    dataset = _frames_dataset(tmp_path, frames)
+    from genie2.tokenizer.train import patch_rarity
+
+    weights = patch_rarity(dataset, 4)
+    rare = FrameBatches(dataset, 8, seed=0, weights=weights, rare=4)
+    uniform = FrameBatches(dataset, 8, seed=0)
+
+    def white(batches) -> int:
+        return sum(int(frame[0, :4, :4].max() == 255) for _ in range(25) for frame in batches.next())
+
+    assert white(rare) > 30 and white(uniform) <= 4  # about half the rare draws, against 2 in 200 uniformly
+    again = FrameBatches(dataset, 8, seed=0, weights=weights, rare=4)
+    again.epoch, again.position = rare.epoch, rare.position  # where a resumed run starts
+    assert torch.equal(rare.next(), again.next())
+
+
+def test_a_rare_share_out_of_range_is_refused(tmp_path):
+    data = tmp_path / "data"
+    collect(data, episodes=2, steps=6, frame_size=16, progress=False)
+    config = TokenizerTraining.preset("tiny", steps=2, rare_share=1.5)
+    with pytest.raises(ValueError, match="rare_share"):
+        train_tokenizer(str(data), str(tmp_path / "tok"), config, progress=False)

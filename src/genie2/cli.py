@@ -67,7 +67,8 @@ def train_tokenizer(args) -> None:
     from genie2.tokenizer.train import TokenizerTraining
     from genie2.tokenizer.train import train_tokenizer as run
 
-    config = TokenizerTraining.preset(args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+    overrides = dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, rare_share=args.rare_share)
+    config = TokenizerTraining.preset(args.preset, **overrides)
     model = {k: v for k, v in dict(codebook_size=args.codebook_size, quantizer=args.quantizer).items() if v is not None}
     if model:
         config.model = TokenizerConfig(**{**config.model.__dict__, **model})
@@ -260,6 +261,7 @@ def add_train_tokenizer(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
     p.add_argument("--codebook-size", type=int, default=None, help="VQ codebook entries (default: the preset's)")
     p.add_argument("--quantizer", choices=["vq", "fsq"], default=None, help="vq (default) or fsq")
+    p.add_argument("--rare-share", type=float, default=None, help="batch share drawn so rare patches show often")
     p.add_argument(
         "--resume",
         action="store_true",

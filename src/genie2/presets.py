@@ -36,12 +36,13 @@ def tokenizer_tiny() -> dict:
 
 
 def tokenizer_cpu() -> dict:
-    """The default: 64x64 frames to 8x8 codes with the patch encoder, 0.63M parameters. The worst 2% of
-    each batch's tiles weigh in the loss again and the autoencoder warms up for 80% of the steps, then
-    seeds one code per distinct patch: on the demo's data this drew the agent where without them it was
-    a smudge (README, The tokenizer)."""
-    model = TokenizerConfig(channels=(32, 64, 128), codebook_size=256, hard_tile_share=0.02)
-    return dict(model=model, steps=8000, batch_size=16, lr=2e-3, ae_warmup=0.8)
+    """The default: 64x64 frames to 8x8 codes with the patch encoder, 0.63M parameters. Half of each
+    batch is drawn so every distinct patch shows about as often as the floor, no code is re-seeded as
+    dead (a rare sprite's code would be), the worst 2% of each batch's tiles weigh in the loss again,
+    and the autoencoder warms up for 80% of the steps, then seeds one code per distinct patch: on the
+    demo's data this drew the agent where without them it was a smudge (README, The tokenizer)."""
+    model = TokenizerConfig(channels=(32, 64, 128), codebook_size=256, hard_tile_share=0.02, dead_code_threshold=0.0)
+    return dict(model=model, steps=8000, batch_size=16, lr=2e-3, ae_warmup=0.8, rare_share=0.5)
 
 
 def tokenizer_gpu() -> dict:

@@ -61,6 +61,9 @@ class TokenizerTraining(PresetConfig):
     val_frames: int = 512
     grad_clip: float = 1.0
     ae_warmup: float = 0.45  # this fraction of the steps trains without quantization, then the codebook is seeded
+    # this share of each batch is drawn in proportion to `patch_rarity`, so every distinct f x f patch
+    # content (a sprite state in 1 frame of 1,000) is seen about as often as the floor; the rest uniformly
+    rare_share: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.model, dict):  # from saved JSON
@@ -69,16 +72,41 @@ class TokenizerTraining(PresetConfig):
 
 class FrameBatches(SeededBatches):
     """Seeded, resumable batches of single frames (b 1 H W 3, uint8) from a dataset: of each batch, the
-    share of process `rank` of `processes`."""
+    share of process `rank` of `processes`. With `weights`, the first `rare` items of each batch are
+    drawn in proportion to them instead (a draw seeded by where the run is, so resuming repeats it)."""
 
-    def __init__(self, dataset: ClipDataset, batch_size: int, seed: int, rank: int = 0, processes: int = 1):
+    def __init__(
+        self, dataset: ClipDataset, batch_size: int, seed: int, rank: int = 0, processes: int = 1, weights=None, rare=0
+    ):
         super().__init__(len(dataset), batch_size, seed)
         self.dataset, self.rank, self.processes = dataset, rank, processes
+        self.weights, self.rare = weights, rare if weights is not None else 0
 
     def next(self) -> torch.Tensor:
         """This process's frames of the next batch."""
-        items = super().next()[self.rank :: self.processes]
-        return torch.stack([self.dataset[i]["frames"] for i in items])
+        items = super().next()
+        if self.rare:
+            rng = np.random.default_rng([self.seed, self.epoch, self.position])
+            items[: self.rare] = rng.choice(len(self.weights), self.rare, p=self.weights).tolist()
+        return torch.stack([self.dataset[i]["frames"] for i in items[self.rank :: self.processes]])
+
+
+def patch_rarity(dataset: ClipDataset, f: int) -> np.ndarray:
+    """Per frame of a single-frame dataset, the sum over its f x f patches of 1 / (how often that patch's
+    content occurs in the dataset): each distinct content weighs 1 in all, so frames drawn in proportion
+    show every content about equally often. Normalised to sum to 1; contents are told apart by a 64-bit hash."""
+    multiplier = np.random.default_rng(0).integers(1, 2**63, size=f * f * 3, dtype=np.uint64) | np.uint64(1)
+    hashes = []
+    for position, index in enumerate(dataset.episodes):
+        frames = dataset._file(index).get_slice("frames")[: dataset.lengths[position]]
+        patches = rearrange(frames, "t (h p) (w q) c -> t (h w) (p q c)", p=f, q=f).astype(np.uint64)
+        hashes.append(patches @ multiplier)
+    hashes = np.concatenate(hashes)
+    if len(hashes) != len(dataset):
+        raise ValueError("patch_rarity needs a dataset of single frames at stride 1")
+    _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+    weights = (1.0 / counts[inverse.reshape(hashes.shape)]).sum(1)
+    return weights / weights.sum()
 
 
 def val_frames(data: str, count: int, skip_corrupt: bool = False) -> torch.Tensor:
@@ -152,6 +180,8 @@ def check_training(config: TokenizerTraining) -> None:
             raise InputError(f"{name} must be a positive int, got {value!r}")
     if not 0.0 <= config.ae_warmup < 1.0:
         raise InputError(f"ae_warmup must be in [0, 1), got {config.ae_warmup!r}")
+    if not 0.0 <= config.rare_share <= 1.0:
+        raise InputError(f"rare_share must be in [0, 1], got {config.rare_share!r}")
     if config.model.temporal:
         raise InputError("train-tokenizer trains on single frames; temporal=True tokenizers are not supported yet")
 
@@ -218,7 +248,9 @@ class TokenizerRun(Run):
         tokenizer.train()
         optimizer = torch.optim.AdamW(tokenizer.parameters(), lr=config.lr, weight_decay=0.0, betas=(0.9, 0.99))
         rank, processes = accelerator.process_index, accelerator.num_processes
-        batches = FrameBatches(dataset, config.batch_size, config.seed, rank, processes)
+        rare = round(config.rare_share * config.batch_size)
+        weights = patch_rarity(dataset, config.model.downsample) if rare else None
+        batches = FrameBatches(dataset, config.batch_size, config.seed, rank, processes, weights, rare)
         step = resume_from(state, optimizer, batches) if state else 0
         model, optimizer = accelerator.prepare(tokenizer, optimizer)
         return cls(accelerator, config, model, optimizer, dataset, batches, val, out), step
