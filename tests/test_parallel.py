@@ -162,10 +162,10 @@ def test_decode_steps_is_a_live_setting_of_the_session(monkeypatch):
     session = WorldModelSession(model, torch.randn(16, 2, 2), max_context_frames=3)
     session.rollout.decode_frame = decoding.frame_pass  # eager, through the counting wrapper
     session.step(0)
-    assert len(passes) == 4 + 1  # the model's passes, then the pass that commits the frame
+    assert len(passes) == 4  # the model's passes (the first also caches the frame before)
     session.configure(decode_steps=1)
     session.step(1)
-    assert len(passes) == 5 + 1 + 1
+    assert len(passes) == 4 + 1
     with pytest.raises(ValueError, match="decode_steps"):
         session.configure(decode_steps=-2)
 

@@ -281,14 +281,14 @@ class Rollout:
 
     def _step_parallel(self, actions: Tensor | None, codes: Tensor | None, return_logits: bool):
         """`step` for a decoding="parallel" model: K passes over the cache, each drawing every hidden
-        code and keeping the most confident (masking.hidden_after of them stay hidden), then one
-        that commits the whole frame. Teacher-forced, one pass (all hidden) gives the logits."""
+        code and keeping the most confident (masking.hidden_after of them stay hidden). The whole
+        frame goes into the cache with the next frame's first pass, which feeds it before the new
+        draft. Teacher-forced, one pass (all hidden) gives the logits."""
         model, frame, s = self.model, self.num_frames, self.sampling
         (h, w), b = self.latent_shape, self.batch
         n, steps = h * w, 1 if exists(codes) else s.decode_steps or model.decode_steps
         action = self._action_tokens(rearrange(actions, "b a -> b 1 a") if exists(actions) else None, 1)
         positions = model.frame_positions(1, n, start=frame)
-        slots = self._slots(positions)
         head, head_pos = self.pending if exists(self.pending) else (action[:, :0], positions[:0])
         self.pending = None
         knobs = torch.tensor([float(s.temperature), float(s.cond_scale), float(s.parallel_keep_frac)])
@@ -303,7 +303,7 @@ class Rollout:
             still = keep_confident(new, confidence, hidden, hidden_after(step, steps, n))
             drawn, hidden = torch.where(hidden & ~still, new, drawn), still
         drawn = rearrange(codes, "b h w -> b (h w)").to(drawn) if exists(codes) else drawn
-        self._pass(self._draft(action, drawn, None), positions, slots, noise[0], knobs, n + 1)  # commit it
+        self.pending = (self._draft(action, drawn, None), positions)  # cached by the next frame's first pass
         self.num_frames += 1
         self._forget_old_frames()
         codes = rearrange(drawn, "b (h w) -> b h w", h=h)
@@ -335,6 +335,8 @@ class Rollout:
             self.pending = (self.pending[0][:b], self.pending[1]) if exists(self.pending) else None
             self.guided = False
             return
+        if exists(self.pending) and self.cache.length:  # a parallel model's newest frame: cached first
+            self.prefill()
         null = Rollout(self.model, codes, None, self.sampling, False, self.max_context_frames)
         if exists(self.pending):  # nothing cached yet: the prompt goes in with both rows
             self.pending = (torch.cat((self.pending[0], null.pending[0])), self.pending[1])
@@ -365,12 +367,14 @@ class Rollout:
         self.guided = True
 
     def prefill(self) -> None:
-        """Feed the meta tokens and the prompt into the cache now (the first step would do it)."""
+        """Feed the tokens still pending into the cache now, as the next step would: the prompt
+        (after the meta tokens), or a parallel model's newest frame."""
         if not exists(self.pending):
             return
         tokens, pos = self.pending
-        self._place(self._slots(pos), pos, with_meta=True)
-        self.model.transformer(tokens, pos=pos, cache=self.cache)
+        first = self.cache.length == 0
+        self._place(self._slots(pos), pos, with_meta=first)
+        (self.model.transformer if first else self.core)(tokens, pos=pos, cache=self.cache)
         self.cache.commit()
         self.pending = None
 
