@@ -1,7 +1,9 @@
 """Generation speed: cached (our decoding path) vs uncached (the reference's way: the whole
-transformer over the whole history for every sampled token). Prints a table, writes JSON.
+transformer over the whole history for every sampled token), then raster decoding against the
+parallel mode at each number of passes K. Prints two tables, writes JSON.
 
     python benchmarks/generate.py                       # the issue's configuration, on CPU
+    python benchmarks/generate.py --sides 8 16 --frames 16 --modes-only   # raster vs parallel only
     python benchmarks/generate.py --device cuda --out benchmarks/results/generate-cuda.json
     python benchmarks/generate.py --profile 8           # where the time of one 8x8 frame goes
 """
@@ -21,10 +23,11 @@ from genie2 import Genie2, WorldModelSession, gumbel_sample, min_p_filter
 from genie2.model.config import DEFAULT_CONTEXT_FRAMES
 
 
-def build(args) -> Genie2:
-    """The benchmark model: dim 256, depth 6, 8 heads (the issue's configuration)."""
+def build(args, decoding: str = "raster") -> Genie2:
+    """The benchmark model: dim 256, depth 6, 8 heads (the issue's configuration), in a decoding mode."""
     torch.manual_seed(0)
     model = Genie2(
+        decoding=decoding,
         dim=args.dim,
         depth=args.depth,
         heads=args.heads,
@@ -70,10 +73,10 @@ def measure(fn, repeats: int, args, warmup: bool = True) -> float:
     return statistics.median(times)
 
 
-def cached_rollout(model: Genie2, image: torch.Tensor, actions: torch.Tensor, compile: bool) -> int:
+def cached_rollout(model: Genie2, image, actions, compile: bool, decode_steps: int | None = None) -> int:
     """Our decoding path (a session over the model's window, as players use it); returns the
     cache's bytes at the end."""
-    session = WorldModelSession(model, image, action=int(actions[0, 0]), compile=compile)
+    session = WorldModelSession(model, image, action=int(actions[0, 0]), compile=compile, decode_steps=decode_steps)
     for action in actions[0, 1:].tolist():
         session.step(action)
     return session.rollout.cache.nbytes()
@@ -125,6 +128,31 @@ def run(args) -> list[dict]:
     return rows
 
 
+def run_modes(args) -> list[dict]:
+    """Raster decoding against the parallel mode at each K, compiled, on the same weights' shapes
+    (untrained: speed does not depend on the weights), `--frames`[-1] frames per rollout."""
+    models = {mode: build(args, mode) for mode in ("raster", "parallel")}
+    frames, rows = args.frames[-1], []
+    print(f"{'mode':>8} {'K':>3} {'latent':>6} {'compiled f/s':>12} {'tokens/s':>9} {'x raster':>8} {'passes/s':>8}")
+    for side in args.sides:
+        image = torch.randn(args.dim_latent, side, side, device=args.device)
+        actions = torch.randint(0, 8, (1, frames + 1), device=args.device)
+        raster = None
+        for mode, steps in [("raster", None)] + [("parallel", k) for k in args.decode_steps]:
+            seconds = measure(lambda: cached_rollout(models[mode], image, actions, True, steps), args.repeats, args)
+            raster = raster or seconds
+            row = dict(mode=mode, decode_steps=steps, latent=f"{side}x{side}", frames=frames, compiled_s=seconds)
+            row.update(frames_per_s=frames / seconds, tokens_per_s=frames * side * side / seconds)
+            row.update(speedup_over_raster=raster / seconds, passes_per_frame=(steps + 1) if steps else side * side + 1)
+            rows.append(row)
+            print(
+                f"{mode:>8} {steps or '-':>3} {row['latent']:>6} {row['frames_per_s']:>12.2f} "
+                f"{row['tokens_per_s']:>9.0f} {row['speedup_over_raster']:>7.1f}x "
+                f"{row['passes_per_frame'] * row['frames_per_s']:>8.0f}"
+            )
+    return rows
+
+
 HEADER = (
     f"{'latent':>6} {'frames':>6} {'eager f/s':>10} {'compiled f/s':>12} {'tokens/s':>9} "
     f"{'uncached f/s':>12} {'speedup':>8} {'compiled':>9} {'cache MiB':>9}"
@@ -169,6 +197,10 @@ def main() -> None:
     parser.add_argument("--codebook-size", type=int, default=4096, help="codebook entries")
     parser.add_argument("--profile", type=int, default=None, help="only profile one compiled frame of SIDE x SIDE")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--decode-steps", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="parallel-mode passes K to measure"
+    )
+    parser.add_argument("--modes-only", action="store_true", help="only the raster vs parallel table")
     parser.add_argument("--out", default="benchmarks/results/generate-cpu.json", help="where to write the JSON")
     args = parser.parse_args()
     if args.threads:
@@ -182,8 +214,11 @@ def main() -> None:
         f"genie2 generation, {params / 1e6:.1f}M parameters, device {args.device}, "
         f"{torch.get_num_threads()} CPU threads, batch 1"
     )
-    print(HEADER)
-    rows = run(args)
+    rows = []
+    if not args.modes_only:
+        print(HEADER)
+        rows = run(args)
+    modes = run_modes(args)
     extra = dict(
         parameters=params,
         torch=torch.__version__,
@@ -193,7 +228,7 @@ def main() -> None:
     )
     if args.device.startswith("cuda"):
         extra["gpu"] = torch.cuda.get_device_name()
-    write_report(args.out, args, rows, **extra)
+    write_report(args.out, args, rows, modes=modes, **extra)
 
 
 if __name__ == "__main__":

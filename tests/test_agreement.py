@@ -114,11 +114,13 @@ def test_configure_keeps_what_the_model_is_conditioned_on(world_model, recorded)
         assert (logits[:, step] - expected[:, step + 1]).abs().max() < 1e-4, step
 
 
+@pytest.mark.parametrize("decoding", ["raster", "parallel"])
 @torch.no_grad()
-def test_moving_the_guidance_slider_leaves_the_conditioned_history_alone():
+def test_moving_the_guidance_slider_leaves_the_conditioned_history_alone(decoding):
     """Far past the window, switching guidance on for a frame and off again does not touch what the
-    conditioned row cached: it equals a session that was handed that frame's codes, never guided."""
-    model = tiny(num_meta_tokens=3, max_context_frames=2).eval()
+    conditioned row cached: it equals a session that was handed that frame's codes, never guided
+    (a parallel model's newest frame, not cached yet when the slider moves, included)."""
+    model = tiny(num_meta_tokens=3, max_context_frames=2, decoding=decoding).eval()
     image, keys = torch.randn(16, 2, 3), [1, 4, 0, 2, 3, 1, 0]
     switched, plain = (WorldModelSession(model, image, temperature=0.0) for _ in range(2))
     for session in (switched, plain):

@@ -13,6 +13,7 @@ from genie2.errors import InputError
 
 EVAL = ["eval", "--checkpoint", "c", "--data", "d", "--out", "o"]
 TOKENIZE = ["tokenize", "--data", "d", "--tokenizer", "t"]
+TRAIN = ["train", "--data", "d", "--tokenizer", "t", "--out", "o"]
 
 
 def refused(argv: list[str], capsys) -> str:
@@ -107,6 +108,51 @@ def test_play_help_shows_defaults_and_colour_choices(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--cond-scale COND_SCALE classifier-free guidance scale on the action (default 1" in text
     assert "auto" in text and "always" in text and "never" in text and "colour terminal" in text
+
+
+@pytest.mark.parametrize(
+    "verb, explained",
+    [
+        ("train", ["--decoding {raster,parallel}", "(default: the preset's, raster)", "--decode-steps", "default 8"]),
+        ("eval", ["--decode-steps K passes per frame of a parallel (MaskGIT) model", "the model's"]),
+        ("play", ["--decode-steps K passes per frame of a parallel (MaskGIT) model", "the page can"]),
+        ("tokenize", ["--skip-corrupt skip damaged episode files", "--device DEVICE cpu or cuda (default: cuda"]),
+    ],
+)
+def test_help_explains_the_decoding_and_shared_flags(verb, explained, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([verb, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for words in explained:
+        assert words in text, words
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        ([*TRAIN, "--decoding", "diagonal"], "--decoding"),
+        ([*TRAIN, "--decode-steps", "0"], "--decode-steps"),
+        ([*EVAL, "--decode-steps", "0"], "--decode-steps"),
+        (["play", "--decode-steps", "-2"], "--decode-steps"),
+    ],
+)
+def test_decoding_flags_refuse_bad_values_before_running(argv, flag, capsys, no_world, monkeypatch):
+    for verb in ("train", "evaluate", "play"):
+        monkeypatch.setattr(cli, verb, lambda args: pytest.fail("the verb ran"))
+    line = refused(argv, capsys)
+    assert flag in line and ("whole number >= 1" in line or "invalid choice" in line), line
+
+
+def test_train_sets_the_decoding_of_the_preset_model(monkeypatch):
+    import genie2.train.world_model as world_model
+
+    trained = []
+    monkeypatch.setattr(world_model, "train", lambda *args, **kwargs: trained.append(args[4]))
+    cli.main([*TRAIN, "--codes", "c", "--preset", "tiny", "--decoding", "parallel", "--decode-steps", "3"])
+    cli.main([*TRAIN, "--codes", "c", "--preset", "tiny"])
+    parallel, default = trained
+    assert parallel.model == {**default.model, "decoding": "parallel", "decode_steps": 3}
+    assert "decoding" not in default.model  # the preset's own (raster)
 
 
 def test_version(capsys):

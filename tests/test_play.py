@@ -40,6 +40,17 @@ def world():
 
 
 @pytest.fixture(scope="module")
+def parallel_world():
+    """A random 16x16 world that decodes each frame in passes (MaskGIT), 8 by default."""
+    torch.manual_seed(0)
+    tokenizer = Tokenizer(
+        TokenizerConfig(frame_size=16, channels=(8, 16), res_blocks=1, dim_latent=8, codebook_size=16)
+    )
+    kwargs = dict(dim=32, depth=1, heads=2, attn_dim_head=16, num_actions=len(NAMES), decoding="parallel")
+    return World(Genie2.from_tokenizer(tokenizer, **kwargs))
+
+
+@pytest.fixture(scope="module")
 def starts():
     return np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
 
@@ -118,6 +129,7 @@ def test_raw_frames_carry_the_same_pixels_as_png_frames(world, starts):
         ('{"type": "reset", "start": 5}', "start must be an int"),
         ('{"type": "reset", "image": "%%%"}', "could not read the image"),
         ('{"type": "settings", "temperature": -1}', "temperature must be a number"),
+        ('{"type": "settings", "decode_steps": 0}', "decode_steps must be a whole number in [1, 64]"),
         ('{"type": "record", "on": "yes"}', "record needs on"),
     ],
 )
@@ -231,6 +243,40 @@ def test_settings_change_sampling_and_recording_downloads(world, starts):
     assert client.get(f"/api/recording/{token}.gif").status_code == 404  # gone with its tab
 
 
+def test_a_parallel_world_tells_the_page_its_decode_passes_and_the_settings_change_them(
+    world, parallel_world, starts, monkeypatch
+):
+    import genie2.model.decoding as decoding
+
+    info = client_for(world, starts).get("/api/info").json()
+    assert (info["decoding"], info["decode_steps"]) == ("raster", None)  # the page offers no passes
+    client = client_for(parallel_world, starts, decode_steps=4)
+    info = client.get("/api/info").json()
+    assert (info["decoding"], info["decode_steps"]) == ("parallel", 4)
+    passes, real = [], decoding.frame_pass
+    monkeypatch.setattr(decoding, "frame_pass", lambda *args, **kw: passes.append(1) or real(*args, **kw))
+    with client.websocket_connect("/ws") as ws:
+        token = ws.receive_json()["token"]
+        ws.send_json({"type": "reset", "start": 0})
+        ws.receive_json()
+        player = client.app.state.play.players[token]
+        ws.send_json({"type": "step", "keys": [1]})
+        assert ws.receive_json()["type"] == "frame"
+        at_4 = len(passes)
+        for bad in (0, 65, 2.5, True, "4"):
+            ws.send_json({"type": "settings", "decode_steps": bad, "id": 5})
+            reply = ws.receive_json()
+            assert reply["type"] == "error" and "decode_steps must be a whole number in [1, 64]" in reply["message"]
+        assert player.session.sampling.decode_steps == 4
+        ws.send_json({"type": "settings", "decode_steps": 2})
+        ws.send_json({"type": "step", "keys": [1]})
+        assert ws.receive_json()["type"] == "frame"
+        assert player.session.sampling.decode_steps == 2 and len(passes) - at_4 == at_4 - 2  # 2 passes fewer
+        ws.send_json({"type": "reset", "start": 1})  # a reset keeps the tab's settings
+        ws.receive_json()
+        assert player.session.sampling.decode_steps == 2
+
+
 def refused(client, url="/ws", **headers) -> int:
     """The close code of a WebSocket the server refuses before accepting it."""
     from starlette.websockets import WebSocketDisconnect
@@ -299,6 +345,7 @@ def test_a_loopback_server_answers_only_loopback_host_names(world, starts):
         (dict(allow_origins=["ftp://example.com"]), "http or https"),
         (dict(allow_origins=["https://example.com:99999"]), "allow_origins entries are origins"),
         (dict(allow_origins="https://example.com"), "allow_origins must be a list"),
+        (dict(decode_steps=0), "decode_steps must be a positive int"),
         (dict(idle_timeout=0), "idle_timeout must be a positive number"),
         (dict(idle_timeout=True), "idle_timeout must be a positive number"),
         (dict(idle_timeout=float("inf")), "idle_timeout must be a positive number"),
@@ -394,6 +441,7 @@ def test_page_in_headless_chromium_streams_frames_that_follow_the_keys(world, st
         page.wait_for_function("window.genie2.frames > 5")  # it runs on its own: frames stream in
         assert "left" in page.inner_text("#keymap") and float(page.inner_text("#fps")) > 0
         assert page.inner_text("#latency").endswith("ms")
+        assert page.is_hidden("#decode-steps-row")  # a raster world has no passes to choose
         page.click("#run")  # pause: from now on each key press dreams one frame
         page.wait_for_timeout(300)
 
@@ -439,4 +487,23 @@ def test_paused_page_keeps_its_session_and_a_hidden_one_reconnects_when_shown(wo
         show(False)
         page.wait_for_function("n => window.genie2.frames > n", arg=count)  # reconnected: a new session's frame
         assert page.evaluate("window.genie2.connections") == 2 and len(players) == 1
+        assert page.evaluate("window.genie2.errors") == []
+
+
+@needs_chromium
+def test_page_offers_decode_passes_for_a_parallel_world_and_sends_the_choice(parallel_world, starts):
+    app = create_app(parallel_world, starts, NAMES)
+    players = app.state.play.players
+    with served(app) as port, chromium_page() as page:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("window.genie2.frames > 1")
+        assert page.is_visible("#decode-steps-row") and page.input_value("#decode-steps") == "8"  # the model's
+        choices = page.eval_on_selector_all("#decode-steps option", "options => options.map(o => o.value)")
+        assert choices == ["1", "2", "4", "8", "16"]
+        page.select_option("#decode-steps", "2")
+        for _ in range(100):
+            if [p.session.sampling.decode_steps for p in players.values() if p] == [2]:
+                break
+            time.sleep(0.05)
+        assert [p.session.sampling.decode_steps for p in players.values() if p] == [2]
         assert page.evaluate("window.genie2.errors") == []

@@ -121,6 +121,23 @@ def test_genie2_play_warms_up_when_it_compiles(world, starts, flag, warm, monkey
     assert served_with["warm"] is warm and served_with["app"].state.play.config.compile is warm
 
 
+def test_genie2_play_decode_steps_reach_the_browser_and_the_terminal_sessions(world, starts, monkeypatch):
+    import genie2.play.terminal
+
+    served_with, played = {}, {}
+    playable = World(world.model, action_names=NAMES, start_frames=starts)
+    monkeypatch.setattr(genie2.world, "load", lambda checkpoint=None, **kwargs: playable)
+    monkeypatch.setattr(serve, "serve", lambda app, host, port, **kwargs: served_with.update(app=app))
+    monkeypatch.setattr(genie2.play.terminal, "play_terminal", lambda *args, **kwargs: played.update(kwargs))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli.main(["play", "--port", str(port), "--no-compile", "--decode-steps", "4"])
+    assert served_with["app"].state.play.config.decode_steps == 4  # each tab's session starts with it
+    cli.main(["play", "--terminal", "--decode-steps", "2"])
+    assert played["decode_steps"] == 2  # world.session's keyword: WorldModelSession(decode_steps=2)
+
+
 class HeldWorld:
     """A world whose sessions start once `go` is set: a warm-up that takes as long as the test wants."""
 

@@ -347,6 +347,31 @@ def test_eval_writes_every_output_and_a_valid_report(pipeline, tmp_path):
         evaluate_world(world, pipeline / "data", "all", episodes=1, horizon=500, progress=False)
 
 
+def test_train_decoding_parallel_saves_a_parallel_world_that_eval_decodes_in_k_passes(pipeline, tmp_path, monkeypatch):
+    import genie2.cli as cli
+    import genie2.model.decoding as decoding
+
+    data, run = str(pipeline / "data"), tmp_path / "run"
+    train_args = ["train", "--data", data, "--tokenizer", str(pipeline / "tok"), "--out", str(run), "--quiet"]
+    cli.main([*train_args, "--preset", "tiny", "--steps", "2", "--decoding", "parallel", "--decode-steps", "3"])
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["decoding"], saved["decode_steps"]) == ("parallel", 3)
+    assert json.loads((run / "training.json").read_text())["model"]["decoding"] == "parallel"
+    assert Genie2.from_pretrained(run).mask_token is not None  # the parallel mode's learned mask token
+    passes, real = [], decoding.frame_pass
+    monkeypatch.setattr(decoding, "frame_pass", lambda *args, **kw: passes.append(1) or real(*args, **kw))
+    counts, eval_args = {}, ["eval", "--checkpoint", str(run), "--data", data, "--split", "all", "--quiet"]
+    for k in (None, 1, 4):
+        passes.clear()
+        out = tmp_path / f"eval-{k}"
+        cli.main([*eval_args, "--out", str(out), "--episodes", "1", "--horizon", "2", "--prompt-frames", "1",
+                  *(["--decode-steps", str(k)] if k else [])])  # fmt: skip
+        report, counts[k] = json.loads((out / "report.json").read_text()), len(passes)
+        assert (report["decoding"], report["decode_steps"], report["config"]["decode_steps"]) == ("parallel", k or 3, k)
+    # two rollouts (real and random actions) of two frames each: 2 x 2 x 3 passes more at K = 4 than at K = 1
+    assert counts[4] - counts[1] == 12 and counts[None] - counts[1] == 8  # the model's own K = 3 by default
+
+
 def test_eval_refuses_a_dataset_with_other_actions(pipeline, tmp_path):
     from genie2.data.episode import DatasetInfo, Episode, episode_path
     from genie2.evaluate import evaluate_world

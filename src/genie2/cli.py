@@ -32,6 +32,27 @@ def finite_float(text: str) -> float:
     return value
 
 
+# flags several verbs share, each with one help text
+SHARED = {
+    "--skip-corrupt": dict(action="store_true", help="skip damaged episode files with a warning (default: stop)"),
+    "--quiet": dict(action="store_true", help="no progress bars (default: shown)"),
+    "--device": dict(help="cpu or cuda (default: cuda if available, else cpu; CUDA_VISIBLE_DEVICES=N picks the GPU)"),
+    "--resume": dict(
+        action="store_true",
+        help="continue the run in --out from its last checkpoint (--steps may extend it; its other settings are "
+        "the run's); a run killed before its first checkpoint (or a new --out) starts from step 0, its leftover "
+        "metrics, logs and samples removed; a folder holding other files is refused",
+    ),
+}
+DECODE_STEPS = "passes per frame of a parallel (MaskGIT) model: fewer passes, faster frames"
+
+
+def add_shared(p: argparse.ArgumentParser, *flags: str) -> None:
+    """Add flags several verbs share (SHARED) to a verb's parser."""
+    for flag in flags:
+        p.add_argument(flag, **SHARED[flag])
+
+
 def collect(args) -> None:
     """genie2 collect: record episodes from an environment."""
     from genie2.data.collect import collect as run
@@ -62,7 +83,8 @@ def import_video(args) -> None:
 
 
 def train_tokenizer(args) -> None:
-    """genie2 train-tokenizer: train the frame tokenizer on a dataset's frames."""
+    """genie2 train-tokenizer: train the frame tokenizer on a dataset's frames (on several GPUs under
+    `accelerate launch`)."""
     from genie2.tokenizer.model import TokenizerConfig
     from genie2.tokenizer.train import TokenizerTraining
     from genie2.tokenizer.train import train_tokenizer as run
@@ -98,6 +120,8 @@ def train(args) -> None:
 
     knobs = "steps batch_size grad_accum clip_frames lr seed checkpoint_every eval_every ema optimizer".split()
     config = Training.preset(args.preset, **{knob: getattr(args, knob) for knob in knobs})  # the flags of its fields
+    model = dict(decoding=args.decoding, decode_steps=args.decode_steps)  # Genie2Config fields over the preset's
+    config.model = {**config.model, **{key: value for key, value in model.items() if value is not None}}
     codes = args.codes or str(default_codes_dir(args.data, args.tokenizer))
     out = run(
         args.data,
@@ -120,17 +144,8 @@ def evaluate(args) -> None:
     from genie2.world import load
 
     world = load(args.checkpoint)
-    report = evaluate_world(
-        world,
-        args.data,
-        args.split,
-        args.episodes,
-        args.horizon,
-        args.prompt_frames,
-        args.seed,
-        not args.quiet,
-        args.skip_corrupt,
-    )
+    knobs = "split episodes horizon prompt_frames seed skip_corrupt decode_steps".split()  # its keywords' flags
+    report = evaluate_world(world, args.data, progress=not args.quiet, **{knob: getattr(args, knob) for knob in knobs})
     write_report(report, args.out, args.checkpoint, {k: v for k, v in vars(args).items() if k != "fn"})
     m = report["metrics"]
     print(
@@ -157,7 +172,7 @@ def play(args) -> None:
     plays the pretrained MiniGrid world that ships with genie2."""
     from genie2.world import load
 
-    kwargs = dict(temperature=args.temperature, cond_scale=args.cond_scale)
+    kwargs = dict(temperature=args.temperature, cond_scale=args.cond_scale, decode_steps=args.decode_steps)
     config = None if args.terminal else player_config(args, kwargs)  # settings are checked before the world loads
     world = load(args.checkpoint)
     names, frames = play_start(args, world)
@@ -232,7 +247,7 @@ def add_collect(verbs: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--frame-size", type=int, default=None, help="frames are resized to this square size (default 64)")
     p.add_argument("--workers", type=int, default=1, help="processes collecting in parallel (default 1)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_shared(p, "--quiet")
     p.set_defaults(fn=collect)
 
 
@@ -262,20 +277,7 @@ def add_train_tokenizer(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--codebook-size", type=int, default=None, help="VQ codebook entries (default: the preset's)")
     p.add_argument("--quantizer", choices=["vq", "fsq"], default=None, help="vq (default) or fsq")
     p.add_argument("--rare-share", type=float, default=None, help="batch share drawn so rare patches show often")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out from its last checkpoint (--steps may extend it); a run killed before its "
-        "first checkpoint (or a new --out) starts from step 0, its leftover metrics and samples removed; a folder "
-        "holding other files is refused",
-    )
-    p.add_argument("--skip-corrupt", action="store_true", help="skip damaged episode files with a warning")
-    p.add_argument(
-        "--device",
-        default=None,
-        help="cpu or cuda (default: cuda if available, else cpu; CUDA_VISIBLE_DEVICES=N picks the GPU, "
-        "accelerate launch trains on several)",
-    )
+    add_shared(p, "--resume", "--skip-corrupt", "--device")
     p.set_defaults(fn=train_tokenizer)
 
 
@@ -287,8 +289,7 @@ def add_tokenize(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", required=True, help="tokenizer checkpoint folder (from train-tokenizer)")
     p.add_argument("--out", default=None, help="codes folder (default: DATA/codes/<tokenizer hash>)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="frames encoded at once (default 64)")
-    p.add_argument("--skip-corrupt", action="store_true", help="skip damaged episode files with a warning")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_shared(p, "--skip-corrupt", "--device")
     p.set_defaults(fn=tokenize)
 
 
@@ -321,16 +322,12 @@ def add_train(verbs: argparse._SubParsersAction) -> None:
         default=None,
         help="adamw (default) or sgd: plain SGD, whose step is linear in the gradient (tests compare runs with it)",
     )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out from its last checkpoint (--steps may extend it); a run killed before its "
-        "first checkpoint (or a new --out) starts from step 0, its leftover metrics, logs and samples removed; a "
-        "folder holding other files is refused",
-    )
+    decoding = "raster: one code after another (as the reference); parallel: MaskGIT, a frame's codes in passes"
+    p.add_argument("--decoding", choices=["raster", "parallel"], help=f"{decoding} (default: the preset's, raster)")
+    steps = f"{DECODE_STEPS}; saved as the model's own (default 8; eval and play may override it)"
+    p.add_argument("--decode-steps", type=positive_int, metavar="K", help=steps)
     p.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
-    p.add_argument("--skip-corrupt", action="store_true", help="skip damaged episode files with a warning")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_shared(p, "--resume", "--skip-corrupt", "--quiet")
     p.set_defaults(fn=train)
 
 
@@ -346,8 +343,8 @@ def add_evaluate(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--horizon", type=int, default=16, help="frames dreamed after the prompt (default 16)")
     p.add_argument("--prompt-frames", type=int, default=1, help="real frames given first (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random actions (default 0)")
-    p.add_argument("--skip-corrupt", action="store_true", help="skip damaged episode files with a warning")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--decode-steps", type=positive_int, metavar="K", help=f"{DECODE_STEPS} (default: the model's)")
+    add_shared(p, "--skip-corrupt", "--quiet")
     p.set_defaults(fn=evaluate)
 
 
@@ -359,7 +356,7 @@ def add_demo(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, default=30.0, help="time budget; training stages fit it (default 30)")
     p.add_argument("--episodes", type=int, default=300, help="episodes to collect, 160 steps each (default 300)")
     p.add_argument("--workers", type=int, default=2, help="processes collecting in parallel (default 2)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_shared(p, "--quiet")
     p.set_defaults(fn=demo)
 
 
@@ -372,6 +369,8 @@ def add_play(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=finite_float, default=0.0, help="sampling temperature (default 0: greedy)")
     guidance = "classifier-free guidance scale on the action (default 1: no guidance; above 1 the action counts more)"
     p.add_argument("--cond-scale", type=finite_float, default=1.0, help=guidance)
+    steps = f"{DECODE_STEPS}; the page can change it (default: the model's; raster models ignore it)"
+    p.add_argument("--decode-steps", type=positive_int, metavar="K", help=steps)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000)")
     p.add_argument("--max-sessions", type=int, default=4, help="browser tabs playing at once (default 4)")

@@ -79,7 +79,7 @@ def psnr_ssim(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
 class CopyLastFrame:
     """A baseline world: every dreamed frame is the last prompt frame."""
 
-    def rollout(self, prompt_frames, actions, temperature: float = 0.0, seed: int = 0) -> Tensor:
+    def rollout(self, prompt_frames, actions, temperature: float = 0.0, seed: int = 0, decode_steps=None) -> Tensor:
         prompt = torch.as_tensor(np.asarray(prompt_frames))
         return prompt[-1:].expand(len(actions) - len(prompt), -1, -1, -1).clone()
 
@@ -112,14 +112,18 @@ def evaluate_world(
     seed: int = 0,
     progress: bool = True,
     skip_corrupt: bool = False,
+    decode_steps: int | None = None,
 ) -> dict:
-    """Roll out held-out episodes with real and random actions; every number of the report."""
+    """Roll out held-out episodes with real and random actions; every number of the report. A parallel
+    model decodes each frame in `decode_steps` passes (None: its own; raster models ignore it)."""
     for name, value in (("episodes", episodes), ("horizon", horizon), ("prompt_frames", prompt_frames)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive int, got {value!r}")
     info, model = DatasetInfo.load(data), getattr(world, "model", None)
     if model is not None and model.num_actions != info.num_actions:
         raise InputError(f"the model has {model.num_actions} actions but {data} has {info.num_actions}")
+    decoding = getattr(model, "decoding", None)  # what the report records: the mode, and its passes per frame
+    steps = (decode_steps or model.decode_steps) if decoding == "parallel" else None
     tile = model.tokenizer.config.downsample if model is not None else 8  # bad_tiles' squares: one code's
     k, rng = prompt_frames, np.random.default_rng(seed)
     scores: dict[str, list] = {}
@@ -132,9 +136,9 @@ def evaluate_world(
         actions = torch.from_numpy(episode.actions[: k + horizon])
         random_actions = randomised_actions(actions, k, info.num_actions, rng)
         start = time.perf_counter()
-        real = world.rollout(frames[:k], actions, seed=seed)
+        real = world.rollout(frames[:k], actions, seed=seed, decode_steps=decode_steps)
         seconds, dreamed = seconds + time.perf_counter() - start, dreamed + horizon
-        fake = world.rollout(frames[:k], random_actions, seed=seed)
+        fake = world.rollout(frames[:k], random_actions, seed=seed, decode_steps=decode_steps)
         truth = frames[k:]
         copy = frames[k - 1 : k].expand(horizon, -1, -1, -1)  # the do-nothing baseline: the last real frame
         predictions = {"": real, "_random": fake, "_copy": copy}
@@ -151,16 +155,25 @@ def evaluate_world(
         episodes=len(per_step["psnr"]),
         horizon=horizon,
         prompt_frames=k,
+        decoding=decoding,
+        decode_steps=steps,
+        **summarise(per_step),
+        frames_per_s=dreamed / seconds,
+        videos=videos,
+    )
+
+
+def summarise(per_step: dict[str, Tensor]) -> dict:
+    """The report's metrics from per-episode scores (episodes H each): the mean, spread and overall mean
+    of each, and per step the PSNR of the episodes' mean error (what the plot draws; see psnr_of_mean_mse)."""
+    return dict(
         metrics={
             name: dict(mean=v.mean(0).tolist(), std=v.std(0, unbiased=False).tolist(), overall=float(v.mean()))
             for name, v in per_step.items()
         },
-        # per step, the PSNR of the episodes' mean error (what the plot draws; see psnr_of_mean_mse)
         psnr_of_mean_mse={
             name.replace("mse", "psnr"): psnr_of_mean_mse(v).tolist() for name, v in per_step.items() if "mse" in name
         },
-        frames_per_s=dreamed / seconds,
-        videos=videos,
     )
 
 

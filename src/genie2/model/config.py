@@ -3,10 +3,12 @@ config.json. Field names and defaults are the reference genie2-pytorch's keyword
 
 from __future__ import annotations
 
-from dataclasses import KW_ONLY, dataclass
+import inspect
+from dataclasses import KW_ONLY, MISSING, dataclass, fields
 
 from genie2.errors import InputError
 from genie2.helpers import default
+from genie2.model.masking import DECODINGS
 from genie2.model.transformer import check_transformer_kwargs
 
 DEFAULT_CONTEXT_FRAMES = 16
@@ -71,6 +73,10 @@ class Genie2Config:
     add_action_to_codes: bool = False  # each code token also carries its frame's action token
     # how many past frames generation attends to (`genie2 train` sets clip_frames - 1); None: all of them
     max_context_frames: int | None = DEFAULT_CONTEXT_FRAMES
+    # "raster": one code per decoding step, in order (the reference's); "parallel": a frame's codes see each
+    # other and are decoded together in `decode_steps` passes, most confident first (genie2.model.masking)
+    decoding: str = "raster"
+    decode_steps: int = 8  # the parallel mode's passes per frame unless a rollout asks for others
 
     def __post_init__(self):
         self.transformer_kwargs = dict(default(self.transformer_kwargs, REFERENCE_TRANSFORMER_KWARGS))
@@ -90,6 +96,7 @@ class Genie2Config:
         _positive_int("num_meta_tokens", self.num_meta_tokens, minimum=0)
         _positive_int("max_context_frames (None: all frames)", self.max_context_frames, allow_none=True)
         _positive_int("temporal_conv_kernel_size", self.temporal_conv_kernel_size)
+        _positive_int("decode_steps", self.decode_steps)
         if not 0.0 <= self.cfg_train_action_dropout <= 1.0:
             raise InputError(f"cfg_train_action_dropout must be in [0, 1], got {self.cfg_train_action_dropout!r}")
 
@@ -99,6 +106,8 @@ class Genie2Config:
         for name in (*switches, "add_action_to_codes"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.decoding not in DECODINGS:
+            raise InputError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
         if self.add_temporal_convs and self.is_video_enc_dec:
             raise InputError("add_temporal_convs is for image encoders; a video encoder/decoder already sees time")
 
@@ -114,3 +123,14 @@ class Genie2Config:
             raise InputError(f"vq_kwargs may not set {reserved}: Genie2 sets them (dim_latent, vq_codebook_size)")
         if self.vq_kwargs.get("heads", 1) != 1:
             raise InputError("vq_kwargs heads > 1 is not supported: the world model predicts one code per token")
+
+
+def constructor_signature(modules: tuple[str, ...]) -> inspect.Signature:
+    """A constructor's signature as help() should show it: Genie2Config's fields, then `modules`."""
+    positional, keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("self", positional)]
+    for f in fields(Genie2Config):
+        value = inspect.Parameter.empty if f.default is MISSING else f.default
+        params.append(inspect.Parameter(f.name, keyword if f.kw_only else positional, default=value))
+    params += [inspect.Parameter(name, keyword, default=None) for name in modules]
+    return inspect.Signature(params)

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from genie2.errors import InputError
 from genie2.helpers import exists, guide, gumbel_noise, min_p_filter
+from genie2.model.masking import block_causal, hidden_after, keep_confident
 from genie2.model.transformer import KVCache, apply_rotary
 
 
@@ -42,6 +43,7 @@ class Sampling:
     cond_scale: float = 1.0
     parallel_keep_frac: float = 0.0
     generator: torch.Generator | None = None
+    decode_steps: int | None = None  # passes per frame of a decoding="parallel" model (None: the model's)
 
     def __post_init__(self):
         if not isinstance(self.temperature, (int, float)) or not 0 <= self.temperature < math.inf:
@@ -50,6 +52,9 @@ class Sampling:
             raise InputError(f"cond_scale must be a finite number, got {self.cond_scale!r}")
         if exists(self.min_p) and not 0.0 <= self.min_p <= 1.0:
             raise InputError(f"min_p must be in [0, 1] or None, got {self.min_p!r}")
+        steps = self.decode_steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise InputError(f"decode_steps must be a positive int (None: the model's), got {steps!r}")
 
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -90,20 +95,40 @@ def token_step(
     return code, logits, tokens + action if model.add_action_to_codes else tokens
 
 
-def compiled_token_step(model) -> Callable:
-    """token_step compiled for one model. Its shapes never change, so it compiles once (then
-    comes from torch's on-disk cache). Each model gets a copy of the function's code, and so its
-    own compiled graphs, which lets us skip the per-call module guards (~5% per token): a
-    rollout runs its model in eval mode and does not change it."""
-    if model not in _COMPILED:
-        code, defaults = token_step.__code__.replace(), token_step.__defaults__
-        fn = types.FunctionType(code, token_step.__globals__, "token_step", defaults)
+def frame_pass(rollout: Rollout, tokens: Tensor, pos: Tensor, noise: Tensor, knobs: Tensor, transformer=None):
+    """One pass of parallel decoding, whole: feed placed tokens (B n d), the last s of them the draft
+    frame's codes; guide those codes' logits, draw one code each (with Gumbel noise b s l) and score
+    it by its log-probability. Returns codes (b s), confidence (b s) and logits (b s l)."""
+    model, transformer, s = rollout.model, transformer or rollout.core, noise.shape[1]
+    logits = model.code_logits(transformer(tokens, pos=pos, cache=rollout.cache)[:, -s:])
+    if rollout.guided:  # per code, as in token_step
+        cond, null = rearrange(logits, "(g b) s l -> g (b s) l", g=2)
+        logits = rearrange(guide(cond, null, knobs[1], knobs[2]), "(b s) l -> b s l", s=s)
+    codes = draw(logits, rollout.sampling.min_p, knobs[0], noise)
+    confidence = logits.float().log_softmax(dim=-1).gather(-1, codes[..., None])[..., 0]
+    return codes, confidence, logits
+
+
+def compiled(model, step: Callable) -> Callable:
+    """A decoding step (token_step, frame_pass) compiled for one model. Its shapes never change, so
+    it compiles once (then comes from torch's on-disk cache). Each model gets a copy of the
+    function's code, and so its own compiled graphs, which lets us skip the per-call module guards
+    (~5% per token): a rollout runs its model in eval mode and does not change it."""
+    steps = _COMPILED.setdefault(model, {})
+    if step.__name__ not in steps:
+        code, defaults = step.__code__.replace(), step.__defaults__
+        fn = types.FunctionType(code, step.__globals__, step.__name__, defaults)
         skip = getattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe", None)  # torch >= 2.8
         options = dict(guard_filter_fn=skip) if skip else {}
         if model.device.type == "cpu":
             options["cpp_wrapper"] = True  # kernels called from C++, not Python: ~1.2x faster tokens on CPU
-        _COMPILED[model] = torch.compile(fn, dynamic=False, options=options)
-    return _COMPILED[model]
+        steps[step.__name__] = torch.compile(fn, dynamic=False, options=options)
+    return steps[step.__name__]
+
+
+def compiled_token_step(model) -> Callable:
+    """token_step compiled for one model (see `compiled`)."""
+    return compiled(model, token_step)
 
 
 class Rollout:
@@ -150,6 +175,7 @@ class Rollout:
                 "compile=True needs a bounded context: set max_context_frames (the cache has fixed shapes)"
             )
         self.decode = compiled_token_step(model) if compile else token_step
+        self.decode_frame = compiled(model, frame_pass) if compile else frame_pass
         self.meta_keys: list[Tensor] | None = None  # the meta tokens' keys as first cached
 
     def _action_tokens(self, actions: Tensor | None, t: int) -> Tensor:
@@ -172,7 +198,7 @@ class Rollout:
         outputs; `step_args` are its action, noise, knobs and forced); the first call also feeds
         the meta tokens."""
         if self.cache.length == 0:  # prefill: meta tokens and the prompt, once, outside compile
-            self._place_with_meta(slots)
+            self._place(slots, pos, with_meta=True)
             out = token_step(self, tokens, pos, *step_args, self.model.transformer)
         else:
             self.cache.place(slots)
@@ -180,9 +206,29 @@ class Rollout:
         self.cache.commit()
         return out
 
-    def _place_with_meta(self, slots: Tensor) -> None:
-        """Place the meta tokens (the wrapped transformer prepends them) and then tokens at `slots`."""
-        self.cache.place(torch.cat((torch.arange(self.num_meta, device=slots.device), slots)))
+    def _place(self, slots: Tensor, pos: Tensor, with_meta: bool = False) -> int:
+        """Place tokens at `slots` (n; positions `pos`, n 2), after the meta tokens when `with_meta`
+        (the wrapped transformer prepends them); returns how many were placed. They see each other
+        causally in raster mode, by frame in parallel mode (masking.block_causal)."""
+        num_meta = self.num_meta if with_meta else 0
+        if num_meta:
+            slots = torch.cat((torch.arange(num_meta, device=slots.device), slots))
+        within = block_causal(pos[:, 0].long(), num_meta) if self.model.decoding == "parallel" else None
+        self.cache.place(slots, within)
+        return slots.shape[0]
+
+    def _pass(self, tokens: Tensor, pos: Tensor, slots: Tensor, noise: Tensor, knobs: Tensor, keep: int):
+        """One parallel-decoding pass (frame_pass) over tokens at cache `slots`, committing the first
+        `keep` of them (whole frames fed with a draft; the meta tokens and the prompt on the first
+        pass, which also runs outside compile)."""
+        first = self.cache.length == 0
+        placed = self._place(slots, pos, with_meta=first)
+        if first:
+            out = frame_pass(self, tokens, pos, noise, knobs, self.model.transformer)
+        else:
+            out = self.decode_frame(self, tokens, pos, noise, knobs)
+        self.cache.commit(keep + placed - slots.shape[0])
+        return out
 
     def _noise(self, n: int, b: int) -> Tensor:
         """Gumbel noise for the next n codes (n b l), drawn at once; zeros when sampling greedily."""
@@ -196,6 +242,8 @@ class Rollout:
         None only for a model without actions, or an unconditioned rollout: the null token).
         With `codes` (b h w) the frame is teacher-forced instead of sampled; `return_logits`
         also returns the logits of every code (b h w l)."""
+        if self.model.decoding == "parallel":
+            return self._step_parallel(actions, codes, return_logits)
         model, frame, s = self.model, self.num_frames, self.sampling
         (h, w), b = self.latent_shape, self.batch
         n = h * w
@@ -231,6 +279,46 @@ class Rollout:
             return codes
         return codes, rearrange(torch.stack(all_logits, dim=1), "b (h w) l -> b h w l", h=h)
 
+    def _step_parallel(self, actions: Tensor | None, codes: Tensor | None, return_logits: bool):
+        """`step` for a decoding="parallel" model: K passes over the cache, each drawing every hidden
+        code and keeping the most confident (masking.hidden_after of them stay hidden). The whole
+        frame goes into the cache with the next frame's first pass, which feeds it before the new
+        draft. Teacher-forced, one pass (all hidden) gives the logits."""
+        model, frame, s = self.model, self.num_frames, self.sampling
+        (h, w), b = self.latent_shape, self.batch
+        n, steps = h * w, 1 if exists(codes) else s.decode_steps or model.decode_steps
+        action = self._action_tokens(rearrange(actions, "b a -> b 1 a") if exists(actions) else None, 1)
+        positions = model.frame_positions(1, n, start=frame)
+        head, head_pos = self.pending if exists(self.pending) else (action[:, :0], positions[:0])
+        self.pending = None
+        knobs = torch.tensor([float(s.temperature), float(s.cond_scale), float(s.parallel_keep_frac)])
+        knobs, noise = knobs.to(model.device), rearrange(self._noise(steps * n, b), "(k s) b l -> k b s l", k=steps)
+        drawn = torch.zeros(b, n, dtype=torch.long, device=model.device)
+        hidden = torch.ones(b, n, dtype=torch.bool, device=model.device)
+        for step in range(steps):
+            tokens = torch.cat((head, self._draft(action, drawn, hidden)), dim=1)
+            pos = torch.cat((head_pos, positions))
+            new, confidence, logits = self._pass(tokens, pos, self._slots(pos), noise[step], knobs, head.shape[1])
+            head, head_pos = action[:, :0], positions[:0]  # the prompt is in the cache now
+            still = keep_confident(new, confidence, hidden, hidden_after(step, steps, n))
+            drawn, hidden = torch.where(hidden & ~still, new, drawn), still
+        drawn = rearrange(codes, "b h w -> b (h w)").to(drawn) if exists(codes) else drawn
+        self.pending = (self._draft(action, drawn, None), positions)  # cached by the next frame's first pass
+        self.num_frames += 1
+        self._forget_old_frames()
+        codes = rearrange(drawn, "b (h w) -> b h w", h=h)
+        return (codes, rearrange(logits, "b (h w) l -> b h w l", h=h)) if return_logits else codes
+
+    def _draft(self, action: Tensor, codes: Tensor, hidden: Tensor | None) -> Tensor:
+        """A frame's tokens (B k d) as frame_tokens makes them: its action token (B 1 d), then each
+        code's (b s) token, or the mask token where `hidden` (b s), plus the action when the model adds it."""
+        tokens = self.code_tokens[codes]
+        if exists(hidden):
+            tokens = torch.where(hidden[..., None], self.model.mask_token.to(tokens.dtype), tokens)
+        tokens = torch.cat((tokens, tokens)) if self.guided else tokens
+        tokens = tokens + action if self.model.add_action_to_codes else tokens
+        return torch.cat((action, tokens), dim=1)
+
     @torch.no_grad()
     def set_guided(self, guided: bool, codes: Tensor) -> None:
         """Switch classifier-free guidance on or off from the next frame, leaving the conditioned
@@ -247,6 +335,8 @@ class Rollout:
             self.pending = (self.pending[0][:b], self.pending[1]) if exists(self.pending) else None
             self.guided = False
             return
+        if exists(self.pending) and self.cache.length:  # a parallel model's newest frame: cached first
+            self.prefill()
         null = Rollout(self.model, codes, None, self.sampling, False, self.max_context_frames)
         if exists(self.pending):  # nothing cached yet: the prompt goes in with both rows
             self.pending = (torch.cat((self.pending[0], null.pending[0])), self.pending[1])
@@ -277,12 +367,14 @@ class Rollout:
         self.guided = True
 
     def prefill(self) -> None:
-        """Feed the meta tokens and the prompt into the cache now (the first step would do it)."""
+        """Feed the tokens still pending into the cache now, as the next step would: the prompt
+        (after the meta tokens), or a parallel model's newest frame."""
         if not exists(self.pending):
             return
         tokens, pos = self.pending
-        self._place_with_meta(self._slots(pos))
-        self.model.transformer(tokens, pos=pos, cache=self.cache)
+        first = self.cache.length == 0
+        self._place(self._slots(pos), pos, with_meta=first)
+        (self.model.transformer if first else self.core)(tokens, pos=pos, cache=self.cache)
         self.cache.commit()
         self.pending = None
 

@@ -15,9 +15,8 @@ l logits (codebook entries), a keys pressed at once.
 
 from __future__ import annotations
 
-import inspect
 import json
-from dataclasses import MISSING, asdict, fields
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -30,9 +29,10 @@ from genie2.checkpoint import Pretrained, config_from_dict
 from genie2.errors import InputError
 from genie2.helpers import default, exists
 from genie2.model.actions import ActionEmbed, MultiActionHead, check_actions, masked_cross_entropy, order_actions
-from genie2.model.config import Genie2Config
+from genie2.model.config import Genie2Config, constructor_signature
 from genie2.model.generate import GenerationMixin
 from genie2.model.layers import CausalConv3d, MetaTokenWrapper, apply_temporal
+from genie2.model.masking import frame_mask, hidden_codes
 from genie2.model.transformer import Transformer
 
 
@@ -104,6 +104,8 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
             dim, config.depth, config.heads, config.attn_dim_head, rotary_axes=2, **config.transformer_kwargs
         )
         self.num_meta_tokens = config.num_meta_tokens
+        self.decoding, self.decode_steps = config.decoding, config.decode_steps
+        self.mask_token = nn.Parameter(torch.randn(dim) * 0.02) if config.decoding == "parallel" else None
         self.transformer = MetaTokenWrapper(transformer, self.num_meta_tokens) if self.num_meta_tokens else transformer
         self.has_action_loss = exists(num_actions) and config.action_autoregressive_loss_weight > 0
         self.action_autoregressive_loss_weight = config.action_autoregressive_loss_weight
@@ -295,10 +297,13 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
         slots = repeat(torch.arange(k, device=self.device), "k -> (t k)", t=num_frames)
         return torch.stack((frames, slots), dim=-1).float()  # n 2: (frame, slot) per token
 
-    def frame_tokens(self, latents: Tensor, action_tokens: Tensor) -> Tensor:
+    def frame_tokens(self, latents: Tensor, action_tokens: Tensor, hidden: Tensor | None = None) -> Tensor:
         """Interleave action tokens (b t d) before code latents (b t h w d_latent): b (t k) d.
-        With add_action_to_codes each code token also gets its frame's action token added."""
+        With add_action_to_codes each code token also gets its frame's action token added; the
+        codes `hidden` marks (b t s, parallel mode) enter as the mask token."""
         codes = self.latent_to_model(rearrange(latents, "b t h w d -> b t (h w) d"))
+        if exists(hidden):
+            codes = torch.where(rearrange(hidden, "b t s -> b t s 1"), self.mask_token.to(codes.dtype), codes)
         if self.add_action_to_codes:
             codes = codes + rearrange(action_tokens, "b t d -> b t 1 d")
         tokens = torch.cat((rearrange(action_tokens, "b t d -> b t 1 d"), codes), dim=2)
@@ -340,9 +345,12 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
         sort_actions: bool = True,
         return_loss: bool = True,
         drop_actions: Tensor | None = None,
+        hidden: Tensor | None = None,
     ):
         """Loss `(total, (state_autoregressive, commit, action))`, or with return_loss=False the
-        logits `b (t h w) l` where logits[:, i] is the distribution of code i given all before it."""
+        logits `b (t h w) l` where logits[:, i] is the distribution of code i given all before it
+        (raster) or given the frames before and the codes of its frame not `hidden` (b t h w bool;
+        parallel mode, where training hides a random share of each frame's codes by default)."""
         if exists(state) == exists(state_codes):
             raise InputError("pass exactly one of state (a video) or state_codes (its codes)")
         commit_loss = recon_loss = self.zero
@@ -361,15 +369,21 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
         dropout = return_loss and self.training and self.cfg_train_action_dropout > 0
         if exists(actions) and not exists(drop_actions) and dropout:
             drop_actions = torch.rand(b, device=self.device) < self.cfg_train_action_dropout
-        tokens = self.frame_tokens(latents, self.action_embed(actions, drop_actions, shape=(b, t)))
-        features = self.transformer(tokens, pos=self.frame_positions(t, h * w))
+        hidden, mask = hidden_codes(self.decoding, hidden, (b, t, h * w), return_loss, self.device), None
+        if self.decoding == "parallel":
+            mask = frame_mask(t, h * w + 1, self.num_meta_tokens, self.device)
+        tokens = self.frame_tokens(latents, self.action_embed(actions, drop_actions, shape=(b, t)), hidden)
+        features = self.transformer(tokens, pos=self.frame_positions(t, h * w), mask=mask)
         features = rearrange(features, "b (t k) d -> b t k d", t=t)
-        logits = self.code_logits(features[:, :, :-1])  # slot k predicts code k
+        # raster: slot k (the action token, then codes) predicts code k; parallel: each code slot its own code
+        logits = self.code_logits(features[:, :, :-1] if self.decoding == "raster" else features[:, :, 1:])
 
         if not return_loss:
             return rearrange(logits, "b t s l -> b (t s) l")
 
         labels = rearrange(codes, "b t h w -> b t (h w)")
+        if exists(hidden):  # parallel mode learns the hidden codes only
+            labels = labels.masked_fill(~hidden, -1)
         if exists(time_mask):
             labels = labels.masked_fill(~rearrange(time_mask, "b t -> b t 1"), -1)
         state_loss = masked_cross_entropy(logits, labels)
@@ -395,16 +409,4 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
         return self.to_action_pred.loss(flat(features), flat(targets), flat(valid))
 
 
-def _signature() -> inspect.Signature:
-    """Genie2's constructor as help() should show it: Genie2Config's fields, then the modules."""
-    positional, keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY
-    params = [inspect.Parameter("self", positional)]
-    for f in fields(Genie2Config):
-        default = inspect.Parameter.empty if f.default is MISSING else f.default
-        params.append(inspect.Parameter(f.name, keyword if f.kw_only else positional, default=default))
-    for name in ("config", "encoder", "decoder", "tokenizer"):
-        params.append(inspect.Parameter(name, keyword, default=None))
-    return inspect.Signature(params)
-
-
-Genie2.__init__.__signature__ = _signature()
+Genie2.__init__.__signature__ = constructor_signature(("config", "encoder", "decoder", "tokenizer"))

@@ -65,16 +65,16 @@ class KVCache:
         self.mask: Tensor | None = None  # (n m) what each of them may attend to
         self.length = 0
 
-    def place(self, slots: Tensor) -> None:
+    def place(self, slots: Tensor, within: Tensor | None = None) -> None:
         """Put the next forward's n tokens at `slots` (n, empty slots); each token sees the filled
-        slots and the new tokens up to itself."""
+        slots and, of the new tokens, those `within` (n n bool) allows: by default those up to itself."""
         n = slots.shape[0]
         if self.filled is None:
             self.filled = torch.zeros(self.capacity, dtype=torch.bool, device=slots.device)
         if self.growable and int(slots.max()) >= self.capacity:
             self.grow(2 * int(slots.max()) + 1)
         mask = self.filled.expand(n, -1).clone()
-        mask[:, slots] = torch.ones(n, n, dtype=torch.bool, device=slots.device).tril()
+        mask[:, slots] = within if exists(within) else torch.ones(n, n, dtype=torch.bool, device=slots.device).tril()
         self.slots, self.mask = slots, mask
 
     def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -88,10 +88,12 @@ class KVCache:
         self.values[layer].index_copy_(-2, self.slots, v)
         return self.keys[layer], self.values[layer], self.mask
 
-    def commit(self) -> None:
-        """Mark the placed slots as filled once every layer has written them."""
-        self.filled[self.slots] = True
-        self.length += self.slots.shape[0]
+    def commit(self, count: int | None = None) -> None:
+        """Mark the placed slots (the first `count` of them) as filled once every layer has written
+        them; the others stay free, so a draft the next forward replaces is never attended to."""
+        slots = self.slots if count is None else self.slots[:count]
+        self.filled[slots] = True
+        self.length += slots.shape[0]
 
     def forget(self, slots: Tensor) -> None:
         """Free `slots` (n): their tokens are no longer attended to and may be overwritten."""

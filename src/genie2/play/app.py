@@ -3,7 +3,7 @@
 Routes:
     GET /, /player.js                   the page (plain HTML and JS in play/static, no build step)
     GET /favicon.svg, /favicon.ico      the tab's icon (inline SVG)
-    GET /api/info                       action names, keymap, start frames, frame size, limits
+    GET /api/info                       action names, keymap, start frames, frame size, sampling, decoding, limits
     GET /api/start/{i}.png              a start frame
     WS  /ws                             one play session per connection (messages in protocol.py)
     WS  /ws?frames=raw                  the same, frames as raw pixels (what the page uses)

@@ -4,7 +4,9 @@ Messages, JSON text; any message may carry an "id", echoed in its reply. The cli
     {"type": "reset", "start": i}               start over from start frame i (settings are kept)
     {"type": "reset", "image": "<base64>"}      ... or from an uploaded PNG/JPEG, resized to the model's frames
     {"type": "step", "keys": [ids]}             dream the next frame; [] presses no key (like -1 in training data)
-    {"type": "settings", "temperature": t, "cond_scale": s}     either or both
+    {"type": "settings", "temperature": t, "cond_scale": s, "decode_steps": k}
+                                                any of them; decode_steps (1..64): passes per frame of a
+                                                parallel model (/api/info's "decoding" and "decode_steps")
     {"type": "record", "on": true|false}        start (clearing the old recording) or stop recording
     {"type": "ping"}                            keep a quiet session alive (answered without queueing for the model)
 The server answers:
@@ -53,6 +55,7 @@ from genie2.world import World
 
 MAX_RECORDED_FRAMES = 1200  # 2 minutes at 10 frames/s
 MAX_UPLOAD_PIXELS = 4096 * 4096
+MAX_DECODE_STEPS = 64  # a settings message's passes per frame: more than any frame of codes needs
 WARMING = "warming up: the server is compiling the decode step (once; frames are fast after)"
 # why an upload could not be read, in words: the errors' own text names objects like <_io.BytesIO object at 0x...>
 UNREADABLE = {
@@ -69,6 +72,7 @@ class PlayerConfig:
 
     temperature: float = 0.0
     cond_scale: float = 1.0
+    decode_steps: int | None = None  # passes per frame of a parallel model (None: the model's)
     max_sessions: int = 4
     max_upload_bytes: int = 2_000_000
     max_message_bytes: int = 4_000_000
@@ -81,6 +85,9 @@ class PlayerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive int, got {value!r}")
+        steps = self.decode_steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise InputError(f"decode_steps must be a positive int (None: the model's), got {steps!r}")
         timeout = self.idle_timeout
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
             raise InputError(f"idle_timeout must be a positive number of seconds, got {timeout!r}")
@@ -119,6 +126,14 @@ def _number(message: dict, name: str, low: float, high: float) -> float | None:
     return float(value)
 
 
+def _whole(message: dict, name: str, low: int, high: int) -> int | None:
+    """An optional whole-number field within [low, high]."""
+    value = message.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+        raise BadMessage(f"{name} must be a whole number in [{low}, {high}], got {value!r}")
+    return value
+
+
 class PlayServer:
     """The state behind the routes: the world, its start frames, and one Player per open tab.
     Messages are applied by `handle` on `executor`, off the event loop; its one worker lets one session
@@ -148,6 +163,7 @@ class PlayServer:
 
     def info(self) -> dict:
         """What the page needs to set itself up."""
+        parallel = self.model.decoding == "parallel"
         return dict(
             action_names=self.names,
             keymap=(keys := keymap(self.names)),
@@ -158,6 +174,8 @@ class PlayServer:
             frame_size=self.size,
             temperature=self.config.temperature,
             cond_scale=self.config.cond_scale,
+            decoding=self.model.decoding,  # "parallel": the page offers decode_steps
+            decode_steps=(self.config.decode_steps or self.model.decode_steps) if parallel else None,
             max_upload_bytes=self.config.max_upload_bytes,
             max_recorded_frames=MAX_RECORDED_FRAMES,
             sessions=len(self.players),
@@ -198,7 +216,8 @@ class PlayServer:
         if kind == "settings":
             temperature = _number(message, "temperature", 0.0, 5.0)
             cond_scale = _number(message, "cond_scale", 0.0, 10.0)
-            player.session.configure(temperature=temperature, cond_scale=cond_scale)
+            steps = _whole(message, "decode_steps", 1, MAX_DECODE_STEPS)
+            player.session.configure(temperature=temperature, cond_scale=cond_scale, decode_steps=steps)
             return None
         if kind == "record":
             on = message.get("on")
@@ -264,7 +283,11 @@ class PlayServer:
             frame = self.start_frames[index]
         settings = player.session.sampling if player else self.config
         session = self.world.session(
-            frame, temperature=settings.temperature, cond_scale=settings.cond_scale, compile=self.config.compile
+            frame,
+            temperature=settings.temperature,
+            cond_scale=settings.cond_scale,
+            decode_steps=settings.decode_steps,
+            compile=self.config.compile,
         )
         shown = frame_pixels(session.current_frame())
         if player is None:

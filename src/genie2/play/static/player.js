@@ -178,6 +178,17 @@ function slider(id, value, key) {
   input.onchange = () => send({ type: "settings", [key]: Number(input.value) }); // on release, not every move
 }
 
+// A parallel (MaskGIT) model fills each frame in K passes: the page offers K, a live setting of the session.
+function decodeSteps(info) {
+  if (info.decoding !== "parallel") return; // a raster model decodes one code at a time: nothing to choose
+  const select = $("decode-steps");
+  const choices = [...new Set([1, 2, 4, 8, 16, info.decode_steps])].sort((a, b) => a - b);
+  for (const k of choices) select.add(new Option(String(k), String(k)));
+  select.value = String(info.decode_steps);
+  select.onchange = () => send({ type: "settings", decode_steps: Number(select.value) });
+  $("decode-steps-row").hidden = false;
+}
+
 function keyLabel(key) {
   return { ArrowLeft: "←", ArrowRight: "→", ArrowUp: "↑", ArrowDown: "↓", " ": "space" }[key] || key;
 }
@@ -200,6 +211,7 @@ async function main() {
   idle.value = noop >= 0 ? String(noop) : "";
   slider("temperature", info.temperature, "temperature");
   slider("cond-scale", info.cond_scale, "cond_scale");
+  decodeSteps(info);
   for (let i = 0; i < info.start_frames; i++) {
     const image = new Image();
     image.src = `/api/start/${i}.png`;

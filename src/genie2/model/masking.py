@@ -1,0 +1,80 @@
+"""The parallel ("MaskGIT") decoding mode: which codes of a frame are hidden in training, which
+attention a frame's tokens get, and which codes a decoding pass keeps.
+
+In this mode a frame's tokens (its action token, then its s codes) see each other and every
+earlier frame (block-causal attention); hidden codes enter as a learned mask token, and each code
+slot predicts its own code. Training hides a cosine-scheduled share of each frame's codes (at
+least one) after the first frame; decoding starts from an all-hidden frame and, in K passes over
+the same key/value cache, keeps the most confident draws until none is hidden (Chang et al.,
+MaskGIT, arXiv 2202.04200; Genie, arXiv 2402.15391).
+
+Dimension legend: b batch, t time (frames), s codes per frame, k slots per frame (s + 1),
+n tokens, m meta tokens, l logits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from einops import rearrange, repeat
+from torch import Tensor
+
+from genie2.errors import InputError
+from genie2.helpers import exists
+
+DECODINGS = ("raster", "parallel")
+
+
+def hidden_after(step: int, steps: int, s: int) -> int:
+    """Codes of s still hidden after pass `step` (0-based) of `steps`: the cosine schedule, none after the last."""
+    return math.floor(s * math.cos(math.pi / 2 * (step + 1) / steps))
+
+
+def training_mask(b: int, t: int, s: int, device, generator: torch.Generator | None = None) -> Tensor:
+    """Which codes training hides (b t s bool): per frame after the first, a cosine-scheduled share
+    cos(pi u / 2), u uniform, of its s codes and at least one, at random places."""
+    u = torch.rand(b, t, 1, device=device, generator=generator)
+    hidden = (torch.cos(math.pi / 2 * u) * s).ceil().clamp(min=1)
+    ranks = torch.rand(b, t, s, device=device, generator=generator).argsort(dim=-1).argsort(dim=-1)
+    mask = ranks < hidden
+    mask[:, 0] = False  # the first frame is the prompt: always seen whole
+    return mask
+
+
+def hidden_codes(decoding: str, hidden: Tensor | None, shape: tuple, draw: bool, device) -> Tensor | None:
+    """The hidden codes (b t s) of a forward over frames of `shape` (b, t, s): as given (b t h w
+    bool), else a training draw when `draw`; None in raster mode."""
+    if decoding == "raster":
+        if exists(hidden):
+            raise InputError("hidden is for decoding='parallel' models; this one decodes in raster order")
+        return None
+    if not exists(hidden):
+        return training_mask(*shape, device) if draw else None
+    ok = isinstance(hidden, Tensor) and hidden.dtype == torch.bool and hidden.ndim == 4
+    if not ok or hidden.shape[:2] != shape[:2]:
+        got = f"{hidden.dtype} {tuple(hidden.shape)}" if isinstance(hidden, Tensor) else type(hidden).__name__
+        raise InputError(f"hidden must be a bool tensor (b, t, h, w) with (b, t) = {shape[:2]}, got {got}")
+    return rearrange(hidden.to(device), "b t h w -> b t (h w)")
+
+
+def block_causal(frames: Tensor, num_meta: int = 0) -> Tensor:
+    """Attention mask (n n bool, True: may attend) for tokens of the given frame indices (n): each
+    token sees the tokens of its own and earlier frames; `num_meta` meta tokens lead, seen by all."""
+    frames = torch.cat((frames.new_full((num_meta,), -1), frames))
+    return rearrange(frames, "j -> 1 j") <= rearrange(frames, "i -> i 1")
+
+
+def frame_mask(t: int, k: int, num_meta: int = 0, device=None) -> Tensor:
+    """block_causal for t whole frames of k slots each."""
+    return block_causal(repeat(torch.arange(t, device=device), "t -> (t k)", k=k), num_meta)
+
+
+def keep_confident(codes: Tensor, confidence: Tensor, hidden: Tensor, num_hidden: int) -> Tensor:
+    """After a pass: which codes (b s) stay hidden, `num_hidden` of the still-hidden ones with the
+    least confident draws; the codes already kept stay kept."""
+    if num_hidden <= 0:
+        return torch.zeros_like(hidden)
+    confidence = confidence.masked_fill(~hidden, math.inf)  # kept codes are never hidden again
+    lowest = confidence.topk(num_hidden, dim=-1, largest=False).indices
+    return torch.zeros_like(hidden).scatter_(-1, lowest, True)
