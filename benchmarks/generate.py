@@ -143,7 +143,7 @@ def run_modes(args) -> list[dict]:
             raster = raster or seconds
             row = dict(mode=mode, decode_steps=steps, latent=f"{side}x{side}", frames=frames, compiled_s=seconds)
             row.update(frames_per_s=frames / seconds, tokens_per_s=frames * side * side / seconds)
-            row.update(speedup_over_raster=raster / seconds, passes_per_frame=(steps + 1) if steps else side * side + 1)
+            row.update(speedup_over_raster=raster / seconds, passes_per_frame=steps or side * side + 1)
             rows.append(row)
             print(
                 f"{mode:>8} {steps or '-':>3} {row['latent']:>6} {row['frames_per_s']:>12.2f} "
