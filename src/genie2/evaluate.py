@@ -27,6 +27,7 @@ from genie2.data.clips import episode_files, split_episodes
 from genie2.data.episode import DatasetInfo, Episode, atomic_write, episode_indices, episode_length
 from genie2.errors import InputError
 from genie2.helpers import to_uint8
+from genie2.model.masking import decode_passes
 
 REPORT_VERSION = 1
 
@@ -123,7 +124,7 @@ def evaluate_world(
     if model is not None and model.num_actions != info.num_actions:
         raise InputError(f"the model has {model.num_actions} actions but {data} has {info.num_actions}")
     decoding = getattr(model, "decoding", None)  # what the report records: the mode, and its passes per frame
-    steps = (decode_steps or model.decode_steps) if decoding == "parallel" else None
+    steps = decode_passes(model, decode_steps) if model is not None else None
     tile = model.tokenizer.config.downsample if model is not None else 8  # bad_tiles' squares: one code's
     k, rng = prompt_frames, np.random.default_rng(seed)
     scores: dict[str, list] = {}

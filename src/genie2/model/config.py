@@ -32,7 +32,7 @@ REFERENCE_ACTION_TRANSFORMER_KWARGS = dict(
 RESERVED_VQ_KWARGS = ("dim", "codebook_size", "channel_last", "accept_image_fmap", "accept_3d_fmap")
 
 
-def _positive_int(name: str, value, allow_none: bool = False, minimum: int = 1) -> None:
+def check_positive_int(name: str, value, allow_none: bool = False, minimum: int = 1) -> None:
     """Raise InputError unless `value` is an int >= minimum (or None when allowed)."""
     if allow_none and value is None:
         return
@@ -91,12 +91,12 @@ class Genie2Config:
     def _check_sizes(self) -> None:
         """Sizes are positive ints, the dropout a probability."""
         for name in ("dim", "dim_latent", "depth", "attn_dim_head", "heads", "vq_codebook_size", "max_num_actions"):
-            _positive_int(name, getattr(self, name))
-        _positive_int("num_actions", self.num_actions, allow_none=True)
-        _positive_int("num_meta_tokens", self.num_meta_tokens, minimum=0)
-        _positive_int("max_context_frames (None: all frames)", self.max_context_frames, allow_none=True)
-        _positive_int("temporal_conv_kernel_size", self.temporal_conv_kernel_size)
-        _positive_int("decode_steps", self.decode_steps)
+            check_positive_int(name, getattr(self, name))
+        check_positive_int("num_actions", self.num_actions, allow_none=True)
+        check_positive_int("num_meta_tokens", self.num_meta_tokens, minimum=0)
+        check_positive_int("max_context_frames (None: all frames)", self.max_context_frames, allow_none=True)
+        check_positive_int("temporal_conv_kernel_size", self.temporal_conv_kernel_size)
+        check_positive_int("decode_steps", self.decode_steps)
         if not 0.0 <= self.cfg_train_action_dropout <= 1.0:
             raise InputError(f"cfg_train_action_dropout must be in [0, 1], got {self.cfg_train_action_dropout!r}")
 

@@ -20,7 +20,8 @@ from torch import Tensor
 
 from genie2.errors import InputError
 from genie2.helpers import exists, guide, gumbel_noise, min_p_filter
-from genie2.model.masking import block_causal, hidden_after, keep_confident
+from genie2.model.config import check_positive_int
+from genie2.model.masking import block_causal, decode_passes, hidden_after, keep_confident
 from genie2.model.transformer import KVCache, apply_rotary
 
 
@@ -52,9 +53,7 @@ class Sampling:
             raise InputError(f"cond_scale must be a finite number, got {self.cond_scale!r}")
         if exists(self.min_p) and not 0.0 <= self.min_p <= 1.0:
             raise InputError(f"min_p must be in [0, 1] or None, got {self.min_p!r}")
-        steps = self.decode_steps
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-            raise InputError(f"decode_steps must be a positive int (None: the model's), got {steps!r}")
+        check_positive_int("decode_steps", self.decode_steps, allow_none=True)  # None: the model's
 
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -206,28 +205,27 @@ class Rollout:
         self.cache.commit()
         return out
 
-    def _place(self, slots: Tensor, pos: Tensor, with_meta: bool = False) -> int:
+    def _place(self, slots: Tensor, pos: Tensor, with_meta: bool = False) -> None:
         """Place tokens at `slots` (n; positions `pos`, n 2), after the meta tokens when `with_meta`
-        (the wrapped transformer prepends them); returns how many were placed. They see each other
-        causally in raster mode, by frame in parallel mode (masking.block_causal)."""
+        (the wrapped transformer prepends them). They see each other causally in raster mode, by
+        frame in parallel mode (masking.block_causal)."""
         num_meta = self.num_meta if with_meta else 0
         if num_meta:
             slots = torch.cat((torch.arange(num_meta, device=slots.device), slots))
         within = block_causal(pos[:, 0].long(), num_meta) if self.model.decoding == "parallel" else None
         self.cache.place(slots, within)
-        return slots.shape[0]
 
     def _pass(self, tokens: Tensor, pos: Tensor, slots: Tensor, noise: Tensor, knobs: Tensor, keep: int):
         """One parallel-decoding pass (frame_pass) over tokens at cache `slots`, committing the first
         `keep` of them (whole frames fed with a draft; the meta tokens and the prompt on the first
         pass, which also runs outside compile)."""
         first = self.cache.length == 0
-        placed = self._place(slots, pos, with_meta=first)
+        self._place(slots, pos, with_meta=first)
         if first:
             out = frame_pass(self, tokens, pos, noise, knobs, self.model.transformer)
         else:
             out = self.decode_frame(self, tokens, pos, noise, knobs)
-        self.cache.commit(keep + placed - slots.shape[0])
+        self.cache.commit(keep + (self.num_meta if first else 0))  # the meta tokens were placed first
         return out
 
     def _noise(self, n: int, b: int) -> Tensor:
@@ -237,6 +235,12 @@ class Rollout:
             return torch.zeros(shape, device=self.model.device)
         return gumbel_noise(torch.empty(shape, device=self.model.device), generator=s.generator)
 
+    def _knobs(self) -> Tensor:
+        """The sampling settings a decode step takes as one tensor: temperature, cond_scale, parallel_keep_frac."""
+        s = self.sampling
+        knobs = [float(s.temperature), float(s.cond_scale), float(s.parallel_keep_frac)]
+        return torch.tensor(knobs, device=self.model.device)
+
     def step(self, actions: Tensor | None, codes: Tensor | None = None, return_logits: bool = False):
         """Generate the next frame's codes (b h w) given the action ids pressed into it (b a, -1 for none;
         None only for a model without actions, or an unconditioned rollout: the null token).
@@ -244,7 +248,7 @@ class Rollout:
         also returns the logits of every code (b h w l)."""
         if self.model.decoding == "parallel":
             return self._step_parallel(actions, codes, return_logits)
-        model, frame, s = self.model, self.num_frames, self.sampling
+        model, frame = self.model, self.num_frames
         (h, w), b = self.latent_shape, self.batch
         n = h * w
         action = self._action_tokens(rearrange(actions, "b a -> b 1 a") if exists(actions) else None, 1)
@@ -261,9 +265,7 @@ class Rollout:
             forced = rearrange(codes, "b h w -> (h w) b").contiguous()
         else:
             forced = torch.full((n, b), -1, dtype=torch.long, device=model.device)
-        noise = self._noise(n, b)
-        knobs = [float(s.temperature), float(s.cond_scale), float(s.parallel_keep_frac)]
-        knobs = torch.tensor(knobs, device=model.device)
+        noise, knobs = self._noise(n, b), self._knobs()
         sampled, all_logits = [], []
         for i in range(n):  # token i (the action token, then codes 1..n-1) gives code i + 1
             code, logits, tokens = self._forward(tokens, pos, placed, action, noise[i], knobs, forced[i])
@@ -286,13 +288,12 @@ class Rollout:
         draft. Teacher-forced, one pass (all hidden) gives the logits."""
         model, frame, s = self.model, self.num_frames, self.sampling
         (h, w), b = self.latent_shape, self.batch
-        n, steps = h * w, 1 if exists(codes) else s.decode_steps or model.decode_steps
+        n, steps = h * w, 1 if exists(codes) else decode_passes(model, s.decode_steps)
         action = self._action_tokens(rearrange(actions, "b a -> b 1 a") if exists(actions) else None, 1)
         positions = model.frame_positions(1, n, start=frame)
         head, head_pos = self.pending if exists(self.pending) else (action[:, :0], positions[:0])
         self.pending = None
-        knobs = torch.tensor([float(s.temperature), float(s.cond_scale), float(s.parallel_keep_frac)])
-        knobs, noise = knobs.to(model.device), rearrange(self._noise(steps * n, b), "(k s) b l -> k b s l", k=steps)
+        knobs, noise = self._knobs(), rearrange(self._noise(steps * n, b), "(k s) b l -> k b s l", k=steps)
         drawn = torch.zeros(b, n, dtype=torch.long, device=model.device)
         hidden = torch.ones(b, n, dtype=torch.bool, device=model.device)
         for step in range(steps):

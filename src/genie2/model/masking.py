@@ -31,6 +31,12 @@ def hidden_after(step: int, steps: int, s: int) -> int:
     return math.floor(s * math.cos(math.pi / 2 * (step + 1) / steps))
 
 
+def decode_passes(model, decode_steps: int | None) -> int | None:
+    """The passes per frame a rollout of `model` makes: `decode_steps`, else the model's own, for a
+    decoding="parallel" model; None for a raster one (it ignores them)."""
+    return (decode_steps or model.decode_steps) if model.decoding == "parallel" else None
+
+
 def training_mask(b: int, t: int, s: int, device, generator: torch.Generator | None = None) -> Tensor:
     """Which codes training hides (b t s bool): per frame after the first, a cosine-scheduled share
     cos(pi u / 2), u uniform, of its s codes and at least one, at random places."""

@@ -47,6 +47,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from genie2.errors import InputError
+from genie2.model.config import check_positive_int
+from genie2.model.masking import decode_passes
 from genie2.model.session import WorldModelSession
 from genie2.play.keymap import keymap, listed
 from genie2.play.media import frame_pixels
@@ -85,9 +87,7 @@ class PlayerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive int, got {value!r}")
-        steps = self.decode_steps
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-            raise InputError(f"decode_steps must be a positive int (None: the model's), got {steps!r}")
+        check_positive_int("decode_steps", self.decode_steps, allow_none=True)  # None: the model's
         timeout = self.idle_timeout
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
             raise InputError(f"idle_timeout must be a positive number of seconds, got {timeout!r}")
@@ -163,7 +163,6 @@ class PlayServer:
 
     def info(self) -> dict:
         """What the page needs to set itself up."""
-        parallel = self.model.decoding == "parallel"
         return dict(
             action_names=self.names,
             keymap=(keys := keymap(self.names)),
@@ -175,7 +174,7 @@ class PlayServer:
             temperature=self.config.temperature,
             cond_scale=self.config.cond_scale,
             decoding=self.model.decoding,  # "parallel": the page offers decode_steps
-            decode_steps=(self.config.decode_steps or self.model.decode_steps) if parallel else None,
+            decode_steps=decode_passes(self.model, self.config.decode_steps),
             max_upload_bytes=self.config.max_upload_bytes,
             max_recorded_frames=MAX_RECORDED_FRAMES,
             sessions=len(self.players),

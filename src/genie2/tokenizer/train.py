@@ -80,14 +80,17 @@ class FrameBatches(SeededBatches):
     ):
         super().__init__(len(dataset), batch_size, seed)
         self.dataset, self.rank, self.processes = dataset, rank, processes
-        self.weights, self.rare = weights, rare if weights is not None else 0
+        self.rare = rare if weights is not None else 0
+        # what rng.choice(p=weights) searches, worked out once rather than every batch: the same draws
+        cumulative = weights.cumsum() if self.rare else None
+        self.cumulative = cumulative / cumulative[-1] if self.rare else None
 
     def next(self) -> torch.Tensor:
         """This process's frames of the next batch."""
         items = super().next()
         if self.rare:
-            rng = np.random.default_rng([self.seed, self.epoch, self.position])
-            items[: self.rare] = rng.choice(len(self.weights), self.rare, p=self.weights).tolist()
+            uniform = np.random.default_rng([self.seed, self.epoch, self.position]).random(self.rare)
+            items[: self.rare] = self.cumulative.searchsorted(uniform, side="right").tolist()
         return torch.stack([self.dataset[i]["frames"] for i in items[self.rank :: self.processes]])
 
 
