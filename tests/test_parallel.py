@@ -105,6 +105,27 @@ def test_cached_teacher_forced_logits_equal_the_full_forward(meta, window):
         assert (cached.flatten(1, 2) - full[:, -4:]).abs().max() < 1e-4, t
 
 
+def test_with_a_sliding_window_every_frame_is_cached_seeing_the_frames_its_codes_saw():
+    """At any depth each frame's tokens see the W frames before it, when drawn and when cached: teacher-
+    forced logits equal a forward over the whole video under a banded block-causal mask."""
+    model, window, frames = parallel(depth=3, num_meta_tokens=0), 2, 6
+    codes = torch.randint(0, 32, (1, frames, 2, 2))
+    actions = torch.randint(0, 5, (1, frames, 1))
+    rollout = Rollout(model, codes[:, :1], actions[:, :1], Sampling(), False, max_context_frames=window)
+    frame = torch.arange(frames).repeat_interleave(5)  # 5 slots a frame: the action token, then 4 codes
+    band = (frame[None, :] <= frame[:, None]) & (frame[None, :] >= frame[:, None] - window)
+    for t in range(1, frames):
+        _, cached = rollout.step(actions[:, t], codes=codes[:, t], return_logits=True)
+        hidden = torch.zeros(1, t + 1, 4, dtype=torch.bool)
+        hidden[:, -1] = True  # the frame decoded now, all hidden; the ones before as cached
+        latents = model.codes_to_latents(codes[:, : t + 1])
+        tokens = model.frame_tokens(latents, model.action_embed(actions[:, : t + 1]), hidden)
+        n = 5 * (t + 1)
+        features = model.transformer(tokens, pos=model.frame_positions(t + 1, 4), mask=band[:n, :n])
+        full = model.code_logits(features[:, -4:])
+        assert (cached.flatten(1, 2) - full).abs().max() < 1e-4, t
+
+
 def uncached_decode(model, codes, actions, steps):
     """Greedy parallel decoding of frame t + 1 as defined: full forwards over every frame, each pass
     fixing the most confident hidden codes (codes: b t h w known so far)."""
@@ -162,10 +183,10 @@ def test_decode_steps_is_a_live_setting_of_the_session(monkeypatch):
     session = WorldModelSession(model, torch.randn(16, 2, 2), max_context_frames=3)
     session.rollout.decode_frame = decoding.frame_pass  # eager, through the counting wrapper
     session.step(0)
-    assert len(passes) == 4  # the model's passes (the first also caches the frame before)
+    assert len(passes) == 4 + 1  # the model's passes, then one that caches the frame
     session.configure(decode_steps=1)
     session.step(1)
-    assert len(passes) == 4 + 1
+    assert len(passes) == 5 + 1 + 1
     with pytest.raises(ValueError, match="decode_steps"):
         session.configure(decode_steps=-2)
 

@@ -43,6 +43,13 @@ SHARED = {
         "the run's); a run killed before its first checkpoint (or a new --out) starts from step 0, its leftover "
         "metrics, logs and samples removed; a folder holding other files is refused",
     ),
+    "--raster": dict(
+        choices=["sequential", "speculative", "diagonal"],
+        default="sequential",
+        help="how a raster model fills a frame: sequential, one code a pass (default); speculative, whole-frame "
+        "passes over the previous frame as a draft, the same codes in fewer passes where little changes; diagonal, "
+        "at least one anti-diagonal of codes a pass (at most h + w - 1 passes; approximate)",
+    ),
 }
 DECODE_STEPS = "passes per frame of a parallel (MaskGIT) model: fewer passes, faster frames"
 
@@ -58,17 +65,8 @@ def collect(args) -> None:
     from genie2.data.collect import collect as run
     from genie2.data.episode import count
 
-    info = run(
-        args.out,
-        args.env,
-        args.episodes,
-        args.steps,
-        args.seed,
-        args.policy,
-        args.frame_size,
-        args.workers,
-        progress=not args.quiet,
-    )
+    knobs = "env episodes steps seed policy frame_size workers".split()  # run's arguments after the folder, in order
+    info = run(args.out, *(getattr(args, knob) for knob in knobs), progress=not args.quiet)
     print(f"{args.out}: {count(info.num_episodes, 'episode')}, {count(info.num_frames, 'frame')} of {info.env_id}")
 
 
@@ -144,7 +142,7 @@ def evaluate(args) -> None:
     from genie2.world import load
 
     world = load(args.checkpoint)
-    knobs = "split episodes horizon prompt_frames seed skip_corrupt decode_steps".split()  # its keywords' flags
+    knobs = "split episodes horizon prompt_frames seed skip_corrupt decode_steps raster".split()  # its keywords' flags
     report = evaluate_world(world, args.data, progress=not args.quiet, **{knob: getattr(args, knob) for knob in knobs})
     write_report(report, args.out, args.checkpoint, {k: v for k, v in vars(args).items() if k != "fn"})
     m = report["metrics"]
@@ -172,7 +170,7 @@ def play(args) -> None:
     plays the pretrained MiniGrid world that ships with genie2."""
     from genie2.world import load
 
-    kwargs = dict(temperature=args.temperature, cond_scale=args.cond_scale, decode_steps=args.decode_steps)
+    kwargs = {knob: getattr(args, knob) for knob in ("temperature", "cond_scale", "decode_steps", "raster")}
     config = None if args.terminal else player_config(args, kwargs)  # settings are checked before the world loads
     world = load(args.checkpoint)
     names, frames = play_start(args, world)
@@ -344,7 +342,7 @@ def add_evaluate(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-frames", type=int, default=1, help="real frames given first (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random actions (default 0)")
     p.add_argument("--decode-steps", type=positive_int, metavar="K", help=f"{DECODE_STEPS} (default: the model's)")
-    add_shared(p, "--skip-corrupt", "--quiet")
+    add_shared(p, "--raster", "--skip-corrupt", "--quiet")
     p.set_defaults(fn=evaluate)
 
 
@@ -371,6 +369,7 @@ def add_play(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--cond-scale", type=finite_float, default=1.0, help=guidance)
     steps = f"{DECODE_STEPS}; the page can change it (default: the model's; raster models ignore it)"
     p.add_argument("--decode-steps", type=positive_int, metavar="K", help=steps)
+    add_shared(p, "--raster")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000)")
     p.add_argument("--max-sessions", type=int, default=4, help="browser tabs playing at once (default 4)")

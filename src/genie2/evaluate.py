@@ -27,6 +27,7 @@ from genie2.data.clips import episode_files, split_episodes
 from genie2.data.episode import DatasetInfo, Episode, atomic_write, episode_indices, episode_length
 from genie2.errors import InputError
 from genie2.helpers import to_uint8
+from genie2.model.config import check_positive_int
 from genie2.model.masking import decode_passes
 
 REPORT_VERSION = 1
@@ -80,7 +81,7 @@ def psnr_ssim(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
 class CopyLastFrame:
     """A baseline world: every dreamed frame is the last prompt frame."""
 
-    def rollout(self, prompt_frames, actions, temperature: float = 0.0, seed: int = 0, decode_steps=None) -> Tensor:
+    def rollout(self, prompt_frames, actions, temperature=0.0, seed=0, decode_steps=None, raster=None) -> Tensor:
         prompt = torch.as_tensor(np.asarray(prompt_frames))
         return prompt[-1:].expand(len(actions) - len(prompt), -1, -1, -1).clone()
 
@@ -114,12 +115,12 @@ def evaluate_world(
     progress: bool = True,
     skip_corrupt: bool = False,
     decode_steps: int | None = None,
+    raster: str = "sequential",
 ) -> dict:
-    """Roll out held-out episodes with real and random actions; every number of the report. A parallel
-    model decodes each frame in `decode_steps` passes (None: its own; raster models ignore it)."""
+    """Roll out held-out episodes with real and random actions; every number of the report. Frames decode
+    as `decode_steps` (a parallel model's passes; None: its own) and `raster` (Sampling.raster) say."""
     for name, value in (("episodes", episodes), ("horizon", horizon), ("prompt_frames", prompt_frames)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} must be a positive int, got {value!r}")
+        check_positive_int(name, value)
     info, model = DatasetInfo.load(data), getattr(world, "model", None)
     if model is not None and model.num_actions != info.num_actions:
         raise InputError(f"the model has {model.num_actions} actions but {data} has {info.num_actions}")
@@ -137,9 +138,9 @@ def evaluate_world(
         actions = torch.from_numpy(episode.actions[: k + horizon])
         random_actions = randomised_actions(actions, k, info.num_actions, rng)
         start = time.perf_counter()
-        real = world.rollout(frames[:k], actions, seed=seed, decode_steps=decode_steps)
+        real = world.rollout(frames[:k], actions, seed=seed, decode_steps=decode_steps, raster=raster)
         seconds, dreamed = seconds + time.perf_counter() - start, dreamed + horizon
-        fake = world.rollout(frames[:k], random_actions, seed=seed, decode_steps=decode_steps)
+        fake = world.rollout(frames[:k], random_actions, seed=seed, decode_steps=decode_steps, raster=raster)
         truth = frames[k:]
         copy = frames[k - 1 : k].expand(horizon, -1, -1, -1)  # the do-nothing baseline: the last real frame
         predictions = {"": real, "_random": fake, "_copy": copy}
@@ -158,6 +159,7 @@ def evaluate_world(
         prompt_frames=k,
         decoding=decoding,
         decode_steps=steps,
+        raster=raster if decoding == "raster" else None,
         **summarise(per_step),
         frames_per_s=dreamed / seconds,
         videos=videos,

@@ -82,11 +82,18 @@ class World:
 
     @torch.no_grad()
     def rollout(
-        self, prompt_frames, actions, temperature: float = 0.0, seed: int = 0, decode_steps: int | None = None
+        self,
+        prompt_frames,
+        actions,
+        temperature: float = 0.0,
+        seed: int = 0,
+        decode_steps: int | None = None,
+        raster: str = "sequential",
     ) -> Tensor:
         """The H frames (uint8 H h w 3) after k real `prompt_frames` (uint8 k h w 3), given one
         action per frame of the whole clip (k + H entries, or (k + H, a) keys; -1: no key pressed).
-        A decoding="parallel" model fills each frame in `decode_steps` passes (None: its own)."""
+        A decoding="parallel" model fills each frame in `decode_steps` passes (None: its own), a raster one
+        as `raster` says (Sampling.raster)."""
         video = self._to_unit(prompt_frames)
         k = video.shape[2]
         given = np.asarray(actions.cpu() if isinstance(actions, Tensor) else actions)
@@ -101,7 +108,7 @@ class World:
         actions = actions[None].to(self.model.device)  # 1 t a
         _, codes, _ = self.model.encode_state(video)
         generator = torch.Generator(device=self.model.device).manual_seed(seed)
-        sampling = Sampling(temperature=temperature, generator=generator, decode_steps=decode_steps)
+        sampling = Sampling(temperature=temperature, generator=generator, decode_steps=decode_steps, raster=raster)
         model, steps = self.model, range(k, actions.shape[1])
         if exists(model.num_actions):
             actions = check_actions(
@@ -117,7 +124,7 @@ class World:
 
     def session(self, frame=None, **kwargs) -> WorldModelSession:
         """A step-by-step session (frames c h w float in [0, 1]); `frame` may be uint8 h w 3. `kwargs` go
-        to WorldModelSession (temperature, cond_scale, decode_steps, compile, ...)."""
+        to WorldModelSession (temperature, cond_scale, decode_steps, raster, compile, ...)."""
         if isinstance(frame, np.ndarray) or (isinstance(frame, Tensor) and frame.dtype == torch.uint8):
             frame = self._to_unit(torch.as_tensor(frame)[None])[0, :, 0]
         kwargs.setdefault("max_context_frames", self.max_context_frames)

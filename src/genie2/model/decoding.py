@@ -1,6 +1,8 @@
-"""Cached generation: frames are sampled one code at a time over a key/value cache, so each
-new token costs one position. Classifier-free guidance runs the action-conditioned and the
-null-action rows in one batch, each row with its own cache entries.
+"""Cached generation over a key/value cache. A raster model samples a frame one code at a time
+(each new token costs one position), or in whole-frame passes over a draft (`Sampling.raster`:
+"speculative", exactly the codes of one at a time; "diagonal", at least one anti-diagonal a pass);
+a parallel model fills a frame in K passes (genie2.model.masking). Classifier-free guidance runs
+the action-conditioned and the null-action rows in one batch, each row with its own cache entries.
 
 Dimension legend: b batch, t time (frames), h w latent height and width, a actions (keys) per
 step, d feature, l logits. "keys" alone, in this file, are attention keys.
@@ -9,9 +11,6 @@ step, d feature, l logits. "keys" alone, in this file, are attention keys.
 from __future__ import annotations
 
 import math
-import types
-import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,9 +18,10 @@ from einops import rearrange
 from torch import Tensor
 
 from genie2.errors import InputError
-from genie2.helpers import exists, guide, gumbel_noise, min_p_filter
+from genie2.helpers import exists, gumbel_noise
 from genie2.model.config import check_positive_int
-from genie2.model.masking import block_causal, decode_passes, hidden_after, keep_confident
+from genie2.model.masking import RASTER_DECODINGS, block_causal, decode_passes, hidden_after, keep_confident, settled
+from genie2.model.steps import compiled, compiled_token_step, frame_pass, token_step
 from genie2.model.transformer import KVCache, apply_rotary
 
 
@@ -45,6 +45,7 @@ class Sampling:
     parallel_keep_frac: float = 0.0
     generator: torch.Generator | None = None
     decode_steps: int | None = None  # passes per frame of a decoding="parallel" model (None: the model's)
+    raster: str = "sequential"  # how a raster model fills a frame: masking.RASTER_DECODINGS
 
     def __post_init__(self):
         if not isinstance(self.temperature, (int, float)) or not 0 <= self.temperature < math.inf:
@@ -54,80 +55,8 @@ class Sampling:
         if exists(self.min_p) and not 0.0 <= self.min_p <= 1.0:
             raise InputError(f"min_p must be in [0, 1] or None, got {self.min_p!r}")
         check_positive_int("decode_steps", self.decode_steps, allow_none=True)  # None: the model's
-
-
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def draw(logits: Tensor, min_p: float | None, temperature: Tensor, noise: Tensor) -> Tensor:
-    """One code per row (b) from logits (b l): min-p filter, then Gumbel-max with the given
-    Gumbel noise (b l); a temperature (0-d tensor) of 0 is argmax."""
-    if exists(min_p):
-        logits = min_p_filter(logits, min_p)
-    logits = logits.float()  # bf16 noise would be too coarse
-    hot = temperature > 0
-    return torch.where(hot, logits / torch.where(hot, temperature, 1.0) + noise, logits).argmax(dim=-1)
-
-
-def token_step(
-    rollout: Rollout,
-    tokens: Tensor,
-    pos: Tensor,
-    action: Tensor,
-    noise: Tensor,
-    knobs: Tensor,
-    forced: Tensor,
-    transformer=None,
-):
-    """One decoding step, whole: feed placed tokens (B n d) to the cached transformer, guide the
-    next code's logits, draw the code (or take `forced` (b), where >= 0) and embed it for the next
-    step (adding the frame's action token `action` (B 1 d) when the model does). Returns code (b),
-    logits (b l) and the tokens to feed next (B 1 d). The settings come as a tensor (`knobs`:
-    temperature, cond_scale, parallel_keep_frac), so changing them never recompiles."""
-    model, transformer = rollout.model, transformer or rollout.core
-    logits = model.code_logits(transformer(tokens, pos=pos, cache=rollout.cache)[:, -1])
-    if rollout.guided:
-        logits = guide(*logits.chunk(2), knobs[1], knobs[2])
-    code = torch.where(forced >= 0, forced, draw(logits, rollout.sampling.min_p, knobs[0], noise))
-    tokens = rollout.code_tokens[code][:, None]
-    tokens = torch.cat((tokens, tokens)) if rollout.guided else tokens
-    return code, logits, tokens + action if model.add_action_to_codes else tokens
-
-
-def frame_pass(rollout: Rollout, tokens: Tensor, pos: Tensor, noise: Tensor, knobs: Tensor, transformer=None):
-    """One pass of parallel decoding, whole: feed placed tokens (B n d), the last s of them the draft
-    frame's codes; guide those codes' logits, draw one code each (with Gumbel noise b s l) and score
-    it by its log-probability. Returns codes (b s), confidence (b s) and logits (b s l)."""
-    model, transformer, s = rollout.model, transformer or rollout.core, noise.shape[1]
-    logits = model.code_logits(transformer(tokens, pos=pos, cache=rollout.cache)[:, -s:])
-    if rollout.guided:  # per code, as in token_step
-        cond, null = rearrange(logits, "(g b) s l -> g (b s) l", g=2)
-        logits = rearrange(guide(cond, null, knobs[1], knobs[2]), "(b s) l -> b s l", s=s)
-    codes = draw(logits, rollout.sampling.min_p, knobs[0], noise)
-    confidence = logits.float().log_softmax(dim=-1).gather(-1, codes[..., None])[..., 0]
-    return codes, confidence, logits
-
-
-def compiled(model, step: Callable) -> Callable:
-    """A decoding step (token_step, frame_pass) compiled for one model. Its shapes never change, so
-    it compiles once (then comes from torch's on-disk cache). Each model gets a copy of the
-    function's code, and so its own compiled graphs, which lets us skip the per-call module guards
-    (~5% per token): a rollout runs its model in eval mode and does not change it."""
-    steps = _COMPILED.setdefault(model, {})
-    if step.__name__ not in steps:
-        code, defaults = step.__code__.replace(), step.__defaults__
-        fn = types.FunctionType(code, step.__globals__, step.__name__, defaults)
-        skip = getattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe", None)  # torch >= 2.8
-        options = dict(guard_filter_fn=skip) if skip else {}
-        if model.device.type == "cpu":
-            options["cpp_wrapper"] = True  # kernels called from C++, not Python: ~1.2x faster tokens on CPU
-        steps[step.__name__] = torch.compile(fn, dynamic=False, options=options)
-    return steps[step.__name__]
-
-
-def compiled_token_step(model) -> Callable:
-    """token_step compiled for one model (see `compiled`)."""
-    return compiled(model, token_step)
+        if self.raster not in RASTER_DECODINGS:
+            raise InputError(f"raster must be one of {', '.join(RASTER_DECODINGS)}, got {self.raster!r}")
 
 
 class Rollout:
@@ -164,6 +93,7 @@ class Rollout:
         self.core = getattr(model.transformer, "fn", model.transformer)  # the transformer without meta tokens
         codebook = torch.arange(model.num_codes, device=model.device)
         self.code_tokens = model.latent_to_model(model.codes_to_latents(codebook))  # (l d) model input per code
+        self.last_codes = rearrange(prompt_codes[:, -1], "b h w -> b (h w)")  # the first draft of a drafted step
         latents = model.codes_to_latents(prompt_codes)
         if guided:
             latents = torch.cat((latents, latents))
@@ -215,18 +145,15 @@ class Rollout:
         within = block_causal(pos[:, 0].long(), num_meta) if self.model.decoding == "parallel" else None
         self.cache.place(slots, within)
 
-    def _pass(self, tokens: Tensor, pos: Tensor, slots: Tensor, noise: Tensor, knobs: Tensor, keep: int):
-        """One parallel-decoding pass (frame_pass) over tokens at cache `slots`, committing the first
-        `keep` of them (whole frames fed with a draft; the meta tokens and the prompt on the first
-        pass, which also runs outside compile)."""
+    def _pass(self, tokens: Tensor, pos: Tensor, noise: Tensor, knobs: Tensor):
+        """One whole-frame pass (frame_pass) over tokens at positions `pos`, placed but not committed:
+        returns its outputs and how many meta tokens it placed first (the first pass feeds them and
+        the prompt, outside compile), which the caller's cache.commit counts before what holds."""
         first = self.cache.length == 0
-        self._place(slots, pos, with_meta=first)
+        self._place(self._slots(pos), pos, with_meta=first)
         if first:
-            out = frame_pass(self, tokens, pos, noise, knobs, self.model.transformer)
-        else:
-            out = self.decode_frame(self, tokens, pos, noise, knobs)
-        self.cache.commit(keep + (self.num_meta if first else 0))  # the meta tokens were placed first
-        return out
+            return frame_pass(self, tokens, pos, noise, knobs, self.model.transformer), self.num_meta
+        return self.decode_frame(self, tokens, pos, noise, knobs), 0
 
     def _noise(self, n: int, b: int) -> Tensor:
         """Gumbel noise for the next n codes (n b l), drawn at once; zeros when sampling greedily."""
@@ -248,6 +175,8 @@ class Rollout:
         also returns the logits of every code (b h w l)."""
         if self.model.decoding == "parallel":
             return self._step_parallel(actions, codes, return_logits)
+        if self.sampling.raster != "sequential":
+            return self._step_drafted(actions, codes, return_logits)
         model, frame = self.model, self.num_frames
         (h, w), b = self.latent_shape, self.batch
         n = h * w
@@ -276,39 +205,87 @@ class Rollout:
         self._forward(tokens, pos, placed, action, noise[-1], knobs, forced[-1])
         self.num_frames += 1
         self._forget_old_frames()
-        codes = rearrange(torch.stack(sampled, dim=-1), "b (h w) -> b h w", h=h)
+        self.last_codes = torch.stack(sampled, dim=-1)
+        codes = rearrange(self.last_codes, "b (h w) -> b h w", h=h)
         if not return_logits:
             return codes
         return codes, rearrange(torch.stack(all_logits, dim=1), "b (h w) l -> b h w l", h=h)
 
     def _step_parallel(self, actions: Tensor | None, codes: Tensor | None, return_logits: bool):
         """`step` for a decoding="parallel" model: K passes over the cache, each drawing every hidden
-        code and keeping the most confident (masking.hidden_after of them stay hidden). The whole
-        frame goes into the cache with the next frame's first pass, which feeds it before the new
-        draft. Teacher-forced, one pass (all hidden) gives the logits."""
+        code and keeping the most confident (masking.hidden_after of them stay hidden), then one pass
+        that caches the frame. Teacher-forced, one pass (all hidden) gives the logits."""
         model, frame, s = self.model, self.num_frames, self.sampling
         (h, w), b = self.latent_shape, self.batch
         n, steps = h * w, 1 if exists(codes) else decode_passes(model, s.decode_steps)
-        action = self._action_tokens(rearrange(actions, "b a -> b 1 a") if exists(actions) else None, 1)
-        positions = model.frame_positions(1, n, start=frame)
-        head, head_pos = self.pending if exists(self.pending) else (action[:, :0], positions[:0])
-        self.pending = None
+        action, positions, head, head_pos = self._frame_start(actions, frame)
         knobs, noise = self._knobs(), rearrange(self._noise(steps * n, b), "(k s) b l -> k b s l", k=steps)
         drawn = torch.zeros(b, n, dtype=torch.long, device=model.device)
         hidden = torch.ones(b, n, dtype=torch.bool, device=model.device)
         for step in range(steps):
-            tokens = torch.cat((head, self._draft(action, drawn, hidden)), dim=1)
-            pos = torch.cat((head_pos, positions))
-            new, confidence, logits = self._pass(tokens, pos, self._slots(pos), noise[step], knobs, head.shape[1])
-            head, head_pos = action[:, :0], positions[:0]  # the prompt is in the cache now
+            tokens, pos = torch.cat((head, self._draft(action, drawn, hidden)), dim=1), torch.cat((head_pos, positions))
+            (new, confidence, logits), meta = self._pass(tokens, pos, noise[step], knobs)
+            self.cache.commit(meta + head.shape[1])  # the prompt, on the first pass
+            head, head_pos = action[:, :0], positions[:0]
             still = keep_confident(new, confidence, hidden, hidden_after(step, steps, n))
             drawn, hidden = torch.where(hidden & ~still, new, drawn), still
         drawn = rearrange(codes, "b h w -> b (h w)").to(drawn) if exists(codes) else drawn
-        self.pending = (self._draft(action, drawn, None), positions)  # cached by the next frame's first pass
+        self._cache_frame(action, positions, drawn, knobs)
+        return self._finish(drawn, logits, return_logits)
+
+    def _step_drafted(self, actions: Tensor | None, codes: Tensor | None, return_logits: bool):
+        """`step` for a raster model in whole-frame passes (Sampling.raster "speculative", "diagonal"):
+        each pass feeds the frame as drafted (its settled codes; the last pass's draws elsewhere, the
+        previous frame's codes at first) and settles codes (masking.settled) until all are. The last
+        pass caches the frame when it fed every code as settled, else one more pass does. Teacher-forced,
+        one pass."""
+        (h, w), b = self.latent_shape, self.batch
+        action, positions, head, head_pos = self._frame_start(actions, self.num_frames)
+        knobs, noise = self._knobs(), rearrange(self._noise(h * w, b), "s b l -> b s l")  # as one at a time
+        fed = self.last_codes if codes is None else rearrange(codes, "b h w -> b (h w)").to(self.last_codes)
+        known = torch.full_like(fed, codes is not None, dtype=torch.bool)
+        rows, cols = torch.arange(h, device=fed.device), torch.arange(w, device=fed.device)
+        diagonal = rearrange(rows[:, None] + cols, "h w -> (h w)")  # each code's anti-diagonal
+        logits, passes = None, 0
+        while passes == 0 or not known.all():
+            tokens, pos = torch.cat((head, self._draft(action, fed, None)), dim=1), torch.cat((head_pos, positions))
+            (drawn, _, new), meta = self._pass(tokens, pos, noise, knobs)
+            frontier = diagonal <= passes if self.sampling.raster == "diagonal" else None
+            now = settled(drawn, fed, known, frontier)
+            logits = new if logits is None else torch.where((now & ~known)[..., None], new, logits)
+            settled_codes = torch.where(known, fed, drawn)
+            whole = bool(now.all()) and torch.equal(settled_codes, fed)  # every input as it stays
+            self.cache.commit(meta + head.shape[1] + (positions.shape[0] if whole else 0))
+            head, head_pos = action[:, :0], positions[:0]
+            fed, known, passes = settled_codes, now, passes + 1
+        if not whole:
+            self._cache_frame(action, positions, fed, knobs)
+        return self._finish(fed, logits, return_logits)
+
+    def _frame_start(self, actions: Tensor | None, frame: int):
+        """A whole-frame step's action token (B 1 d), the frame's positions (k 2), and what its first pass
+        feeds before the frame: the prompt, still pending on the first step (B n d, n 2), else nothing."""
+        action = self._action_tokens(rearrange(actions, "b a -> b 1 a") if exists(actions) else None, 1)
+        positions = self.model.frame_positions(1, self.slots_per_frame - 1, start=frame)
+        head, head_pos = self.pending if exists(self.pending) else (action[:, :0], positions[:0])
+        self.pending = None
+        return action, positions, head, head_pos
+
+    def _cache_frame(self, action: Tensor, positions: Tensor, codes: Tensor, knobs: Tensor) -> None:
+        """One more pass, over the frame's final codes (b s), that caches it while it sees the frames
+        its codes saw."""
+        noise = torch.zeros(self.batch, codes.shape[1], self.model.num_codes, device=self.model.device)
+        _, meta = self._pass(self._draft(action, codes, None), positions, noise, knobs)
+        self.cache.commit(meta + positions.shape[0])
+
+    def _finish(self, codes: Tensor, logits: Tensor, return_logits: bool):
+        """End a whole-frame step whose frame (codes b s) is cached: returns the codes (b h w), with their
+        logits (b h w l) when asked."""
+        self.last_codes = codes
         self.num_frames += 1
         self._forget_old_frames()
-        codes = rearrange(drawn, "b (h w) -> b h w", h=h)
-        return (codes, rearrange(logits, "b (h w) l -> b h w l", h=h)) if return_logits else codes
+        codes = rearrange(codes, "b (h w) -> b h w", h=self.latent_shape[0])
+        return (codes, rearrange(logits, "b (h w) l -> b h w l", h=self.latent_shape[0])) if return_logits else codes
 
     def _draft(self, action: Tensor, codes: Tensor, hidden: Tensor | None) -> Tensor:
         """A frame's tokens (B k d) as frame_tokens makes them: its action token (B 1 d), then each
@@ -336,8 +313,6 @@ class Rollout:
             self.pending = (self.pending[0][:b], self.pending[1]) if exists(self.pending) else None
             self.guided = False
             return
-        if exists(self.pending) and self.cache.length:  # a parallel model's newest frame: cached first
-            self.prefill()
         null = Rollout(self.model, codes, None, self.sampling, False, self.max_context_frames)
         if exists(self.pending):  # nothing cached yet: the prompt goes in with both rows
             self.pending = (torch.cat((self.pending[0], null.pending[0])), self.pending[1])
@@ -368,8 +343,7 @@ class Rollout:
         self.guided = True
 
     def prefill(self) -> None:
-        """Feed the tokens still pending into the cache now, as the next step would: the prompt
-        (after the meta tokens), or a parallel model's newest frame."""
+        """Feed the prompt into the cache now (after the meta tokens), as the first step would."""
         if not exists(self.pending):
             return
         tokens, pos = self.pending

@@ -1,5 +1,7 @@
-"""The parallel ("MaskGIT") decoding mode: which codes of a frame are hidden in training, which
-attention a frame's tokens get, and which codes a decoding pass keeps.
+"""Which codes a decoding pass over a whole frame keeps. Mostly the parallel ("MaskGIT") mode:
+which codes of a frame are hidden in training, which attention a frame's tokens get, and which
+codes a pass keeps; and, for a raster model decoded in whole-frame passes, which codes a pass
+settles (`settled`).
 
 In this mode a frame's tokens (its action token, then its s codes) see each other and every
 earlier frame (block-causal attention); hidden codes enter as a learned mask token, and each code
@@ -24,6 +26,7 @@ from genie2.errors import InputError
 from genie2.helpers import exists
 
 DECODINGS = ("raster", "parallel")
+RASTER_DECODINGS = ("sequential", "speculative", "diagonal")  # how a rollout fills a raster model's frame
 
 
 def hidden_after(step: int, steps: int, s: int) -> int:
@@ -84,3 +87,13 @@ def keep_confident(codes: Tensor, confidence: Tensor, hidden: Tensor, num_hidden
     confidence = confidence.masked_fill(~hidden, math.inf)  # kept codes are never hidden again
     lowest = confidence.topk(num_hidden, dim=-1, largest=False).indices
     return torch.zeros_like(hidden).scatter_(-1, lowest, True)
+
+
+def settled(drawn: Tensor, fed: Tensor, known: Tensor, frontier: Tensor | None = None) -> Tensor:
+    """After a whole-frame pass of a raster model: which codes (b s) are settled. A code's draw
+    holds when every code before it was fed as it stays (settled already, or drawn as fed), so
+    settling from the left gives exactly the codes of one-at-a-time decoding; `frontier` (s bool:
+    diagonal decoding) settles those codes whatever came before them."""
+    final = known | (fed == drawn)
+    holds = torch.cat((torch.ones_like(final[:, :1]), final[:, :-1]), dim=1).long().cumprod(dim=1).bool()
+    return known | holds | frontier if exists(frontier) else known | holds

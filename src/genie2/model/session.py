@@ -39,9 +39,12 @@ class WorldModelSession:
         generator: torch.Generator | None = None,
         compile: bool = False,
         decode_steps: int | None = None,
+        raster: str = "sequential",
     ):
         self.model = model.eval()
-        self.sampling = Sampling(temperature, min_p, cond_scale, generator=generator, decode_steps=decode_steps)
+        self.sampling = Sampling(
+            temperature, min_p, cond_scale, generator=generator, decode_steps=decode_steps, raster=raster
+        )
         self.max_context_frames = context_window(model, max_context_frames)  # default: the model's own
         self.compile = compile
         self.guided = cond_scale != 1 and exists(model.num_actions)
@@ -83,12 +86,16 @@ class WorldModelSession:
 
     @torch.no_grad()
     def configure(
-        self, temperature: float | None = None, cond_scale: float | None = None, decode_steps: int | None = None
+        self,
+        temperature: float | None = None,
+        cond_scale: float | None = None,
+        decode_steps: int | None = None,
+        raster: str | None = None,
     ) -> None:
         """Change how codes are drawn from the next frame on (`decode_steps`: the passes per frame of a
-        decoding="parallel" model). Guidance decodes a second, null-action row: switching it on reads
-        the frames in view into that row, switching it off drops it, and the conditioned row's cache
-        stays as it is either way."""
+        decoding="parallel" model; `raster`: how a raster one fills a frame, Sampling.raster). Guidance
+        decodes a second, null-action row: switching it on reads the frames in view into that row,
+        switching it off drops it, and the conditioned row's cache stays as it is either way."""
         s = self.sampling
         checked = Sampling(
             s.temperature if temperature is None else temperature,
@@ -97,8 +104,10 @@ class WorldModelSession:
             s.parallel_keep_frac,
             s.generator,
             s.decode_steps if decode_steps is None else decode_steps,
+            s.raster if raster is None else raster,
         )
-        s.temperature, s.cond_scale, s.decode_steps = checked.temperature, checked.cond_scale, checked.decode_steps
+        for knob in ("temperature", "cond_scale", "decode_steps", "raster"):
+            setattr(s, knob, getattr(checked, knob))
         guided = s.cond_scale != 1 and exists(self.model.num_actions)
         if exists(self.rollout):  # the conditioned rows keep their cache; only the null-action rows change
             self.rollout.set_guided(guided, torch.cat(self.codes, dim=1))

@@ -48,6 +48,7 @@ from PIL import Image, UnidentifiedImageError
 
 from genie2.errors import InputError
 from genie2.model.config import check_positive_int
+from genie2.model.decoding import Sampling
 from genie2.model.masking import decode_passes
 from genie2.model.session import WorldModelSession
 from genie2.play.keymap import keymap, listed
@@ -75,6 +76,7 @@ class PlayerConfig:
     temperature: float = 0.0
     cond_scale: float = 1.0
     decode_steps: int | None = None  # passes per frame of a parallel model (None: the model's)
+    raster: str = "sequential"  # how a raster model fills a frame (Sampling.raster)
     max_sessions: int = 4
     max_upload_bytes: int = 2_000_000
     max_message_bytes: int = 4_000_000
@@ -88,6 +90,7 @@ class PlayerConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive int, got {value!r}")
         check_positive_int("decode_steps", self.decode_steps, allow_none=True)  # None: the model's
+        Sampling(raster=self.raster)  # checks it
         timeout = self.idle_timeout
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
             raise InputError(f"idle_timeout must be a positive number of seconds, got {timeout!r}")
@@ -286,6 +289,7 @@ class PlayServer:
             temperature=settings.temperature,
             cond_scale=settings.cond_scale,
             decode_steps=settings.decode_steps,
+            raster=settings.raster,
             compile=self.config.compile,
         )
         shown = frame_pixels(session.current_frame())
