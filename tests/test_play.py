@@ -277,6 +277,23 @@ def test_a_parallel_world_tells_the_page_its_decode_passes_and_the_settings_chan
         assert player.session.sampling.decode_steps == 2
 
 
+def test_a_raster_world_tells_the_page_its_decoding_and_the_settings_change_it(world, parallel_world, starts):
+    assert client_for(parallel_world, starts).get("/api/info").json()["raster"] is None  # passes, not this
+    client = client_for(world, starts, raster="speculative")
+    assert client.get("/api/info").json()["raster"] == "speculative"
+    with client.websocket_connect("/ws") as ws:
+        token = ws.receive_json()["token"]
+        ws.send_json({"type": "reset", "start": 0})
+        ws.receive_json()
+        player = client.app.state.play.players[token]
+        ws.send_json({"type": "settings", "raster": "jacobi", "id": 3})
+        reply = ws.receive_json()
+        assert reply["type"] == "error" and "raster must be one of sequential, speculative" in reply["message"]
+        ws.send_json({"type": "settings", "raster": "diagonal"})
+        ws.send_json({"type": "step", "keys": [1]})
+        assert ws.receive_json()["type"] == "frame" and player.session.sampling.raster == "diagonal"
+
+
 def refused(client, url="/ws", **headers) -> int:
     """The close code of a WebSocket the server refuses before accepting it."""
     from starlette.websockets import WebSocketDisconnect
@@ -442,6 +459,7 @@ def test_page_in_headless_chromium_streams_frames_that_follow_the_keys(world, st
         assert "left" in page.inner_text("#keymap") and float(page.inner_text("#fps")) > 0
         assert page.inner_text("#latency").endswith("ms")
         assert page.is_hidden("#decode-steps-row")  # a raster world has no passes to choose
+        assert page.is_visible("#raster-row") and page.input_value("#raster") == "sequential"  # but this
         page.click("#run")  # pause: from now on each key press dreams one frame
         page.wait_for_timeout(300)
 
@@ -498,6 +516,7 @@ def test_page_offers_decode_passes_for_a_parallel_world_and_sends_the_choice(par
         page.goto(f"http://127.0.0.1:{port}/")
         page.wait_for_function("window.genie2.frames > 1")
         assert page.is_visible("#decode-steps-row") and page.input_value("#decode-steps") == "8"  # the model's
+        assert page.is_hidden("#raster-row")
         choices = page.eval_on_selector_all("#decode-steps option", "options => options.map(o => o.value)")
         assert choices == ["1", "2", "4", "8", "16"]
         page.select_option("#decode-steps", "2")
@@ -506,4 +525,22 @@ def test_page_offers_decode_passes_for_a_parallel_world_and_sends_the_choice(par
                 break
             time.sleep(0.05)
         assert [p.session.sampling.decode_steps for p in players.values() if p] == [2]
+        assert page.evaluate("window.genie2.errors") == []
+
+
+@needs_chromium
+def test_page_offers_the_raster_decodings_for_a_raster_world_and_sends_the_choice(world, starts):
+    app = create_app(world, starts, NAMES)
+    players = app.state.play.players
+    with served(app) as port, chromium_page() as page:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("window.genie2.frames > 1")
+        choices = page.eval_on_selector_all("#raster option", "options => options.map(o => o.value)")
+        assert choices == ["sequential", "speculative", "diagonal"]
+        page.select_option("#raster", "speculative")
+        for _ in range(100):
+            if [p.session.sampling.raster for p in players.values() if p] == ["speculative"]:
+                break
+            time.sleep(0.05)
+        assert [p.session.sampling.raster for p in players.values() if p] == ["speculative"]
         assert page.evaluate("window.genie2.errors") == []

@@ -4,9 +4,10 @@ Messages, JSON text; any message may carry an "id", echoed in its reply. The cli
     {"type": "reset", "start": i}               start over from start frame i (settings are kept)
     {"type": "reset", "image": "<base64>"}      ... or from an uploaded PNG/JPEG, resized to the model's frames
     {"type": "step", "keys": [ids]}             dream the next frame; [] presses no key (like -1 in training data)
-    {"type": "settings", "temperature": t, "cond_scale": s, "decode_steps": k}
+    {"type": "settings", "temperature": t, "cond_scale": s, "decode_steps": k, "raster": r}
                                                 any of them; decode_steps (1..64): passes per frame of a
-                                                parallel model (/api/info's "decoding" and "decode_steps")
+                                                parallel model (/api/info's "decoding" and "decode_steps");
+                                                raster: how a raster one fills a frame (Sampling.raster)
     {"type": "record", "on": true|false}        start (clearing the old recording) or stop recording
     {"type": "ping"}                            keep a quiet session alive (answered without queueing for the model)
 The server answers:
@@ -178,6 +179,7 @@ class PlayServer:
             cond_scale=self.config.cond_scale,
             decoding=self.model.decoding,  # "parallel": the page offers decode_steps
             decode_steps=decode_passes(self.model, self.config.decode_steps),
+            raster=self.config.raster if self.model.decoding == "raster" else None,  # the page offers the others
             max_upload_bytes=self.config.max_upload_bytes,
             max_recorded_frames=MAX_RECORDED_FRAMES,
             sessions=len(self.players),
@@ -219,7 +221,8 @@ class PlayServer:
             temperature = _number(message, "temperature", 0.0, 5.0)
             cond_scale = _number(message, "cond_scale", 0.0, 10.0)
             steps = _whole(message, "decode_steps", 1, MAX_DECODE_STEPS)
-            player.session.configure(temperature=temperature, cond_scale=cond_scale, decode_steps=steps)
+            raster = message.get("raster")  # the session refuses an unknown one (Sampling)
+            player.session.configure(temperature=temperature, cond_scale=cond_scale, decode_steps=steps, raster=raster)
             return None
         if kind == "record":
             on = message.get("on")

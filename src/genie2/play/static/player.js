@@ -189,6 +189,16 @@ function decodeSteps(info) {
   $("decode-steps-row").hidden = false;
 }
 
+// A raster model fills a frame one code a step, or in whole-frame passes over a draft: a live setting too.
+function rasterMode(info) {
+  if (info.decoding !== "raster") return;
+  const select = $("raster");
+  for (const mode of ["sequential", "speculative", "diagonal"]) select.add(new Option(mode, mode));
+  select.value = info.raster;
+  select.onchange = () => send({ type: "settings", raster: select.value });
+  $("raster-row").hidden = false;
+}
+
 function keyLabel(key) {
   return { ArrowLeft: "←", ArrowRight: "→", ArrowUp: "↑", ArrowDown: "↓", " ": "space" }[key] || key;
 }
@@ -212,6 +222,7 @@ async function main() {
   slider("temperature", info.temperature, "temperature");
   slider("cond-scale", info.cond_scale, "cond_scale");
   decodeSteps(info);
+  rasterMode(info);
   for (let i = 0; i < info.start_frames; i++) {
     const image = new Image();
     image.src = `/api/start/${i}.png`;
