@@ -15,6 +15,7 @@ import platform
 import resource
 import statistics
 import time
+import warnings
 
 import torch
 from report import write_report
@@ -23,8 +24,9 @@ from genie2 import Genie2, WorldModelSession, gumbel_sample, min_p_filter
 from genie2.model.config import DEFAULT_CONTEXT_FRAMES
 
 
-def build(args, decoding: str = "raster") -> Genie2:
-    """The benchmark model: dim 256, depth 6, 8 heads (the issue's configuration), in a decoding mode."""
+def build(args, decoding: str = "raster", precision: str = "float32") -> Genie2:
+    """The benchmark model: dim 256, depth 6, 8 heads (the issue's configuration), in a decoding mode, its
+    weights (and so its cache) in float32 or bfloat16, or its linear layers int8 (dynamic quantization)."""
     torch.manual_seed(0)
     model = Genie2(
         decoding=decoding,
@@ -37,7 +39,14 @@ def build(args, decoding: str = "raster") -> Genie2:
         latent_channel_first=True,
         max_context_frames=args.context or None,  # 0: unbounded, like the uncached reference
     )
-    return model.to(args.device).eval()
+    model = model.to(args.device).eval()
+    if precision == "bfloat16":
+        return model.to(torch.bfloat16)
+    if precision == "int8":
+        with warnings.catch_warnings():  # torch.ao's quantization is deprecated in favour of torchao
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
 
 
 @torch.no_grad()
@@ -129,27 +138,29 @@ def run(args) -> list[dict]:
 
 
 def run_modes(args) -> list[dict]:
-    """Raster decoding against the parallel mode at each K, compiled, on the same weights' shapes
-    (untrained: speed does not depend on the weights), `--frames`[-1] frames per rollout."""
-    models = {mode: build(args, mode) for mode in ("raster", "parallel")}
-    frames, rows = args.frames[-1], []
-    print(f"{'mode':>8} {'K':>3} {'latent':>6} {'compiled f/s':>12} {'tokens/s':>9} {'x raster':>8} {'passes/s':>8}")
-    for side in args.sides:
-        image = torch.randn(args.dim_latent, side, side, device=args.device)
-        actions = torch.randint(0, 8, (1, frames + 1), device=args.device)
-        raster = None
-        for mode, steps in [("raster", None)] + [("parallel", k) for k in args.decode_steps]:
-            seconds = measure(lambda: cached_rollout(models[mode], image, actions, True, steps), args.repeats, args)
-            raster = raster or seconds
-            row = dict(mode=mode, decode_steps=steps, latent=f"{side}x{side}", frames=frames, compiled_s=seconds)
-            row.update(frames_per_s=frames / seconds, tokens_per_s=frames * side * side / seconds)
-            row.update(speedup_over_raster=raster / seconds, passes_per_frame=steps or side * side + 1)
-            rows.append(row)
-            print(
-                f"{mode:>8} {steps or '-':>3} {row['latent']:>6} {row['frames_per_s']:>12.2f} "
-                f"{row['tokens_per_s']:>9.0f} {row['speedup_over_raster']:>7.1f}x "
-                f"{row['passes_per_frame'] * row['frames_per_s']:>8.0f}"
-            )
+    """Raster decoding against the parallel mode at each K, compiled, in each precision, on the same
+    weights' shapes (untrained: speed does not depend on the weights), `--frames`[-1] frames per
+    rollout; "x raster" is over the first precision's raster decoding of the same latent size."""
+    frames, rows, raster = args.frames[-1], [], {}
+    print(f"{'precision':>9} {'mode':>8} {'K':>3} {'latent':>6} {'compiled f/s':>12} {'tokens/s':>9} {'x raster':>8}")
+    for precision in args.precisions:
+        models = {mode: build(args, mode, precision) for mode in ("raster", "parallel")}
+        for side in args.sides:
+            image = torch.randn(args.dim_latent, side, side, device=args.device).to(models["raster"].dtype)
+            actions = torch.randint(0, 8, (1, frames + 1), device=args.device)
+            for mode, steps in [("raster", None)] + [("parallel", k) for k in args.decode_steps]:
+                model = models[mode]
+                seconds = measure(lambda: cached_rollout(model, image, actions, True, steps), args.repeats, args)
+                raster.setdefault(side, seconds)
+                row = dict(precision=precision, mode=mode, decode_steps=steps, latent=f"{side}x{side}", frames=frames)
+                row.update(compiled_s=seconds, frames_per_s=frames / seconds, tokens_per_s=frames * side**2 / seconds)
+                passes = steps + 1 if steps else side * side + 1  # K passes and one that caches; a step a token
+                row.update(speedup_over_raster=raster[side] / seconds, passes_per_frame=passes)
+                rows.append(row)
+                print(
+                    f"{precision:>9} {mode:>8} {steps or '-':>3} {row['latent']:>6} {row['frames_per_s']:>12.2f} "
+                    f"{row['tokens_per_s']:>9.0f} {row['speedup_over_raster']:>7.1f}x"
+                )
     return rows
 
 
@@ -201,6 +212,13 @@ def main() -> None:
         "--decode-steps", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="parallel-mode passes K to measure"
     )
     parser.add_argument("--modes-only", action="store_true", help="only the raster vs parallel table")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["float32", "bfloat16", "int8"],
+        default=["float32"],
+        help="weights of the modes table: float32, bfloat16 (weights and cache), int8 (dynamic, linear layers)",
+    )
     parser.add_argument("--out", default="benchmarks/results/generate-cpu.json", help="where to write the JSON")
     args = parser.parse_args()
     if args.threads:

@@ -171,6 +171,11 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
         """The device of the model's parameters."""
         return next(self.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the transformer computes in: its float parameters' (int8 linear layers hold none)."""
+        return next(self.transformer.parameters()).dtype
+
     # encoding frames to codes and back
 
     def _to_latents(self, state: Tensor) -> Tensor:
@@ -189,7 +194,7 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
             raise InputError(
                 f"the encoder returned latents of shape {tuple(latents.shape)}; expected 2d maps per frame"
             )
-        latents = rearrange(latents, pattern, b=b).to(self.to_logits.weight.dtype)
+        latents = rearrange(latents, pattern, b=b).to(self.dtype)
         if latents.shape[-1] != self.dim_latent:
             raise InputError(
                 f"encoder latents have {latents.shape[-1]} features, dim_latent is {self.dim_latent}; "
@@ -241,12 +246,12 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
         with self.tokenizer._frozen_codebook():  # uint8 or float: the tokenizer checks which
             latents = self.tokenizer.encode_latents(rearrange(frames, "b c t h w -> b t h w c"))
             quantized, codes, _ = self.tokenizer.quantize(latents)
-        return quantized.to(self.to_logits.weight.dtype), codes
+        return quantized.to(self.dtype), codes
 
     def codes_to_latents(self, codes: Tensor) -> Tensor:
         """Codebook latents (... d) for codes (...)."""
         if exists(self.tokenizer):
-            return self.tokenizer.codes_to_latents(codes).to(self.to_logits.weight.dtype)
+            return self.tokenizer.codes_to_latents(codes).to(self.dtype)
         return self.vq.get_output_from_indices(codes)
 
     def decode_codes(self, codes: Tensor) -> Tensor:
