@@ -509,38 +509,29 @@ def test_paused_page_keeps_its_session_and_a_hidden_one_reconnects_when_shown(wo
 
 
 @needs_chromium
-def test_page_offers_decode_passes_for_a_parallel_world_and_sends_the_choice(parallel_world, starts):
-    app = create_app(parallel_world, starts, NAMES)
-    players = app.state.play.players
+@pytest.mark.parametrize(
+    "kind, select, shown, choices, pick, setting",
+    [
+        ("parallel_world", "decode-steps", "8", ["1", "2", "4", "8", "16"], "2", ("decode_steps", 2)),  # the model's 8
+        ("world", "raster", "sequential", ["sequential", "speculative", "diagonal"], "speculative", ("raster", "speculative")),
+    ],
+)
+def test_page_offers_the_decodings_of_its_world_and_sends_the_choice(
+    kind, select, shown, choices, pick, setting, starts, request
+):
+    """A parallel world's page offers passes per frame, a raster world's its raster decodings; not the other."""
+    app = create_app(request.getfixturevalue(kind), starts, NAMES)
+    players, (knob, value) = app.state.play.players, setting
     with served(app) as port, chromium_page() as page:
         page.goto(f"http://127.0.0.1:{port}/")
         page.wait_for_function("window.genie2.frames > 1")
-        assert page.is_visible("#decode-steps-row") and page.input_value("#decode-steps") == "8"  # the model's
-        assert page.is_hidden("#raster-row")
-        choices = page.eval_on_selector_all("#decode-steps option", "options => options.map(o => o.value)")
-        assert choices == ["1", "2", "4", "8", "16"]
-        page.select_option("#decode-steps", "2")
+        assert page.is_visible(f"#{select}-row") and page.input_value(f"#{select}") == shown
+        assert page.is_hidden("#raster-row" if select == "decode-steps" else "#decode-steps-row")
+        assert page.eval_on_selector_all(f"#{select} option", "options => options.map(o => o.value)") == choices
+        page.select_option(f"#{select}", pick)
         for _ in range(100):
-            if [p.session.sampling.decode_steps for p in players.values() if p] == [2]:
+            if [getattr(p.session.sampling, knob) for p in players.values() if p] == [value]:
                 break
             time.sleep(0.05)
-        assert [p.session.sampling.decode_steps for p in players.values() if p] == [2]
-        assert page.evaluate("window.genie2.errors") == []
-
-
-@needs_chromium
-def test_page_offers_the_raster_decodings_for_a_raster_world_and_sends_the_choice(world, starts):
-    app = create_app(world, starts, NAMES)
-    players = app.state.play.players
-    with served(app) as port, chromium_page() as page:
-        page.goto(f"http://127.0.0.1:{port}/")
-        page.wait_for_function("window.genie2.frames > 1")
-        choices = page.eval_on_selector_all("#raster option", "options => options.map(o => o.value)")
-        assert choices == ["sequential", "speculative", "diagonal"]
-        page.select_option("#raster", "speculative")
-        for _ in range(100):
-            if [p.session.sampling.raster for p in players.values() if p] == ["speculative"]:
-                break
-            time.sleep(0.05)
-        assert [p.session.sampling.raster for p in players.values() if p] == ["speculative"]
+        assert [getattr(p.session.sampling, knob) for p in players.values() if p] == [value]
         assert page.evaluate("window.genie2.errors") == []
