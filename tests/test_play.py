@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from genie2 import Genie2
+from genie2.model.masking import RASTER_DECODINGS
 from genie2.play.app import create_app
 from genie2.play.keymap import keymap
 from genie2.play.protocol import PlayerConfig
@@ -510,14 +511,14 @@ def test_paused_page_keeps_its_session_and_a_hidden_one_reconnects_when_shown(wo
 
 @needs_chromium
 @pytest.mark.parametrize(
-    "kind, select, shown, choices, pick, setting",
+    "kind, select, shown, options, pick, setting",
     [
         ("parallel_world", "decode-steps", "8", ["1", "2", "4", "8", "16"], "2", ("decode_steps", 2)),  # the model's 8
-        ("world", "raster", "sequential", ["sequential", "speculative", "diagonal"], "speculative", ("raster", "speculative")),
+        ("world", "raster", "sequential", list(RASTER_DECODINGS), "diagonal", ("raster", "diagonal")),
     ],
 )
 def test_page_offers_the_decodings_of_its_world_and_sends_the_choice(
-    kind, select, shown, choices, pick, setting, starts, request
+    kind, select, shown, options, pick, setting, starts, request
 ):
     """A parallel world's page offers passes per frame, a raster world's its raster decodings; not the other."""
     app = create_app(request.getfixturevalue(kind), starts, NAMES)
@@ -527,7 +528,7 @@ def test_page_offers_the_decodings_of_its_world_and_sends_the_choice(
         page.wait_for_function("window.genie2.frames > 1")
         assert page.is_visible(f"#{select}-row") and page.input_value(f"#{select}") == shown
         assert page.is_hidden("#raster-row" if select == "decode-steps" else "#decode-steps-row")
-        assert page.eval_on_selector_all(f"#{select} option", "options => options.map(o => o.value)") == choices
+        assert page.eval_on_selector_all(f"#{select} option", "options => options.map(o => o.value)") == options
         page.select_option(f"#{select}", pick)
         for _ in range(100):
             if [getattr(p.session.sampling, knob) for p in players.values() if p] == [value]:
