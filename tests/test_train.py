@@ -524,3 +524,30 @@ def test_a_run_slower_than_planned_replans_its_steps_to_meet_its_deadline(pipeli
     assert load_state(tmp_path / "run" / "checkpoints" / "step-00000010")["config"]["steps"] == 10
     assert json.loads((out / "training.json").read_text())["steps"] == 10  # the new plan, which --resume goes on from
     assert "re-planned to 10 steps" in capsys.readouterr().out
+
+
+def test_first_no_key_gives_that_share_of_clips_a_first_frame_with_no_key(pipeline, tmp_path, monkeypatch):
+    import genie2.train.world_model as world_model
+
+    seen, real = [], world_model.world_loss
+
+    def record(model, batch, *args):  # the training batches (validation runs without gradients)
+        if torch.is_grad_enabled():
+            seen.append(batch)
+        return real(model, batch, *args)
+
+    monkeypatch.setattr(world_model, "world_loss", record)
+    codes = default_codes_dir(pipeline / "data", pipeline / "tok")
+    shares = {}
+    for share in (0.0, 0.5, 1.0):
+        seen.clear()
+        config = Training.preset("tiny", steps=16, eval_every=100, batch_size=4, first_no_key=share)
+        out = str(tmp_path / f"run-{share}")
+        train(str(pipeline / "data"), str(codes), str(pipeline / "tok"), out, config, progress=False)
+        first = torch.cat([batch["actions"][:, 0] for batch in seen])  # (clips a): each first frame's keys
+        shares[share] = float((first == -1).all(dim=-1).float().mean())
+        assert (torch.cat([batch["actions"][:, 1:] for batch in seen]) >= 0).any()  # later frames keep theirs
+    # with none, only the clips at an episode's start (whose first frame has no key anyway)
+    assert shares[0.0] < 0.5 and shares[0.0] < shares[0.5] < 1.0 and shares[1.0] == 1.0
+    with pytest.raises(ValueError, match="first_no_key"):
+        Training.preset("tiny", first_no_key=1.5).check()

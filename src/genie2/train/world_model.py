@@ -85,6 +85,10 @@ class Training(PresetConfig):
     # by float noise stay that close (the tests compare runs with it); AdamW divides by the gradient's RMS,
     # which turns noise on a near-zero gradient into a whole step of size lr
     optimizer: str = "adamw"
+    # the share of clips whose first frame reads "no key" (-1) as its action, as an episode's first frame
+    # does: a session starts from a frame whose action is unknown, and with the keys only at episode
+    # starts a model never learnt that context (the 2026-12-01 world did not turn right from it)
+    first_no_key: float = 0.5
 
     def check(self) -> None:
         """Clear errors for settings that cannot train."""
@@ -95,6 +99,8 @@ class Training(PresetConfig):
                 raise InputError(f"{name} must be a positive int, got {value!r}")
         if self.clip_frames < 2:
             raise InputError("clip_frames must be >= 2: the model learns the next frame from earlier ones")
+        if not isinstance(self.first_no_key, (int, float)) or not 0 <= self.first_no_key <= 1:
+            raise InputError(f"first_no_key must be a share in [0, 1], got {self.first_no_key!r}")
         if self.optimizer not in OPTIMIZERS:
             raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         given = {f.name for f in fields(Genie2Config)} - {"dim_latent", "vq_codebook_size", "num_actions"}
@@ -254,19 +260,22 @@ class WorldRun(Run):
         # on how the batch is split over processes
         drop = torch.rand(config.batch_size, generator=torch.Generator().manual_seed(config.seed * 100_003 + step))
         drop = drop < self.unwrapped.cfg_train_action_dropout
-        items, drop = self.batches.next()[rank::processes], drop[rank::processes]
+        no_key = torch.rand(config.batch_size, generator=torch.Generator().manual_seed(2 * step + 1 + config.seed))
+        no_key = no_key < config.first_no_key  # per clip of the global batch, like the dropout
+        items, drop, no_key = self.batches.next()[rank::processes], drop[rank::processes], no_key[rank::processes]
         lr = cosine_lr(step, config.lr, config.warmup, config.steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         start = time.perf_counter()
-        losses, grad_norm = self._update(items, drop, step)
+        losses, grad_norm = self._update(items, drop, no_key, step)
         if self.ema is not None:
             self.ema.update_parameters(self.unwrapped)
         return losses, dict(grad_norm=grad_norm, step_seconds=time.perf_counter() - start, lr=lr)
 
-    def _update(self, items: list, drop: torch.Tensor, step: int) -> tuple[dict, float]:
-        """The optimizer step on this process's share of a batch (`items`, in grad_accum micro-batches):
-        its mean losses and the gradient norm before clipping."""
+    def _update(self, items: list, drop: torch.Tensor, no_key: torch.Tensor, step: int) -> tuple[dict, float]:
+        """The optimizer step on this process's share of a batch (`items`, in grad_accum micro-batches;
+        the clips `no_key` marks read "no key" for their first frame): its mean losses and the gradient
+        norm before clipping."""
         accelerator, config = self.accelerator, self.config
         per_micro = config.batch_size // (accelerator.num_processes * config.grad_accum)
         params = [p for group in self.optimizer.param_groups for p in group["params"]]  # the trainable ones
@@ -275,6 +284,7 @@ class WorldRun(Run):
             with accelerator.accumulate(self.model):
                 part = slice(micro * per_micro, (micro + 1) * per_micro)
                 batch = collate(self.dataset, items[part])
+                batch["actions"][no_key[part], 0] = -1
                 loss, parts = world_loss(self.model, batch, accelerator.device, drop[part])
                 if _test_nan_at(accelerator.process_index, step):
                     loss, parts = loss * math.nan, dict(parts, loss=math.nan)
