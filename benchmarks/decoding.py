@@ -59,11 +59,10 @@ def modes(world: World, passes: list[int]) -> list[dict]:
 
 def run(args) -> list[dict]:
     rows = []
+    episodes = [Episode.load(p) for _, p in episode_files(args.data)[: args.speed_episodes]]  # every world replays
     for spec in args.world:
         name, _, path = spec.partition("=")
         world = load(path)
-        paths = [p for _, p in episode_files(args.data)][: args.speed_episodes]
-        episodes = [Episode.load(p) for p in paths]
         for mode in modes(world, args.passes):
             fps, calls = speed(world, episodes, args.frames, args.warmup, **mode)
             report = evaluate_world(world, args.data, "all", args.episodes, args.horizon, progress=False, **mode)

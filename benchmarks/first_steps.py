@@ -18,18 +18,8 @@ from report import write_report
 
 from genie2.data.clips import episode_files
 from genie2.data.episode import Episode
-from genie2.evaluate import BAD_PIXEL
-from genie2.helpers import to_uint8
+from genie2.evaluate import BAD_PIXEL, reconstructed
 from genie2.world import load
-
-
-@torch.no_grad()
-def ceiling(world, frame: np.ndarray) -> np.ndarray:
-    """The tokenizer's own reconstruction of a real frame (h w 3, 0..255): what a world that predicts
-    every code right dreams, so an error beyond it is the world's, not its tokenizer's."""
-    tokenizer = world.model.tokenizer
-    video = torch.from_numpy(frame)[None, None]  # 1 1 h w 3 uint8
-    return to_uint8(tokenizer.decode(tokenizer.encode(video)))[0, 0].numpy().astype(float)
 
 
 def first_steps(world, data: str, per_action: int) -> dict[str, list[int]]:
@@ -43,7 +33,8 @@ def first_steps(world, data: str, per_action: int) -> dict[str, list[int]]:
             continue
         session = world.session(episode.frames[0], temperature=0.0)
         dreamed = np.asarray(session.step(int(episode.actions[1, 0])).permute(1, 2, 0)) * 255
-        error = np.abs(ceiling(world, episode.frames[1]) - dreamed.round()).max()
+        ceiling = reconstructed(world.model.tokenizer, torch.from_numpy(episode.frames[1:2]))[0]
+        error = np.abs(ceiling.numpy().astype(float) - dreamed.round()).max()  # a code wrong, not the tokenizer
         tally[0], tally[1] = tally[0] + int(error > BAD_PIXEL), tally[1] + 1
         if all(t[1] >= per_action for t in counts.values()) and len(counts) == len(world.action_names):
             break

@@ -364,6 +364,7 @@ def test_a_loopback_server_answers_only_loopback_host_names(world, starts):
         (dict(allow_origins=["https://example.com:99999"]), "allow_origins entries are origins"),
         (dict(allow_origins="https://example.com"), "allow_origins must be a list"),
         (dict(decode_steps=0), "decode_steps must be a positive int"),
+        (dict(raster="fast"), "raster must be one of sequential, speculative, diagonal"),
         (dict(idle_timeout=0), "idle_timeout must be a positive number"),
         (dict(idle_timeout=True), "idle_timeout must be a positive number"),
         (dict(idle_timeout=float("inf")), "idle_timeout must be a positive number"),

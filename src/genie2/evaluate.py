@@ -86,6 +86,13 @@ class CopyLastFrame:
         return prompt[-1:].expand(len(actions) - len(prompt), -1, -1, -1).clone()
 
 
+@torch.no_grad()
+def reconstructed(tokenizer, frames: Tensor) -> Tensor:
+    """A tokenizer's own reconstruction of real frames (t h w 3 uint8): what a world that predicts every
+    code right dreams, the ceiling of any world behind that tokenizer."""
+    return to_uint8(tokenizer.decode(tokenizer.encode(frames[None]))[0]).cpu()
+
+
 def eval_episodes(data: str | Path, split: str, count: int, length: int, skip_corrupt: bool = False) -> list[Path]:
     """Up to `count` episode files of a split with at least `length` frames."""
     chosen = set(split_episodes(episode_indices(data), split))
@@ -145,7 +152,7 @@ def evaluate_world(
         copy = frames[k - 1 : k].expand(horizon, -1, -1, -1)  # the do-nothing baseline: the last real frame
         predictions = {"": real, "_random": fake, "_copy": copy}
         if model is not None:  # the tokenizer's own reconstruction: the ceiling
-            predictions["tokenizer"] = to_uint8(model.tokenizer.decode(model.tokenizer.encode(truth[None]))[0]).cpu()
+            predictions["tokenizer"] = reconstructed(model.tokenizer, truth)
         for kind, pred in predictions.items():
             _score(scores, kind, pred, truth, tile)
         if len(videos) < 4:

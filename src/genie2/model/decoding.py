@@ -20,7 +20,7 @@ from torch import Tensor
 from genie2.errors import InputError
 from genie2.helpers import exists, gumbel_noise
 from genie2.model.config import check_positive_int
-from genie2.model.masking import RASTER_DECODINGS, block_causal, decode_passes, hidden_after, keep_confident, settled
+from genie2.model.masking import block_causal, check_raster, decode_passes, hidden_after, keep_confident, settled
 from genie2.model.steps import compiled, compiled_token_step, frame_pass, token_step
 from genie2.model.transformer import KVCache, apply_rotary
 
@@ -55,8 +55,7 @@ class Sampling:
         if exists(self.min_p) and not 0.0 <= self.min_p <= 1.0:
             raise InputError(f"min_p must be in [0, 1] or None, got {self.min_p!r}")
         check_positive_int("decode_steps", self.decode_steps, allow_none=True)  # None: the model's
-        if self.raster not in RASTER_DECODINGS:
-            raise InputError(f"raster must be one of {', '.join(RASTER_DECODINGS)}, got {self.raster!r}")
+        check_raster(self.raster)
 
 
 class Rollout:
@@ -177,19 +176,14 @@ class Rollout:
             return self._step_parallel(actions, codes, return_logits)
         if self.sampling.raster != "sequential":
             return self._step_drafted(actions, codes, return_logits)
-        model, frame = self.model, self.num_frames
+        model = self.model
         (h, w), b = self.latent_shape, self.batch
         n = h * w
-        action = self._action_tokens(rearrange(actions, "b a -> b 1 a") if exists(actions) else None, 1)
         # this frame's positions and cache slots, worked out at once: the action token, then codes 1..n
-        positions = model.frame_positions(1, n, start=frame)
+        action, positions, head, head_pos = self._frame_start(actions, self.num_frames)
         slots = self._slots(positions)
-        tokens, pos, placed = action, positions[:1], slots[:1]
-        if exists(self.pending):  # the prompt goes in with the first action token
-            prompt, prompt_pos = self.pending
-            tokens, pos = torch.cat((prompt, action), dim=1), torch.cat((prompt_pos, pos), dim=0)
-            placed = self._slots(pos)
-            self.pending = None
+        tokens, pos = torch.cat((head, action), dim=1), torch.cat((head_pos, positions[:1]))  # the prompt first
+        placed = self._slots(pos)
         if exists(codes):
             forced = rearrange(codes, "b h w -> (h w) b").contiguous()
         else:
@@ -263,8 +257,8 @@ class Rollout:
         return self._finish(fed, logits, return_logits)
 
     def _frame_start(self, actions: Tensor | None, frame: int):
-        """A whole-frame step's action token (B 1 d), the frame's positions (k 2), and what its first pass
-        feeds before the frame: the prompt, still pending on the first step (B n d, n 2), else nothing."""
+        """A step's action token (B 1 d), the frame's positions (k 2), and what its first forward feeds
+        before the frame: the prompt, still pending on the first step (B n d, n 2), else nothing."""
         action = self._action_tokens(rearrange(actions, "b a -> b 1 a") if exists(actions) else None, 1)
         positions = self.model.frame_positions(1, self.slots_per_frame - 1, start=frame)
         head, head_pos = self.pending if exists(self.pending) else (action[:, :0], positions[:0])

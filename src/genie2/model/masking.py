@@ -29,6 +29,12 @@ DECODINGS = ("raster", "parallel")
 RASTER_DECODINGS = ("sequential", "speculative", "diagonal")  # how a rollout fills a raster model's frame
 
 
+def check_raster(raster) -> None:
+    """Raise InputError unless `raster` names one of RASTER_DECODINGS."""
+    if raster not in RASTER_DECODINGS:
+        raise InputError(f"raster must be one of {', '.join(RASTER_DECODINGS)}, got {raster!r}")
+
+
 def hidden_after(step: int, steps: int, s: int) -> int:
     """Codes of s still hidden after pass `step` (0-based) of `steps`: the cosine schedule, none after the last."""
     return math.floor(s * math.cos(math.pi / 2 * (step + 1) / steps))

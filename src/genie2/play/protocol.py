@@ -49,8 +49,7 @@ from PIL import Image, UnidentifiedImageError
 
 from genie2.errors import InputError
 from genie2.model.config import check_positive_int
-from genie2.model.decoding import Sampling
-from genie2.model.masking import decode_passes
+from genie2.model.masking import check_raster, decode_passes
 from genie2.model.session import WorldModelSession
 from genie2.play.keymap import keymap, listed
 from genie2.play.media import frame_pixels
@@ -91,7 +90,7 @@ class PlayerConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive int, got {value!r}")
         check_positive_int("decode_steps", self.decode_steps, allow_none=True)  # None: the model's
-        Sampling(raster=self.raster)  # checks it
+        check_raster(self.raster)
         timeout = self.idle_timeout
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
             raise InputError(f"idle_timeout must be a positive number of seconds, got {timeout!r}")
