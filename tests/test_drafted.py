@@ -115,3 +115,21 @@ def test_the_cli_offers_the_decodings_the_model_knows():
     from genie2.model.masking import RASTER_DECODINGS
 
     assert tuple(SHARED["--raster"]["choices"]) == RASTER_DECODINGS
+
+
+def test_a_world_decodes_as_its_config_says_unless_a_rollout_asks_otherwise(monkeypatch, tmp_path):
+    from genie2.model.genie2 import Genie2
+
+    passes, real = [], decoding.frame_pass
+    monkeypatch.setattr(decoding, "frame_pass", lambda *args, **kw: passes.append(1) or real(*args, **kw))
+    tiny(raster="diagonal").save_pretrained(tmp_path)
+    model = Genie2.from_pretrained(tmp_path).eval()  # the choice is saved with the world
+    assert model.raster == "diagonal"
+    codes = torch.randint(0, 32, (1, 1, 3, 4))
+    with torch.no_grad():
+        for raster, whole_frame in ((None, True), ("sequential", False)):
+            passes.clear()
+            Rollout(model, codes, None, Sampling(temperature=0.0, raster=raster), False, 3).step(torch.tensor([[1]]))
+            assert bool(passes) == whole_frame  # None: the world's own (diagonal), in whole-frame passes
+    with pytest.raises(ValueError, match="raster must be one of"):
+        tiny(raster="jacobi")

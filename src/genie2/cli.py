@@ -45,10 +45,10 @@ SHARED = {
     ),
     "--raster": dict(
         choices=["sequential", "speculative", "diagonal"],
-        default="sequential",
-        help="how a raster model fills a frame: sequential, one code a pass (default); speculative, whole-frame "
-        "passes over the previous frame as a draft, the same codes in fewer passes where little changes; diagonal, "
-        "at least one anti-diagonal of codes a pass (at most h + w - 1 passes; approximate)",
+        help="how a raster model fills a frame (default: the world's own, saved in its config): sequential, one "
+        "code a pass; speculative, whole-frame passes over the previous frame as a draft, the same codes in fewer "
+        "passes where little changes; diagonal, at least one anti-diagonal of codes a pass (at most h + w - 1 "
+        "passes; approximate)",
     ),
 }
 DECODE_STEPS = "passes per frame of a parallel (MaskGIT) model: fewer passes, faster frames"
@@ -118,7 +118,7 @@ def train(args) -> None:
 
     knobs = "steps batch_size grad_accum clip_frames lr seed checkpoint_every eval_every ema optimizer".split()
     config = Training.preset(args.preset, **{knob: getattr(args, knob) for knob in knobs})  # the flags of its fields
-    model = dict(decoding=args.decoding, decode_steps=args.decode_steps)  # Genie2Config fields over the preset's
+    model = dict(decoding=args.decoding, decode_steps=args.decode_steps, raster=args.raster)  # over the preset's
     config.model = {**config.model, **{key: value for key, value in model.items() if value is not None}}
     codes = args.codes or str(default_codes_dir(args.data, args.tokenizer))
     out = run(
@@ -324,6 +324,8 @@ def add_train(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--decoding", choices=["raster", "parallel"], help=f"{decoding} (default: the preset's, raster)")
     steps = f"{DECODE_STEPS}; saved as the model's own (default 8; eval and play may override it)"
     p.add_argument("--decode-steps", type=positive_int, metavar="K", help=steps)
+    raster = "how a raster model fills a frame, saved as its own (default sequential; see genie2 play --help)"
+    p.add_argument("--raster", choices=SHARED["--raster"]["choices"], help=raster)
     p.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
     add_shared(p, "--resume", "--skip-corrupt", "--quiet")
     p.set_defaults(fn=train)

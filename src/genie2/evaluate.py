@@ -28,7 +28,7 @@ from genie2.data.episode import DatasetInfo, Episode, atomic_write, episode_indi
 from genie2.errors import InputError
 from genie2.helpers import to_uint8
 from genie2.model.config import check_positive_int
-from genie2.model.masking import decode_passes
+from genie2.model.masking import decode_passes, raster_fill
 
 REPORT_VERSION = 1
 
@@ -122,10 +122,10 @@ def evaluate_world(
     progress: bool = True,
     skip_corrupt: bool = False,
     decode_steps: int | None = None,
-    raster: str = "sequential",
+    raster: str | None = None,
 ) -> dict:
     """Roll out held-out episodes with real and random actions; every number of the report. Frames decode
-    as `decode_steps` (a parallel model's passes; None: its own) and `raster` (Sampling.raster) say."""
+    as `decode_steps` (a parallel model's passes; None: its own) and `raster` (Sampling.raster; None: its own) say."""
     for name, value in (("episodes", episodes), ("horizon", horizon), ("prompt_frames", prompt_frames)):
         check_positive_int(name, value)
     info, model = DatasetInfo.load(data), getattr(world, "model", None)
@@ -166,7 +166,7 @@ def evaluate_world(
         prompt_frames=k,
         decoding=decoding,
         decode_steps=steps,
-        raster=raster if decoding == "raster" else None,
+        raster=raster_fill(model, raster) if model is not None else None,
         **summarise(per_step),
         frames_per_s=dreamed / seconds,
         videos=videos,

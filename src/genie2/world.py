@@ -88,12 +88,12 @@ class World:
         temperature: float = 0.0,
         seed: int = 0,
         decode_steps: int | None = None,
-        raster: str = "sequential",
+        raster: str | None = None,
     ) -> Tensor:
         """The H frames (uint8 H h w 3) after k real `prompt_frames` (uint8 k h w 3), given one
         action per frame of the whole clip (k + H entries, or (k + H, a) keys; -1: no key pressed).
         A decoding="parallel" model fills each frame in `decode_steps` passes (None: its own), a raster one
-        as `raster` says (Sampling.raster)."""
+        as `raster` says (None: its own; Sampling.raster)."""
         video = self._to_unit(prompt_frames)
         k = video.shape[2]
         given = np.asarray(actions.cpu() if isinstance(actions, Tensor) else actions)

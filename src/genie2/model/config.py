@@ -8,7 +8,7 @@ from dataclasses import KW_ONLY, MISSING, dataclass, fields
 
 from genie2.errors import InputError
 from genie2.helpers import default
-from genie2.model.masking import DECODINGS
+from genie2.model.masking import DECODINGS, check_raster
 from genie2.model.transformer import check_transformer_kwargs
 
 DEFAULT_CONTEXT_FRAMES = 16
@@ -77,6 +77,7 @@ class Genie2Config:
     # other and are decoded together in `decode_steps` passes, most confident first (genie2.model.masking)
     decoding: str = "raster"
     decode_steps: int = 8  # the parallel mode's passes per frame unless a rollout asks for others
+    raster: str = "sequential"  # how the raster mode fills a frame unless a rollout asks (masking.RASTER_DECODINGS)
 
     def __post_init__(self):
         self.transformer_kwargs = dict(default(self.transformer_kwargs, REFERENCE_TRANSFORMER_KWARGS))
@@ -108,6 +109,7 @@ class Genie2Config:
                 raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.decoding not in DECODINGS:
             raise InputError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
+        check_raster(self.raster)
         if self.add_temporal_convs and self.is_video_enc_dec:
             raise InputError("add_temporal_convs is for image encoders; a video encoder/decoder already sees time")
 

@@ -20,7 +20,15 @@ from torch import Tensor
 from genie2.errors import InputError
 from genie2.helpers import exists, gumbel_noise
 from genie2.model.config import check_positive_int
-from genie2.model.masking import block_causal, check_raster, decode_passes, hidden_after, keep_confident, settled
+from genie2.model.masking import (
+    block_causal,
+    check_raster,
+    decode_passes,
+    hidden_after,
+    keep_confident,
+    raster_fill,
+    settled,
+)
 from genie2.model.steps import compiled, compiled_token_step, frame_pass, token_step
 from genie2.model.transformer import KVCache, apply_rotary
 
@@ -45,7 +53,7 @@ class Sampling:
     parallel_keep_frac: float = 0.0
     generator: torch.Generator | None = None
     decode_steps: int | None = None  # passes per frame of a decoding="parallel" model (None: the model's)
-    raster: str = "sequential"  # how a raster model fills a frame: masking.RASTER_DECODINGS
+    raster: str | None = None  # how a raster model fills a frame, masking.RASTER_DECODINGS (None: the model's)
 
     def __post_init__(self):
         if not isinstance(self.temperature, (int, float)) or not 0 <= self.temperature < math.inf:
@@ -55,7 +63,7 @@ class Sampling:
         if exists(self.min_p) and not 0.0 <= self.min_p <= 1.0:
             raise InputError(f"min_p must be in [0, 1] or None, got {self.min_p!r}")
         check_positive_int("decode_steps", self.decode_steps, allow_none=True)  # None: the model's
-        check_raster(self.raster)
+        check_raster(self.raster, allow_none=True)
 
 
 class Rollout:
@@ -174,7 +182,7 @@ class Rollout:
         also returns the logits of every code (b h w l)."""
         if self.model.decoding == "parallel":
             return self._step_parallel(actions, codes, return_logits)
-        if self.sampling.raster != "sequential":
+        if raster_fill(self.model, self.sampling.raster) != "sequential":
             return self._step_drafted(actions, codes, return_logits)
         model = self.model
         (h, w), b = self.latent_shape, self.batch
@@ -244,7 +252,7 @@ class Rollout:
         while passes == 0 or not known.all():
             tokens, pos = torch.cat((head, self._draft(action, fed, None)), dim=1), torch.cat((head_pos, positions))
             (drawn, _, new), meta = self._pass(tokens, pos, noise, knobs)
-            frontier = diagonal <= passes if self.sampling.raster == "diagonal" else None
+            frontier = diagonal <= passes if raster_fill(self.model, self.sampling.raster) == "diagonal" else None
             now = settled(drawn, fed, known, frontier)
             logits = new if logits is None else torch.where((now & ~known)[..., None], new, logits)
             settled_codes = torch.where(known, fed, drawn)

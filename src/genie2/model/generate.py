@@ -41,7 +41,7 @@ class GenerationMixin:
         max_context_frames: int | None = None,
         compile: bool = False,
         decode_steps: int | None = None,
-        raster: str = "sequential",
+        raster: str | None = None,
     ):
         """Dream `num_frames` frames after `image` (b c h w); returns the video `b c (1 + num_frames) h w`
         (and the actions b t a when interactive). `actions` (b t or b t a, t = num_frames + 1) rolls
@@ -51,7 +51,7 @@ class GenerationMixin:
         at most `max_context_frames` past frames (default: the model's own window). `compile=True`
         compiles the decode step (seconds up front, about 2.5x faster per token on CPU). A
         decoding="parallel" model fills each frame in `decode_steps` passes (default: its own); a raster
-        one as `raster` says (Sampling.raster: "speculative" gives the same codes in fewer passes)."""
+        one as `raster` says (default: its own; Sampling.raster: "speculative" gives the same codes in fewer passes)."""
         if not isinstance(num_frames, int) or num_frames < 0:
             raise InputError(f"num_frames must be an int >= 0, got {num_frames!r}")
         if not isinstance(image, Tensor) or image.ndim != 4:

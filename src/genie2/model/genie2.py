@@ -104,7 +104,7 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
             dim, config.depth, config.heads, config.attn_dim_head, rotary_axes=2, **config.transformer_kwargs
         )
         self.num_meta_tokens = config.num_meta_tokens
-        self.decoding, self.decode_steps = config.decoding, config.decode_steps
+        self.decoding, self.decode_steps, self.raster = config.decoding, config.decode_steps, config.raster
         self.mask_token = nn.Parameter(torch.randn(dim) * 0.02) if config.decoding == "parallel" else None
         self.transformer = MetaTokenWrapper(transformer, self.num_meta_tokens) if self.num_meta_tokens else transformer
         self.has_action_loss = exists(num_actions) and config.action_autoregressive_loss_weight > 0

@@ -29,9 +29,9 @@ DECODINGS = ("raster", "parallel")
 RASTER_DECODINGS = ("sequential", "speculative", "diagonal")  # how a rollout fills a raster model's frame
 
 
-def check_raster(raster) -> None:
-    """Raise InputError unless `raster` names one of RASTER_DECODINGS."""
-    if raster not in RASTER_DECODINGS:
+def check_raster(raster, allow_none: bool = False) -> None:
+    """Raise InputError unless `raster` names one of RASTER_DECODINGS (or is None where allowed: the model's)."""
+    if raster not in RASTER_DECODINGS and not (allow_none and raster is None):
         raise InputError(f"raster must be one of {', '.join(RASTER_DECODINGS)}, got {raster!r}")
 
 
@@ -44,6 +44,12 @@ def decode_passes(model, decode_steps: int | None) -> int | None:
     """The passes per frame a rollout of `model` makes: `decode_steps`, else the model's own, for a
     decoding="parallel" model; None for a raster one (it ignores them)."""
     return (decode_steps or model.decode_steps) if model.decoding == "parallel" else None
+
+
+def raster_fill(model, raster: str | None) -> str | None:
+    """How a rollout of `model` fills a frame: `raster`, else the model's own, for a decoding="raster"
+    model; None for a parallel one (it decodes in passes)."""
+    return (raster or model.raster) if model.decoding == "raster" else None
 
 
 def training_mask(b: int, t: int, s: int, device, generator: torch.Generator | None = None) -> Tensor:

@@ -39,7 +39,7 @@ class WorldModelSession:
         generator: torch.Generator | None = None,
         compile: bool = False,
         decode_steps: int | None = None,
-        raster: str = "sequential",
+        raster: str | None = None,
     ):
         self.model = model.eval()
         self.sampling = Sampling(

@@ -49,7 +49,7 @@ from PIL import Image, UnidentifiedImageError
 
 from genie2.errors import InputError
 from genie2.model.config import check_positive_int
-from genie2.model.masking import check_raster, decode_passes
+from genie2.model.masking import check_raster, decode_passes, raster_fill
 from genie2.model.session import WorldModelSession
 from genie2.play.keymap import keymap, listed
 from genie2.play.media import frame_pixels
@@ -76,7 +76,7 @@ class PlayerConfig:
     temperature: float = 0.0
     cond_scale: float = 1.0
     decode_steps: int | None = None  # passes per frame of a parallel model (None: the model's)
-    raster: str = "sequential"  # how a raster model fills a frame (Sampling.raster)
+    raster: str | None = None  # how a raster model fills a frame (Sampling.raster; None: the model's)
     max_sessions: int = 4
     max_upload_bytes: int = 2_000_000
     max_message_bytes: int = 4_000_000
@@ -90,7 +90,7 @@ class PlayerConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive int, got {value!r}")
         check_positive_int("decode_steps", self.decode_steps, allow_none=True)  # None: the model's
-        check_raster(self.raster)
+        check_raster(self.raster, allow_none=True)
         timeout = self.idle_timeout
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
             raise InputError(f"idle_timeout must be a positive number of seconds, got {timeout!r}")
@@ -178,7 +178,7 @@ class PlayServer:
             cond_scale=self.config.cond_scale,
             decoding=self.model.decoding,  # "parallel": the page offers decode_steps
             decode_steps=decode_passes(self.model, self.config.decode_steps),
-            raster=self.config.raster if self.model.decoding == "raster" else None,  # the page offers the others
+            raster=raster_fill(self.model, self.config.raster),  # a raster world's; the page offers the others
             max_upload_bytes=self.config.max_upload_bytes,
             max_recorded_frames=MAX_RECORDED_FRAMES,
             sessions=len(self.players),
