@@ -1,10 +1,12 @@
 """genie2: action-conditioned generative world models in the style of Genie 2.
 
 Names are imported on first use, so the data stage (and its worker processes) start without
-loading torch.
+loading torch. Importing genie2 registers the Gymnasium env "genie2/World-v0" (genie2.env).
 """
 
 from importlib import import_module
+
+import gymnasium
 
 __version__ = "0.1.0"
 
@@ -16,6 +18,7 @@ _EXPORTS = {
     "MetaTokenWrapper": "genie2.model",
     "WorldModelSession": "genie2.model",
     "World": "genie2.world",
+    "WorldEnv": "genie2.env",
     "load": "genie2.world",
     "Tokenizer": "genie2.tokenizer",
     "TokenizerConfig": "genie2.tokenizer",
@@ -32,6 +35,9 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+if "genie2/World-v0" not in gymnasium.registry:  # gymnasium.make("genie2/World-v0", world="minigrid")
+    gymnasium.register("genie2/World-v0", entry_point="genie2.env:WorldEnv")
 
 
 def __getattr__(name: str):

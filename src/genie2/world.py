@@ -132,12 +132,14 @@ class World:
 
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "minigrid-doorkey"
+SHIPPED = {"minigrid": PRETRAINED}  # the worlds in the package, by name
 
 
 def load(checkpoint: str | Path | None = None, device: str = "cpu", **kwargs) -> World:
-    """The world model at `checkpoint` (a `genie2 train` run folder or checkpoint folder); by
-    default the pretrained MiniGrid DoorKey world that ships with the package."""
-    checkpoint = PRETRAINED if checkpoint is None else Path(checkpoint)
+    """The world model at `checkpoint` (a `genie2 train` run folder or checkpoint folder, or the name
+    of a shipped world: SHIPPED); by default the pretrained MiniGrid DoorKey world of the package."""
+    named = isinstance(checkpoint, str) and checkpoint in SHIPPED and not Path(checkpoint).exists()
+    checkpoint = PRETRAINED if checkpoint is None else SHIPPED[checkpoint] if named else Path(checkpoint)
     if not (checkpoint / CONFIG_FILE).is_file() and checkpoint == PRETRAINED:
         raise FileNotFoundError(f"the pretrained world is missing from this install ({PRETRAINED}); reinstall genie2")
     found = read_world_files(checkpoint)

@@ -1,0 +1,109 @@
+"""A world as a Gymnasium environment (genie2.env.WorldEnv, "genie2/World-v0")."""
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import genie2  # noqa: F401  (registers genie2/World-v0)
+from genie2.env import WorldEnv
+from genie2.model.genie2 import Genie2
+from genie2.tokenizer import Tokenizer, TokenizerConfig
+from genie2.world import World
+
+pytestmark = pytest.mark.filterwarnings("ignore:this world has no learned reward")
+
+
+@pytest.fixture(scope="module")
+def world():
+    """A random 16x16 world with 5 actions, three start frames and a 3-frame window."""
+    torch.manual_seed(0)
+    tokenizer = Tokenizer(
+        TokenizerConfig(frame_size=16, channels=(8, 16), res_blocks=1, dim_latent=8, codebook_size=16)
+    )
+    model = Genie2.from_tokenizer(
+        tokenizer, dim=32, depth=1, heads=2, attn_dim_head=16, num_actions=5, max_context_frames=3
+    )
+    starts = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    return World(model, start_frames=starts)
+
+
+def test_the_env_passes_gymnasiums_checker(world):
+    env = gymnasium.make("genie2/World-v0", world=world, temperature=1.0).unwrapped
+    check_env(env, skip_render_check=False)
+    frame, info = env.reset(seed=0)
+    assert env.observation_space.contains(frame) and np.array_equal(env.render(), frame)
+    assert info["learned_reward"] is False
+
+
+def test_a_seeded_reset_repeats_the_episode_and_another_seed_does_not(world):
+    def episode(seed):
+        env = WorldEnv(world, temperature=1.0)
+        frames = [env.reset(seed=seed)[0]]
+        frames += [env.step(a)[0] for a in (0, 1, 2, 3, 4, 1)]
+        return np.stack(frames)
+
+    assert np.array_equal(episode(3), episode(3))
+    assert not np.array_equal(episode(3), episode(4))
+
+
+def test_steps_return_the_five_tuple_and_truncate_at_the_limit(world):
+    env = WorldEnv(world, max_episode_steps=3)
+    env.reset(seed=0)
+    results = [env.step(1) for _ in range(3)]
+    assert [r[3] for r in results] == [False, False, True]
+    assert all(r[1] == 0.0 and r[2] is False for r in results)  # no reward head: reward 0, never terminated
+    env.reset(seed=1)
+    assert env.step(np.int64(2))[3] is False  # a new episode counts again; numpy ints are actions
+
+
+def test_bad_actions_and_options_get_clear_errors(world):
+    env = WorldEnv(world)
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(0)
+    env.reset(seed=0)
+    for bad in (5, -1, 1.5, "2", True, None):
+        with pytest.raises(ValueError, match=r"action must be an int in \[0, 5\)"):
+            env.step(bad)
+    with pytest.raises(ValueError, match="reset options are 'frame' and 'start'"):
+        env.reset(options={"frames": None})
+    with pytest.raises(ValueError, match=r"options\['start'\] must be an int in \[0, 3\)"):
+        env.reset(options={"start": 3})
+    with pytest.raises(ValueError, match=r"options\['frame'\] must be uint8 \(16, 16, 3\)"):
+        env.reset(options={"frame": np.zeros((8, 8, 3), np.uint8)})
+    with pytest.raises(ValueError, match="max_episode_steps must be a positive int"):
+        WorldEnv(world, max_episode_steps=0)
+    with pytest.raises(ValueError, match="temperature must be a finite number"):
+        WorldEnv(world, temperature=float("nan"))
+
+
+def test_a_given_start_frame_is_the_first_observation_as_the_world_draws_it(world):
+    env = WorldEnv(World(world.model))  # no start frames of its own
+    with pytest.raises(ValueError, match="no start frames"):
+        env.reset(seed=0)
+    frame = world.start_frames[1]
+    shown, _ = env.reset(seed=0, options={"frame": frame})
+    again, _ = WorldEnv(world).reset(seed=5, options={"start": 1})
+    assert np.array_equal(shown, again) and shown.shape == frame.shape
+
+
+def test_a_long_episode_runs_in_bounded_memory(world):
+    env = WorldEnv(world, max_episode_steps=10_000)
+    env.reset(seed=0)
+    sizes = []
+    for t in range(200):
+        env.step(t % 5)
+        sizes.append(env.session.rollout.cache.nbytes())
+    assert len(set(sizes)) == 1  # the window's ring of slots: nothing grows
+    assert len(env.session.codes) <= 4
+
+
+def test_gymnasium_make_builds_the_shipped_world_and_a_checkpoint(world, tmp_path):
+    env = gymnasium.make("genie2/World-v0", world="minigrid", max_episode_steps=2)
+    frame, _ = env.reset(seed=0)
+    assert frame.shape == env.observation_space.shape and env.action_space.n == 7
+    assert env.step(0)[0].dtype == np.uint8
+    world.model.save_pretrained(tmp_path)
+    env = gymnasium.make("genie2/World-v0", world=str(tmp_path))
+    assert env.reset(seed=0, options={"frame": world.start_frames[0]})[0].shape == (16, 16, 3)
