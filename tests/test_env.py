@@ -7,7 +7,7 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import genie2  # noqa: F401  (registers genie2/World-v0)
-from genie2.env import WorldEnv
+from genie2.env import WorldEnv, WorldVectorEnv
 from genie2.model.genie2 import Genie2
 from genie2.tokenizer import Tokenizer, TokenizerConfig
 from genie2.world import World
@@ -107,3 +107,49 @@ def test_gymnasium_make_builds_the_shipped_world_and_a_checkpoint(world, tmp_pat
     world.model.save_pretrained(tmp_path)
     env = gymnasium.make("genie2/World-v0", world=str(tmp_path))
     assert env.reset(seed=0, options={"frame": world.start_frames[0]})[0].shape == (16, 16, 3)
+
+
+def test_the_vector_env_steps_each_env_as_the_single_env_would(world):
+    envs = gymnasium.make_vec("genie2/World-v0", num_envs=3, world=world)
+    assert isinstance(envs, WorldVectorEnv) and envs.action_space.shape == (3,)
+    frames, info = envs.reset(seed=0, options={"start": [0, 1, 2]})
+    actions = np.random.default_rng(0).integers(0, 5, (6, 3))
+    got = [frames] + [envs.step(a)[0] for a in actions]
+    for i in range(3):
+        env = WorldEnv(world)
+        alone = [env.reset(seed=0, options={"start": i})[0]] + [env.step(a)[0] for a in actions[:, i]]
+        assert np.array_equal(np.stack(got)[:, i], np.stack(alone))
+
+
+def test_an_ended_episode_restarts_on_the_next_step_from_a_start_frame(world):
+    envs = WorldVectorEnv(2, world, max_episode_steps=2)
+    envs.reset(seed=0)
+    assert not envs.step([1, 2])[3].any()
+    assert envs.step([1, 2])[3].all()  # truncated at the limit
+    frames, rewards, terminated, truncated, _ = envs.step([3, 3])  # the actions of a restarting env are ignored
+    drawn = [WorldEnv(world).reset(options={"start": k})[0] for k in range(3)]
+    assert all(any(np.array_equal(frame, d) for d in drawn) for frame in frames)
+    assert not (terminated.any() or truncated.any()) and not rewards.any()
+    assert not envs.step([0, 0])[3].any()  # a new episode's count
+
+
+def test_the_vector_env_is_seeded_bounded_and_refuses_bad_actions(world):
+    def frames(seed, steps=40):
+        envs = WorldVectorEnv(2, world, max_episode_steps=7, temperature=1.0)
+        out = [envs.reset(seed=seed)[0]]
+        sizes = set()
+        for t in range(steps):
+            out.append(envs.step([t % 5, (t * 3) % 5])[0])
+            sizes.add(envs.session.rollout.cache.nbytes())
+        return np.stack(out), sizes
+
+    first, sizes = frames(3)
+    assert np.array_equal(first, frames(3)[0]) and not np.array_equal(first, frames(4)[0])
+    assert len(sizes) == 1  # restarts every 7 steps: the cache stays the window's ring
+    envs = WorldVectorEnv(2, world)
+    envs.reset(seed=0)
+    for bad in ([5, 0], [0], [0.5, 1], 3):
+        with pytest.raises(ValueError, match=r"action must be an int in \[0, 5\), one per env \(2\)"):
+            envs.step(bad)
+    with pytest.raises(ValueError, match="num_envs must be a positive int"):
+        WorldVectorEnv(0, world)

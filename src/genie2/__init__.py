@@ -19,6 +19,7 @@ _EXPORTS = {
     "WorldModelSession": "genie2.model",
     "World": "genie2.world",
     "WorldEnv": "genie2.env",
+    "WorldVectorEnv": "genie2.env",
     "load": "genie2.world",
     "Tokenizer": "genie2.tokenizer",
     "TokenizerConfig": "genie2.tokenizer",
@@ -37,7 +38,9 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if "genie2/World-v0" not in gymnasium.registry:  # gymnasium.make("genie2/World-v0", world="minigrid")
-    gymnasium.register("genie2/World-v0", entry_point="genie2.env:WorldEnv")
+    gymnasium.register(
+        "genie2/World-v0", entry_point="genie2.env:WorldEnv", vector_entry_point="genie2.env:WorldVectorEnv"
+    )
 
 
 def __getattr__(name: str):

@@ -4,13 +4,16 @@
     env = gymnasium.make("genie2/World-v0", world="minigrid")  # a shipped world's name, or a checkpoint
     frame, info = env.reset(seed=0)  # from one of the world's start frames (options={"frame": ...}: yours)
     frame, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    envs = gymnasium.make_vec("genie2/World-v0", num_envs=32, world="minigrid")  # one batched session
 
 Observations are the dreamed frames (uint8 h w 3), actions the world's action ids. The world
 attends to its own window of past frames, so an endless episode runs in bounded time and memory;
 `max_episode_steps` truncates it. A world trained without reward and episode-end heads reports
-reward 0 and never terminates (info["learned_reward"] is False).
+reward 0 and never terminates (info["learned_reward"] is False). WorldVectorEnv steps all its envs
+in one batched session and resets an env whose episode ended on the next step (Gymnasium's
+next-step autoreset), restarting that row of the batch alone.
 
-Dimension legend: h w frame height and width.
+Dimension legend: n envs, h w frame height and width.
 """
 
 from __future__ import annotations
@@ -23,11 +26,83 @@ import numpy as np
 import torch
 from einops import rearrange
 from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
 
 from genie2.errors import InputError
 from genie2.helpers import to_uint8
 from genie2.model.decoding import Sampling
 from genie2.world import World, load
+
+NO_REWARD = "this world has no learned reward or episode ends: its env gives reward 0 and never terminates"
+
+
+def open_world(world, max_episode_steps: int, temperature: float, render_mode: str | None) -> World:
+    """The World behind an env (a World, a checkpoint folder or a shipped world's name), its options checked."""
+    if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int) or max_episode_steps < 1:
+        raise InputError(f"max_episode_steps must be a positive int, got {max_episode_steps!r}")
+    if render_mode not in (None, "rgb_array"):
+        raise InputError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
+    Sampling(temperature=temperature)  # refuses a bad temperature now, not at the first reset
+    world = world if isinstance(world, World) else load(world)
+    if world.model.num_actions is None:
+        raise InputError("an env needs a world trained with actions (this one has num_actions=None)")
+    warnings.warn(NO_REWARD, stacklevel=3)
+    return world
+
+
+def frame_space(world: World) -> spaces.Box:
+    """The frames a world dreams: uint8 (h, w, 3)."""
+    size = world.model.tokenizer.config.frame_size
+    return spaces.Box(0, 255, (size, size, 3), np.uint8)
+
+
+def start_frames(world: World, rng: np.random.Generator, options: dict | None, n: int) -> tuple[np.ndarray, list]:
+    """n start frames (uint8 n h w 3) and their start indices: drawn from the world's start frames
+    with `rng`, or as options give them: "start" (an index, or n) or "frame" (h w 3, or n h w 3)."""
+    options, space = dict(options or {}), frame_space(world)
+    unknown = sorted(set(options) - {"frame", "start"})
+    if unknown:
+        raise InputError(f"reset options are 'frame' and 'start', got {unknown}")
+    if options.get("frame") is not None:
+        frames = np.asarray(options["frame"])
+        frames = np.repeat(frames[None], n, axis=0) if frames.shape == space.shape else frames
+        if frames.shape != (n, *space.shape) or frames.dtype != np.uint8:
+            raise InputError(
+                f"options['frame'] must be uint8 {space.shape} (or {n} of them), got {frames.dtype} {frames.shape}"
+            )
+        return frames, [None] * n
+    starts = world.start_frames
+    if starts is None or len(starts) == 0:
+        raise InputError("this world has no start frames: pass reset(options={'frame': uint8 (h, w, 3)})")
+    given = options.get("start")
+    index = rng.integers(len(starts), size=n) if given is None else np.broadcast_to(np.asarray(given), (n,))
+    if index.dtype.kind not in "iu" or index.min() < 0 or index.max() >= len(starts):
+        raise InputError(f"options['start'] must be an int in [0, {len(starts)}) (or {n} of them), got {given!r}")
+    return starts[index], [int(i) for i in index]
+
+
+def frames_of(session) -> np.ndarray:
+    """A session's newest frames as uint8 (... h w 3)."""
+    return rearrange(to_uint8(session.current_frame()).cpu().numpy(), "... c h w -> ... h w c")
+
+
+def open_session(world: World, frames: np.ndarray, rng: np.random.Generator, temperature: float, kwargs: dict):
+    """A batched session over `frames` (uint8 n h w 3), sampling with a generator seeded from `rng`."""
+    generator = torch.Generator(world.model.device).manual_seed(int(rng.integers(2**62)))
+    return world.session(unit_frames(world, frames), temperature=temperature, generator=generator, **kwargs)
+
+
+def unit_frames(world: World, frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames (n h w 3) as a session takes them (n c h w in [0, 1])."""
+    return rearrange(world._to_unit(frames), "1 c n h w -> n c h w")
+
+
+def check_actions(actions, space: spaces.Space) -> None:
+    """Raise InputError unless `actions` belong to the action space."""
+    if isinstance(actions, (bool, np.bool_)) or not space.contains(actions):
+        n = space.n if isinstance(space, spaces.Discrete) else f"{space.nvec[0]}), one per env ({len(space.nvec)}"
+        raise InputError(f"action must be an int in [0, {n}), got {actions!r}")
 
 
 class WorldEnv(gymnasium.Env):
@@ -47,62 +122,33 @@ class WorldEnv(gymnasium.Env):
         render_mode: str | None = "rgb_array",
         **session_kwargs,
     ):
-        if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int) or max_episode_steps < 1:
-            raise InputError(f"max_episode_steps must be a positive int, got {max_episode_steps!r}")
-        if render_mode not in (None, "rgb_array"):
-            raise InputError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
-        Sampling(temperature=temperature)  # refuses a bad temperature now, not at the first reset
-        self.world = world if isinstance(world, World) else load(world)
-        model = self.world.model
-        if model.num_actions is None:
-            raise InputError("WorldEnv needs a world trained with actions (this one has num_actions=None)")
-        size = model.tokenizer.config.frame_size
-        self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
-        self.action_space = spaces.Discrete(model.num_actions)
+        self.world = open_world(world, max_episode_steps, temperature, render_mode)
+        self.observation_space, self.action_space = (
+            frame_space(self.world),
+            spaces.Discrete(self.world.model.num_actions),
+        )
         self.max_episode_steps, self.temperature, self.render_mode = max_episode_steps, temperature, render_mode
         self.session_kwargs, self.session, self.frame, self.steps = session_kwargs, None, None, 0
-        self.learned_reward = False  # no reward or episode-end heads yet: reward 0, never terminated
-        warnings.warn("this world has no learned reward or episode ends: WorldEnv gives reward 0", stacklevel=2)
+        self.learned_reward = False  # no reward or episode-end heads yet
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start an episode from one of the world's start frames (drawn with the env's seeded
         generator), or options["frame"] (uint8 h w 3) or options["start"] (an index of them)."""
         super().reset(seed=seed)
-        options = dict(options or {})
-        unknown = sorted(set(options) - {"frame", "start"})
-        if unknown:
-            raise InputError(f"reset options are 'frame' and 'start', got {unknown}")
-        frame, start = options.get("frame"), options.get("start")
-        if frame is None:
-            starts = self.world.start_frames
-            if starts is None or len(starts) == 0:
-                raise InputError("this world has no start frames: pass reset(options={'frame': uint8 (h, w, 3)})")
-            start = int(self.np_random.integers(len(starts))) if start is None else start
-            if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or not 0 <= start < len(starts):
-                raise InputError(f"options['start'] must be an int in [0, {len(starts)}), got {start!r}")
-            frame = starts[start]
-        frame = np.asarray(frame)
-        if not self.observation_space.contains(frame):
-            shape = self.observation_space.shape
-            raise InputError(f"options['frame'] must be uint8 {shape}, got {frame.dtype} {frame.shape}")
-        generator = torch.Generator(self.world.model.device).manual_seed(int(self.np_random.integers(2**62)))
-        self.session = self.world.session(
-            frame, temperature=self.temperature, generator=generator, **self.session_kwargs
-        )
-        self.steps = 0
-        self.frame = self._shown()
-        return self.frame.copy(), {"start": start, "learned_reward": self.learned_reward}
+        frames, starts = start_frames(self.world, self.np_random, options, 1)
+        self.session = open_session(self.world, frames, self.np_random, self.temperature, self.session_kwargs)
+        self.steps, self.frame = 0, frames_of(self.session)[0]
+        return self.frame.copy(), {"start": starts[0], "learned_reward": self.learned_reward}
 
     def step(self, action):
         """Dream the frame after `action` (an id of the action space); returns
         (frame, reward, terminated, truncated, info)."""
         if self.session is None:
             raise RuntimeError("call reset() before step()")
-        if isinstance(action, (bool, np.bool_)) or not self.action_space.contains(action):
-            raise InputError(f"action must be an int in [0, {self.action_space.n}), got {action!r}")
-        self.session.step(int(action))
+        check_actions(action, self.action_space)
+        self.session.step(torch.tensor([int(action)]))
         self.steps += 1
-        self.frame = self._shown()
+        self.frame = frames_of(self.session)[0]
         truncated = self.steps >= self.max_episode_steps
         return self.frame.copy(), 0.0, False, truncated, {"learned_reward": self.learned_reward}
 
@@ -110,6 +156,62 @@ class WorldEnv(gymnasium.Env):
         """The current frame (uint8 h w 3), or None before reset or without a render mode."""
         return None if self.frame is None or self.render_mode is None else self.frame.copy()
 
-    def _shown(self) -> np.ndarray:
-        """The session's newest frame as uint8 h w 3."""
-        return rearrange(to_uint8(self.session.current_frame()).cpu().numpy(), "c h w -> h w c")
+
+class WorldVectorEnv(gymnasium.vector.VectorEnv):
+    """`num_envs` WorldEnvs in one batched session: observations (n h w 3), actions (n), next-step
+    autoreset (an env whose episode ended restarts on the next step, ignoring its action)."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10, "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        num_envs: int = 8,
+        world: World | str | Path = "minigrid",
+        max_episode_steps: int = 1000,
+        temperature: float = 0.0,
+        render_mode: str | None = "rgb_array",
+        **session_kwargs,
+    ):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise InputError(f"num_envs must be a positive int, got {num_envs!r}")
+        self.world = open_world(world, max_episode_steps, temperature, render_mode)
+        self.num_envs = num_envs
+        self.single_observation_space = frame_space(self.world)
+        self.single_action_space = spaces.Discrete(self.world.model.num_actions)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.max_episode_steps, self.temperature, self.render_mode = max_episode_steps, temperature, render_mode
+        self.session_kwargs, self.session, self.frames = session_kwargs, None, None
+        self.steps, self.ended = np.zeros(num_envs, np.int64), np.zeros(num_envs, bool)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start every env from a start frame drawn with the seeded generator (or as options say:
+        "start", an index or one per env; "frame", a frame or one per env)."""
+        super().reset(seed=seed)
+        frames, starts = start_frames(self.world, self.np_random, options, self.num_envs)
+        self.session = open_session(self.world, frames, self.np_random, self.temperature, self.session_kwargs)
+        self.steps[:], self.ended[:] = 0, False
+        self.frames = frames_of(self.session)
+        return self.frames.copy(), {"start": np.array(starts, dtype=object)}
+
+    def step(self, actions):
+        """Dream every env's next frame; envs whose episode ended last step restart instead (reward 0)."""
+        if self.session is None:
+            raise RuntimeError("call reset() before step()")
+        actions = np.asarray(actions)
+        check_actions(actions, self.action_space)
+        self.session.step(torch.from_numpy(actions.astype(np.int64)))
+        self.steps += 1
+        if self.ended.any():
+            frames, _ = start_frames(self.world, self.np_random, None, int(self.ended.sum()))
+            self.session.restart(torch.from_numpy(self.ended), unit_frames(self.world, frames))
+            self.steps[self.ended] = 0
+        self.frames = frames_of(self.session)
+        truncated = self.steps >= self.max_episode_steps
+        terminated = np.zeros(self.num_envs, bool)
+        self.ended = terminated | truncated
+        return self.frames.copy(), np.zeros(self.num_envs, np.float32), terminated, truncated, {}
+
+    def render(self):
+        """The current frames (uint8 n h w 3), or None before reset or without a render mode."""
+        return None if self.frames is None or self.render_mode is None else self.frames.copy()

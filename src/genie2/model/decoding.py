@@ -19,6 +19,7 @@ from torch import Tensor
 
 from genie2.errors import InputError
 from genie2.helpers import exists, gumbel_noise
+from genie2.model import rows
 from genie2.model.config import check_positive_int
 from genie2.model.masking import (
     block_causal,
@@ -30,7 +31,7 @@ from genie2.model.masking import (
     settled,
 )
 from genie2.model.steps import compiled, compiled_token_step, frame_pass, token_step
-from genie2.model.transformer import KVCache, apply_rotary
+from genie2.model.transformer import KVCache
 
 
 def context_window(model, max_context_frames: int | None = None) -> int | None:
@@ -113,6 +114,7 @@ class Rollout:
         self.decode = compiled_token_step(model) if compile else token_step
         self.decode_frame = compiled(model, frame_pass) if compile else frame_pass
         self.meta_keys: list[Tensor] | None = None  # the meta tokens' keys as first cached
+        self.row_start: Tensor | None = None  # (B) the frame each row started from, once rows restart
 
     def _action_tokens(self, actions: Tensor | None, t: int) -> Tensor:
         """Action tokens (B t d), the null-action rows appended when guiding."""
@@ -246,8 +248,8 @@ class Rollout:
         knobs, noise = self._knobs(), rearrange(self._noise(h * w, b), "s b l -> b s l")  # as one at a time
         fed = self.last_codes if codes is None else rearrange(codes, "b h w -> b (h w)").to(self.last_codes)
         known = torch.full_like(fed, codes is not None, dtype=torch.bool)
-        rows, cols = torch.arange(h, device=fed.device), torch.arange(w, device=fed.device)
-        diagonal = rearrange(rows[:, None] + cols, "h w -> (h w)")  # each code's anti-diagonal
+        row_ids, col_ids = torch.arange(h, device=fed.device), torch.arange(w, device=fed.device)
+        diagonal = rearrange(row_ids[:, None] + col_ids, "h w -> (h w)")  # each code's anti-diagonal
         logits, passes = None, 0
         while passes == 0 or not known.all():
             tokens, pos = torch.cat((head, self._draft(action, fed, None)), dim=1), torch.cat((head_pos, positions))
@@ -299,50 +301,8 @@ class Rollout:
         tokens = tokens + action if self.model.add_action_to_codes else tokens
         return torch.cat((action, tokens), dim=1)
 
-    @torch.no_grad()
-    def set_guided(self, guided: bool, codes: Tensor) -> None:
-        """Switch classifier-free guidance on or off from the next frame, leaving the conditioned
-        rows' cache as it is: off drops the null-action rows; on reads `codes` (b t h w: the frames
-        in view, oldest first) into new null-action rows, aligned with the cached frames."""
-        if guided == self.guided:
-            return
-        b = self.batch
-        if not guided:
-            # copies, not views: a view would keep the null rows' memory alive
-            self.cache.keys = [keys[:b].clone() for keys in self.cache.keys]
-            self.cache.values = [values[:b].clone() for values in self.cache.values]
-            self.meta_keys = [keys[:b].clone() for keys in self.meta_keys] if exists(self.meta_keys) else None
-            self.pending = (self.pending[0][:b], self.pending[1]) if exists(self.pending) else None
-            self.guided = False
-            return
-        null = Rollout(self.model, codes, None, self.sampling, False, self.max_context_frames)
-        if exists(self.pending):  # nothing cached yet: the prompt goes in with both rows
-            self.pending = (torch.cat((self.pending[0], null.pending[0])), self.pending[1])
-            self.guided = True
-            return
-        null.prefill()
-        # the null rows' frames are numbered from 0 there, from the oldest cached frame here: shift their
-        # keys' positions by that many frames (rotary positions compose) and move them to this ring's slots
-        shift = self.first_cached_frame
-        rotation = self.core.rotary(torch.tensor([[float(shift), 0.0]], device=self.model.device))
-        source = null.cache.filled.nonzero()[:, 0]
-        meta = source < self.num_meta
-        frame = torch.div(source - self.num_meta, self.slots_per_frame, rounding_mode="floor")
-        position = torch.stack((frame + shift, (source - self.num_meta) % self.slots_per_frame), dim=-1)
-        target = torch.where(meta, source, self._slots(position))
-        for layer, (keys, values) in enumerate(zip(null.cache.keys, null.cache.values, strict=True)):
-            new_keys, new_values = self.cache.keys[layer][:b].clone(), self.cache.values[layer][:b].clone()
-            new_keys[..., target, :] = apply_rotary(rotation, keys[..., source, :])
-            new_values[..., target, :] = values[..., source, :]
-            self.cache.keys[layer] = torch.cat((self.cache.keys[layer], new_keys))
-            self.cache.values[layer] = torch.cat((self.cache.values[layer], new_values))
-        if exists(self.meta_keys):  # as first cached (position -1), which is where the null rollout put them
-            meta_slots = torch.arange(self.num_meta, device=self.model.device)
-            self.meta_keys = [
-                torch.cat((mine, keys[..., meta_slots, :]))
-                for mine, keys in zip(self.meta_keys, null.cache.keys, strict=True)
-            ]
-        self.guided = True
+    set_guided = rows.set_guided  # switch guidance's null-action rows on or off (genie2.model.rows)
+    restart_rows = rows.restart_rows  # start some rows over from a new frame (a vector env's reset)
 
     def prefill(self) -> None:
         """Feed the prompt into the cache now (after the meta tokens), as the first step would."""
@@ -366,9 +326,18 @@ class Rollout:
             oldest = torch.tensor([[self.first_cached_frame, 0]], device=device)
             self.cache.forget(self._slots(oldest) + torch.arange(self.slots_per_frame, device=device))
             self.first_cached_frame += 1
-            if self.num_meta > 0:  # rotated from their first keys, so no error piles up
-                meta = torch.arange(self.num_meta, device=device)
-                if self.meta_keys is None:
-                    self.meta_keys = [keys[..., meta, :].clone() for keys in self.cache.keys]
-                shift = torch.tensor([[float(self.first_cached_frame), 0.0]], device=device)
-                self.cache.set_keys(meta, self.meta_keys, self.core.rotary(shift))
+            self._move_meta()
+
+    def _move_meta(self) -> None:
+        """Rotate the meta tokens' keys (from their first keys, so no error piles up) to sit just before
+        each row's oldest visible frame: the oldest cached, or the frame the row restarted from."""
+        if self.num_meta == 0:
+            return
+        device = self.model.device
+        meta = torch.arange(self.num_meta, device=device)
+        if self.meta_keys is None:
+            self.meta_keys = [keys[..., meta, :].clone() for keys in self.cache.keys]
+        first = torch.tensor([self.first_cached_frame], device=device)
+        first = first if self.row_start is None else torch.maximum(self.row_start, first)  # (1 or B)
+        cos, sin = self.core.rotary(torch.stack((first, torch.zeros_like(first)), dim=-1).float())
+        self.cache.set_keys(meta, self.meta_keys, (cos[:, None, None], sin[:, None, None]))  # per row: B 1 1 r

@@ -123,6 +123,21 @@ class WorldModelSession:
         self.codes = (self.codes + [rearrange(codes, "b h w -> b 1 h w")])[-self._history :]
         return self.current_frame()
 
+    @torch.no_grad()
+    def restart(self, rows, frame: Tensor) -> Tensor:
+        """Start the batch rows `rows` (b bool) over from `frame` (r c h w, one per restarted row), as
+        `reset` would start them, while the other rows go on; returns the current frames (b c h w)."""
+        if not exists(self.rollout):
+            raise RuntimeError("call reset(frame) before restart(rows, frame)")
+        video = rearrange(frame.to(self.model.device), "r c h w -> r c 1 h w")
+        _, codes, _ = self.model.encode_state(video)
+        rows = torch.as_tensor(rows, dtype=torch.bool, device=self.model.device)
+        self.rollout.restart_rows(rows, codes[:, 0])
+        self.codes = [c.clone() for c in self.codes]  # not in place: a caller may hold them
+        for c in self.codes:  # every frame of a restarted row's history is its start frame
+            c[rows] = codes
+        return self.current_frame()
+
     @property
     def _history(self) -> int:
         """How many frames of codes the decoder may need."""

@@ -62,7 +62,8 @@ class KVCache:
         self.values: list[Tensor] = []
         self.filled: Tensor | None = None  # (m) bool
         self.slots: Tensor | None = None  # (n) where the next forward's tokens go
-        self.mask: Tensor | None = None  # (n m) what each of them may attend to
+        self.mask: Tensor | None = None  # (n m, or b 1 n m once rows are hidden) what each of them may attend to
+        self.hidden: Tensor | None = None  # (b m) slots a row may not see (its frames before a restart)
         self.length = 0
 
     def place(self, slots: Tensor, within: Tensor | None = None) -> None:
@@ -75,7 +76,18 @@ class KVCache:
             self.grow(2 * int(slots.max()) + 1)
         mask = self.filled.expand(n, -1).clone()
         mask[:, slots] = within if exists(within) else torch.ones(n, n, dtype=torch.bool, device=slots.device).tril()
+        if exists(self.hidden):  # what is written now is every row's own
+            self.hidden[:, slots] = False
+            mask = mask & ~rearrange(self.hidden, "b m -> b 1 1 m")
         self.slots, self.mask = slots, mask
+
+    def hide(self, rows: Tensor, keep: Tensor) -> None:
+        """Hide every filled slot but `keep` (n) from `rows` (r ids) until a later `place` writes the slot again."""
+        if self.hidden is None:
+            self.hidden = torch.zeros(self.keys[0].shape[0], self.capacity, dtype=torch.bool, device=keep.device)
+        hide = self.filled.clone()
+        hide[keep] = False
+        self.hidden[rows] = hide
 
     def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Write the placed tokens' keys and values (b h n d) for `layer`; return every slot's
@@ -109,6 +121,8 @@ class KVCache:
         self.keys, self.values = [pad(t) for t in self.keys], [pad(t) for t in self.values]
         if exists(self.filled):
             self.filled = F.pad(self.filled, (0, extra))
+        if exists(self.hidden):
+            self.hidden = F.pad(self.hidden, (0, extra))
         self.capacity = capacity
 
     def set_keys(self, slots: Tensor, keys: list[Tensor], rotation: tuple[Tensor, Tensor]) -> None:
