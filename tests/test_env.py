@@ -153,3 +153,67 @@ def test_the_vector_env_is_seeded_bounded_and_refuses_bad_actions(world):
             envs.step(bad)
     with pytest.raises(ValueError, match="num_envs must be a positive int"):
         WorldVectorEnv(0, world)
+
+
+def rewarding(world, reward_bias, end_bias):
+    """The test world with outcome heads that always predict the given reward sign and end logits."""
+    torch.manual_seed(0)
+    model = world.model
+    twin = Genie2.from_tokenizer(
+        model.tokenizer,
+        dim=32,
+        depth=1,
+        heads=2,
+        attn_dim_head=16,
+        num_actions=5,
+        max_context_frames=3,
+        learn_rewards=True,
+    )
+    twin.load_state_dict(model.state_dict(), strict=False)  # the same world, plus heads
+    with torch.no_grad():
+        for head, bias in ((twin.outcomes.reward, reward_bias), (twin.outcomes.end, end_bias)):
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor(bias))
+    return World(twin, start_frames=world.start_frames)
+
+
+def test_a_world_with_learned_outcomes_rewards_and_ends_episodes(world):
+    env = WorldEnv(rewarding(world, [0.0, 0.0, 5.0], [5.0]))
+    assert env.reset(seed=0)[1]["learned_reward"] is True
+    _, reward, terminated, truncated, _ = env.step(1)
+    assert (reward, terminated, truncated) == (1.0, True, False)
+    envs = WorldVectorEnv(2, rewarding(world, [5.0, 0.0, 0.0], [5.0]))
+    envs.reset(seed=0)
+    _, rewards, terminated, _, _ = envs.step([0, 1])
+    assert rewards.tolist() == [-1.0, -1.0] and terminated.all()
+    _, rewards, terminated, _, _ = envs.step([0, 1])  # both restart: their first frames
+    assert rewards.tolist() == [0.0, 0.0] and not terminated.any()
+    assert envs.step([0, 1])[2].all()
+
+
+def test_an_env_that_ends_restarts_alone_and_the_others_go_on(world, monkeypatch):
+    import genie2.env
+
+    real, calls = genie2.env.outcomes_of, []
+
+    def env_0_ends_at_step_2(session):
+        rewards, ended = real(session)
+        calls.append(1)
+        ended[0] = len(calls) == 2
+        return rewards, ended
+
+    monkeypatch.setattr(genie2.env, "outcomes_of", env_0_ends_at_step_2)
+    envs = WorldVectorEnv(2, world)
+    frames = [envs.reset(seed=0, options={"start": [0, 1]})[0]]
+    actions = [[1, 2], [3, 4], [0, 0], [2, 1], [4, 3]]
+    ends = []
+    for a in actions:
+        frame, _, terminated, _, _ = envs.step(a)
+        frames.append(frame)
+        ends.append(terminated.tolist())
+    assert ends == [[False, False], [True, False], [False, False], [False, False], [False, False]]
+    env = WorldEnv(world)
+    alone = [env.reset(options={"start": 1})[0]] + [env.step(a[1])[0] for a in actions]
+    assert np.array_equal(np.stack(frames)[:, 1], np.stack(alone))  # env 1 never noticed env 0's restart
+    drawn = [WorldEnv(world).reset(options={"start": k})[0] for k in range(3)]
+    assert any(np.array_equal(frames[3][0], d) for d in drawn)  # env 0 restarted from a start frame

@@ -118,7 +118,7 @@ def train(args) -> None:
 
     knobs = "steps batch_size grad_accum clip_frames lr seed checkpoint_every eval_every ema optimizer".split()
     config = Training.preset(args.preset, **{knob: getattr(args, knob) for knob in knobs})  # the flags of its fields
-    model = dict(decoding=args.decoding, decode_steps=args.decode_steps, raster=args.raster)  # over the preset's
+    model = {key: getattr(args, key) for key in ("decoding", "decode_steps", "raster", "learn_rewards")}  # over preset
     config.model = {**config.model, **{key: value for key, value in model.items() if value is not None}}
     codes = args.codes or str(default_codes_dir(args.data, args.tokenizer))
     out = run(
@@ -314,18 +314,16 @@ def add_train(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default: preset)")
     p.add_argument("--eval-every", type=int, default=None, help="steps between validation rollouts (default: preset)")
     p.add_argument("--ema", type=float, default=None, help="keep and export an EMA of the weights with this decay")
-    p.add_argument(
-        "--optimizer",
-        choices=["adamw", "sgd"],
-        default=None,
-        help="adamw (default) or sgd: plain SGD, whose step is linear in the gradient (tests compare runs with it)",
-    )
+    sgd = "adamw (default) or sgd: plain SGD, whose step is linear in the gradient (tests compare runs with it)"
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default=None, help=sgd)
     decoding = "raster: one code after another (as the reference); parallel: MaskGIT, a frame's codes in passes"
     p.add_argument("--decoding", choices=["raster", "parallel"], help=f"{decoding} (default: the preset's, raster)")
     steps = f"{DECODE_STEPS}; saved as the model's own (default 8; eval and play may override it)"
     p.add_argument("--decode-steps", type=positive_int, metavar="K", help=steps)
     raster = "how a raster model fills a frame, saved as its own (default sequential; see genie2 play --help)"
     p.add_argument("--raster", choices=SHARED["--raster"]["choices"], help=raster)
+    rewards = "also learn each frame's reward sign and episode end from the data (WorldEnv returns them)"
+    p.add_argument("--learn-rewards", action="store_true", default=None, help=rewards)
     p.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
     add_shared(p, "--resume", "--skip-corrupt", "--quiet")
     p.set_defaults(fn=train)

@@ -8,8 +8,9 @@
 
 Observations are the dreamed frames (uint8 h w 3), actions the world's action ids. The world
 attends to its own window of past frames, so an endless episode runs in bounded time and memory;
-`max_episode_steps` truncates it. A world trained without reward and episode-end heads reports
-reward 0 and never terminates (info["learned_reward"] is False). WorldVectorEnv steps all its envs
+`max_episode_steps` truncates it. A world trained with `genie2 train --learn-rewards` gives the
+reward signs and episode ends it learned (genie2.model.outcomes); one without reports reward 0 and
+never terminates (info["learned_reward"] is False). WorldVectorEnv steps all its envs
 in one batched session and resets an env whose episode ended on the next step (Gymnasium's
 next-step autoreset), restarting that row of the batch alone.
 
@@ -47,7 +48,8 @@ def open_world(world, max_episode_steps: int, temperature: float, render_mode: s
     world = world if isinstance(world, World) else load(world)
     if world.model.num_actions is None:
         raise InputError("an env needs a world trained with actions (this one has num_actions=None)")
-    warnings.warn(NO_REWARD, stacklevel=3)
+    if world.model.outcomes is None:
+        warnings.warn(NO_REWARD, stacklevel=3)
     return world
 
 
@@ -98,6 +100,15 @@ def unit_frames(world: World, frames: np.ndarray) -> torch.Tensor:
     return rearrange(world._to_unit(frames), "1 c n h w -> n c h w")
 
 
+def outcomes_of(session) -> tuple[np.ndarray, np.ndarray]:
+    """The reward (float32 n) and terminated (bool n) of a session's newest frames: its world's learned
+    reward signs and episode ends, or 0 and False for a world without them."""
+    outcome = session.rollout.outcome()
+    if outcome is None:
+        return np.zeros(session.batch, np.float32), np.zeros(session.batch, bool)
+    return outcome[0].cpu().numpy().astype(np.float32), outcome[1].cpu().numpy()
+
+
 def check_actions(actions, space: spaces.Space) -> None:
     """Raise InputError unless `actions` belong to the action space."""
     if isinstance(actions, (bool, np.bool_)) or not space.contains(actions):
@@ -129,7 +140,7 @@ class WorldEnv(gymnasium.Env):
         )
         self.max_episode_steps, self.temperature, self.render_mode = max_episode_steps, temperature, render_mode
         self.session_kwargs, self.session, self.frame, self.steps = session_kwargs, None, None, 0
-        self.learned_reward = False  # no reward or episode-end heads yet
+        self.learned_reward = self.world.model.outcomes is not None  # else reward 0, never terminated
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start an episode from one of the world's start frames (drawn with the env's seeded
@@ -149,8 +160,9 @@ class WorldEnv(gymnasium.Env):
         self.session.step(torch.tensor([int(action)]))
         self.steps += 1
         self.frame = frames_of(self.session)[0]
-        truncated = self.steps >= self.max_episode_steps
-        return self.frame.copy(), 0.0, False, truncated, {"learned_reward": self.learned_reward}
+        rewards, ended = outcomes_of(self.session)
+        truncated = self.steps >= self.max_episode_steps and not ended[0]
+        return self.frame.copy(), float(rewards[0]), bool(ended[0]), truncated, {"learned_reward": self.learned_reward}
 
     def render(self):
         """The current frame (uint8 h w 3), or None before reset or without a render mode."""
@@ -202,15 +214,16 @@ class WorldVectorEnv(gymnasium.vector.VectorEnv):
         check_actions(actions, self.action_space)
         self.session.step(torch.from_numpy(actions.astype(np.int64)))
         self.steps += 1
+        rewards, terminated = outcomes_of(self.session)
         if self.ended.any():
             frames, _ = start_frames(self.world, self.np_random, None, int(self.ended.sum()))
             self.session.restart(torch.from_numpy(self.ended), unit_frames(self.world, frames))
             self.steps[self.ended] = 0
+            rewards[self.ended], terminated[self.ended] = 0.0, False  # a restart's first frame
         self.frames = frames_of(self.session)
-        truncated = self.steps >= self.max_episode_steps
-        terminated = np.zeros(self.num_envs, bool)
+        truncated = (self.steps >= self.max_episode_steps) & ~terminated
         self.ended = terminated | truncated
-        return self.frames.copy(), np.zeros(self.num_envs, np.float32), terminated, truncated, {}
+        return self.frames.copy(), rewards, terminated, truncated, {}
 
     def render(self):
         """The current frames (uint8 n h w 3), or None before reset or without a render mode."""

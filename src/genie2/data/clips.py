@@ -83,7 +83,8 @@ class ClipDataset(Dataset):
     Each item: frames (t h w 3 uint8), actions (t a int64, -1 padded), length (the real
     frames; an episode shorter than t is padded at the end, which `video_time_len` masks).
     With `codes` (a folder from `genie2 tokenize`) items hold codes (t h w int64) instead of
-    frames. Clips start every `stride` frames; reading goes through memory-mapped slices.
+    frames; with `outcomes` they also hold the episode's rewards (t float32) and terminated (t bool),
+    0 and False where padded. Clips start every `stride` frames; reading goes through memory-mapped slices.
     """
 
     def __init__(
@@ -96,6 +97,7 @@ class ClipDataset(Dataset):
         seed: int = 0,
         skip_corrupt: bool = False,
         codes: str | Path | None = None,
+        outcomes: bool = False,
     ):
         if not isinstance(clip_frames, int) or clip_frames < 1:
             raise InputError(f"clip_frames must be a positive int, got {clip_frames!r}")
@@ -104,7 +106,7 @@ class ClipDataset(Dataset):
         self.root, self.clip_frames = Path(root), clip_frames
         self.stride = stride or max(1, clip_frames // 2)
         self.info = DatasetInfo.load(root)
-        self.array = "codes" if codes else "frames"
+        self.array, self.outcomes = "codes" if codes else "frames", outcomes
         self.files: dict[int, Path] = {}
         self.episodes, lengths = [], []
         for index in split_episodes(episode_indices(root), split, val_fraction, seed):
@@ -127,13 +129,15 @@ class ClipDataset(Dataset):
         ]
         if not self.clips:
             raise InputError(f"split {split!r} of {root} has no episodes; collect more or lower val_fraction")
-        self._files: dict[int, object] = {}
+        self._files: dict[Path, object] = {}
 
-    def _file(self, index: int):
-        """An open (memory-mapped) episode file, kept per worker process."""
-        if index not in self._files:
-            self._files[index] = safe_open(str(self.files[index]), "np")
-        return self._files[index]
+    def _file(self, index: int, path: Path | None = None):
+        """An open (memory-mapped) file of episode `index`: the one items read (its frames or codes), or
+        `path`; kept per worker process."""
+        path = self.files[index] if path is None else path
+        if path not in self._files:
+            self._files[path] = safe_open(str(path), "np")
+        return self._files[path]
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -151,13 +155,20 @@ class ClipDataset(Dataset):
             frames = np.concatenate((frames, np.zeros((pad, *frames.shape[1:]), frames.dtype)))
             actions = np.concatenate((actions, np.full((pad, actions.shape[1]), -1, np.int64)))
         frames = torch.from_numpy(np.ascontiguousarray(frames))
-        return {
+        item = {
             self.array: frames.long() if self.array == "codes" else frames,
             "actions": torch.from_numpy(np.ascontiguousarray(actions)),
             "video_time_len": length,
             "episode": self.episodes[position],
             "start": start,
         }
+        if self.outcomes:  # from the episode itself (code files hold codes and actions only)
+            episode = self._file(self.episodes[position], episode_path(self.root, self.episodes[position]))
+            for name, dtype in (("rewards", np.float32), ("terminated", bool)):
+                values = np.zeros(self.clip_frames, dtype)
+                values[:length] = episode.get_slice(name)[start:stop]
+                item[name] = torch.from_numpy(values)
+        return item
 
     def __getstate__(self):
         """Pickle without the open files: DataLoader workers started by spawn (macOS, Windows;

@@ -9,6 +9,8 @@ Dimension legend: b batch, t time, a keys pressed at once, d feature, l logits.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
@@ -120,6 +122,19 @@ class MultiActionHead(nn.Module):
         labels = labels.scatter(-1, count, self.end_id)
         labels = labels.masked_fill(~rearrange(valid, "b -> b 1"), -1)
         return masked_cross_entropy(self.logits(features, keys), labels)
+
+
+def action_loss_of(head: nn.Module | None, last_features: Tensor, actions: Tensor | None, time_mask) -> Tensor:
+    """Behavioural cloning: the features after frame t (b t d) predict actions[:, t + 1] (b t a) through
+    `head`, a linear layer over single actions or a MultiActionHead (0 without a head or actions)."""
+    if head is None or actions is None or actions.shape[1] < 2:
+        return last_features.new_zeros(())
+    features, targets = last_features[:, :-1], actions[:, 1:]
+    valid = time_mask[:, 1:] if exists(time_mask) else torch.ones_like(targets[..., 0], dtype=torch.bool)
+    if not isinstance(head, MultiActionHead):
+        return masked_cross_entropy(head(features), targets[..., 0].masked_fill(~valid, -1))
+    flat = partial(rearrange, pattern="b t ... -> (b t) ...")
+    return head.loss(flat(features), flat(targets), flat(valid))
 
 
 def masked_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:

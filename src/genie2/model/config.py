@@ -78,6 +78,9 @@ class Genie2Config:
     decoding: str = "raster"
     decode_steps: int = 8  # the parallel mode's passes per frame unless a rollout asks for others
     raster: str = "sequential"  # how the raster mode fills a frame unless a rollout asks (masking.RASTER_DECODINGS)
+    # heads that learn each frame's reward sign and whether its episode ends there (genie2.model.outcomes)
+    learn_rewards: bool = False
+    outcome_loss_weight: float = 1.0
 
     def __post_init__(self):
         self.transformer_kwargs = dict(default(self.transformer_kwargs, REFERENCE_TRANSFORMER_KWARGS))
@@ -98,13 +101,17 @@ class Genie2Config:
         check_positive_int("max_context_frames (None: all frames)", self.max_context_frames, allow_none=True)
         check_positive_int("temporal_conv_kernel_size", self.temporal_conv_kernel_size)
         check_positive_int("decode_steps", self.decode_steps)
+        if isinstance(self.outcome_loss_weight, bool) or not isinstance(self.outcome_loss_weight, (int, float)):
+            raise InputError(f"outcome_loss_weight must be a number >= 0, got {self.outcome_loss_weight!r}")
+        if not 0 <= self.outcome_loss_weight < float("inf"):
+            raise InputError(f"outcome_loss_weight must be a number >= 0, got {self.outcome_loss_weight!r}")
         if not 0.0 <= self.cfg_train_action_dropout <= 1.0:
             raise InputError(f"cfg_train_action_dropout must be in [0, 1], got {self.cfg_train_action_dropout!r}")
 
     def _check_flags(self) -> None:
         """Switches are bools, and compatible."""
         switches = ("latent_channel_first", "allow_multiple_actions", "add_temporal_convs", "is_video_enc_dec")
-        for name in (*switches, "add_action_to_codes"):
+        for name in (*switches, "add_action_to_codes", "learn_rewards"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.decoding not in DECODINGS:

@@ -115,6 +115,7 @@ class Rollout:
         self.decode_frame = compiled(model, frame_pass) if compile else frame_pass
         self.meta_keys: list[Tensor] | None = None  # the meta tokens' keys as first cached
         self.row_start: Tensor | None = None  # (B) the frame each row started from, once rows restart
+        self.last_features: Tensor | None = None  # (b d) after the newest frame's last code, once cached
 
     def _action_tokens(self, actions: Tensor | None, t: int) -> Tensor:
         """Action tokens (B t d), the null-action rows appended when guiding."""
@@ -201,12 +202,12 @@ class Rollout:
         noise, knobs = self._noise(n, b), self._knobs()
         sampled, all_logits = [], []
         for i in range(n):  # token i (the action token, then codes 1..n-1) gives code i + 1
-            code, logits, tokens = self._forward(tokens, pos, placed, action, noise[i], knobs, forced[i])
+            code, logits, tokens, _ = self._forward(tokens, pos, placed, action, noise[i], knobs, forced[i])
             sampled.append(code)
             all_logits.append(logits)
             pos, placed = positions[i + 1 : i + 2], slots[i + 1 : i + 2]
         # the last code goes into the cache now, while it still sees the frames its siblings saw
-        self._forward(tokens, pos, placed, action, noise[-1], knobs, forced[-1])
+        self.last_features = self._forward(tokens, pos, placed, action, noise[-1], knobs, forced[-1])[3]
         self.num_frames += 1
         self._forget_old_frames()
         self.last_codes = torch.stack(sampled, dim=-1)
@@ -228,7 +229,7 @@ class Rollout:
         hidden = torch.ones(b, n, dtype=torch.bool, device=model.device)
         for step in range(steps):
             tokens, pos = torch.cat((head, self._draft(action, drawn, hidden)), dim=1), torch.cat((head_pos, positions))
-            (new, confidence, logits), meta = self._pass(tokens, pos, noise[step], knobs)
+            (new, confidence, logits, _), meta = self._pass(tokens, pos, noise[step], knobs)
             self.cache.commit(meta + head.shape[1])  # the prompt, on the first pass
             head, head_pos = action[:, :0], positions[:0]
             still = keep_confident(new, confidence, hidden, hidden_after(step, steps, n))
@@ -253,7 +254,7 @@ class Rollout:
         logits, passes = None, 0
         while passes == 0 or not known.all():
             tokens, pos = torch.cat((head, self._draft(action, fed, None)), dim=1), torch.cat((head_pos, positions))
-            (drawn, _, new), meta = self._pass(tokens, pos, noise, knobs)
+            (drawn, _, new, self.last_features), meta = self._pass(tokens, pos, noise, knobs)
             frontier = diagonal <= passes if raster_fill(self.model, self.sampling.raster) == "diagonal" else None
             now = settled(drawn, fed, known, frontier)
             logits = new if logits is None else torch.where((now & ~known)[..., None], new, logits)
@@ -279,8 +280,15 @@ class Rollout:
         """One more pass, over the frame's final codes (b s), that caches it while it sees the frames
         its codes saw."""
         noise = torch.zeros(self.batch, codes.shape[1], self.model.num_codes, device=self.model.device)
-        _, meta = self._pass(self._draft(action, codes, None), positions, noise, knobs)
+        (*_, self.last_features), meta = self._pass(self._draft(action, codes, None), positions, noise, knobs)
         self.cache.commit(meta + positions.shape[0])
+
+    def outcome(self) -> tuple[Tensor, Tensor] | None:
+        """The newest dreamed frame's reward sign (b float: -1, 0, 1) and whether its episode ended there
+        (b bool), from the model's outcome heads; None without them (learn_rewards) or before a step."""
+        if self.model.outcomes is None or self.last_features is None:
+            return None
+        return self.model.outcomes.predict(self.last_features)
 
     def _finish(self, codes: Tensor, logits: Tensor, return_logits: bool):
         """End a whole-frame step whose frame (codes b s) is cached: returns the codes (b h w), with their

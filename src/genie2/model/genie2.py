@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -28,11 +27,19 @@ from vector_quantize_pytorch import VectorQuantize
 from genie2.checkpoint import Pretrained, config_from_dict
 from genie2.errors import InputError
 from genie2.helpers import default, exists
-from genie2.model.actions import ActionEmbed, MultiActionHead, check_actions, masked_cross_entropy, order_actions
+from genie2.model.actions import (
+    ActionEmbed,
+    MultiActionHead,
+    action_loss_of,
+    check_actions,
+    masked_cross_entropy,
+    order_actions,
+)
 from genie2.model.config import Genie2Config, constructor_signature
 from genie2.model.generate import GenerationMixin
 from genie2.model.layers import CausalConv3d, MetaTokenWrapper, apply_temporal
 from genie2.model.masking import frame_mask, hidden_codes
+from genie2.model.outcomes import OutcomeHeads, with_outcomes
 from genie2.model.transformer import Transformer
 
 
@@ -115,6 +122,8 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
             self.to_action_pred = MultiActionHead(dim, num_actions, config.max_num_actions, kwargs)
         elif self.has_action_loss:
             self.to_action_pred = nn.Linear(dim, num_actions, bias=False)
+        self.outcomes = OutcomeHeads(dim) if config.learn_rewards else None  # rewards and episode ends
+        self.outcome_loss_weight = config.outcome_loss_weight
         self.register_buffer("zero", torch.tensor(0.0), persistent=False)
 
     @staticmethod
@@ -351,11 +360,14 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
         return_loss: bool = True,
         drop_actions: Tensor | None = None,
         hidden: Tensor | None = None,
+        rewards: Tensor | None = None,
+        terminated: Tensor | None = None,
     ):
         """Loss `(total, (state_autoregressive, commit, action))`, or with return_loss=False the
         logits `b (t h w) l` where logits[:, i] is the distribution of code i given all before it
         (raster) or given the frames before and the codes of its frame not `hidden` (b t h w bool;
-        parallel mode, where training hides a random share of each frame's codes by default)."""
+        parallel mode, where training hides a random share of each frame's codes by default). With
+        `rewards` and `terminated` (b t; learn_rewards) the parts end with the outcome heads' loss."""
         if exists(state) == exists(state_codes):
             raise InputError("pass exactly one of state (a video) or state_codes (its codes)")
         commit_loss = recon_loss = self.zero
@@ -392,26 +404,11 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
         if exists(time_mask):
             labels = labels.masked_fill(~rearrange(time_mask, "b t -> b t 1"), -1)
         state_loss = masked_cross_entropy(logits, labels)
-        action_loss = self._action_loss(features[:, :, -1], actions, time_mask)
-        total_loss = (
-            state_loss
-            + commit_loss * self.vq_commit_loss_weight
-            + action_loss * self.action_autoregressive_loss_weight
-            + recon_loss * self.vq_recon_loss_weight
-        )
-        return total_loss, (state_loss, commit_loss, action_loss)
-
-    def _action_loss(self, last_features: Tensor, actions: Tensor | None, time_mask: Tensor | None) -> Tensor:
-        """Behavioural cloning: the features after frame t (b t d) predict actions[:, t + 1]."""
-        if not self.has_action_loss or not exists(actions) or actions.shape[1] < 2:
-            return self.zero
-        features, targets = last_features[:, :-1], actions[:, 1:]
-        valid = time_mask[:, 1:] if exists(time_mask) else torch.ones_like(targets[..., 0], dtype=torch.bool)
-        if not self.allow_multiple_actions:
-            labels = targets[..., 0].masked_fill(~valid, -1)
-            return masked_cross_entropy(self.to_action_pred(features), labels)
-        flat = partial(rearrange, pattern="b t ... -> (b t) ...")
-        return self.to_action_pred.loss(flat(features), flat(targets), flat(valid))
+        action_loss = action_loss_of(self.to_action_pred, features[:, :, -1], actions, time_mask)
+        total_loss = state_loss + commit_loss * self.vq_commit_loss_weight + recon_loss * self.vq_recon_loss_weight
+        total_loss = total_loss + action_loss * self.action_autoregressive_loss_weight
+        parts = (state_loss, commit_loss, action_loss)
+        return with_outcomes(self, total_loss, parts, features[:, :, -1], rewards, terminated, time_mask)
 
 
 Genie2.__init__.__signature__ = constructor_signature(("config", "encoder", "decoder", "tokenizer"))

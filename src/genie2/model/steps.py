@@ -48,23 +48,26 @@ def token_step(
     """One decoding step, whole: feed placed tokens (B n d) to the cached transformer, guide the
     next code's logits, draw the code (or take `forced` (b), where >= 0) and embed it for the next
     step (adding the frame's action token `action` (B 1 d) when the model does). Returns code (b),
-    logits (b l) and the tokens to feed next (B 1 d). The settings come as a tensor (`knobs`:
-    temperature, cond_scale, parallel_keep_frac), so changing them never recompiles."""
+    logits (b l), the tokens to feed next (B 1 d) and the last token's features (b d: the outcome
+    heads read a frame's last code's). The settings come as a tensor (`knobs`: temperature,
+    cond_scale, parallel_keep_frac), so changing them never recompiles."""
     model, transformer = rollout.model, transformer or rollout.core
-    logits = model.code_logits(transformer(tokens, pos=pos, cache=rollout.cache)[:, -1])
+    features = transformer(tokens, pos=pos, cache=rollout.cache)[:, -1]
+    logits = model.code_logits(features)
     if rollout.guided:
         logits = guide(*logits.chunk(2), knobs[1], knobs[2])
     code = torch.where(forced >= 0, forced, draw(logits, rollout.sampling.min_p, knobs[0], noise))
     tokens = rollout.code_tokens[code][:, None]
     tokens = torch.cat((tokens, tokens)) if rollout.guided else tokens
-    return code, logits, tokens + action if model.add_action_to_codes else tokens
+    return code, logits, tokens + action if model.add_action_to_codes else tokens, features[: rollout.batch]
 
 
 def frame_pass(rollout: Rollout, tokens: Tensor, pos: Tensor, noise: Tensor, knobs: Tensor, transformer=None):
     """One pass over a whole frame, whole: feed placed tokens (B n d), the last s + 1 of them a draft
     frame (its action token, then its s codes); guide each code's logits (a parallel model's from its
     own slot, a raster model's from the slot before), draw one code each (with Gumbel noise b s l)
-    and score it by its log-probability. Returns codes (b s), confidence (b s) and logits (b s l)."""
+    and score it by its log-probability. Returns codes (b s), confidence (b s), logits (b s l) and the
+    last token's features (b d)."""
     model, transformer, s = rollout.model, transformer or rollout.core, noise.shape[1]
     out = transformer(tokens, pos=pos, cache=rollout.cache)
     logits = model.code_logits(out[:, -s:] if model.decoding == "parallel" else out[:, -s - 1 : -1])
@@ -73,7 +76,7 @@ def frame_pass(rollout: Rollout, tokens: Tensor, pos: Tensor, noise: Tensor, kno
         logits = rearrange(guide(cond, null, knobs[1], knobs[2]), "(b s) l -> b s l", s=s)
     codes = draw(logits, rollout.sampling.min_p, knobs[0], noise)
     confidence = logits.float().log_softmax(dim=-1).gather(-1, codes[..., None])[..., 0]
-    return codes, confidence, logits
+    return codes, confidence, logits, out[: rollout.batch, -1]
 
 
 def compiled(model, step: Callable) -> Callable:

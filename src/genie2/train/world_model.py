@@ -110,13 +110,12 @@ class Training(PresetConfig):
 
 
 def collate(dataset: ClipDataset, items: list[int]) -> dict:
-    """Stack clips into a batch: codes (b t h w), actions (b t a), video_time_len (b)."""
+    """Stack clips into a batch: codes (b t h w), actions (b t a), video_time_len (b); rewards and
+    terminated (b t) when the dataset reads them."""
     clips = [dataset[i] for i in items]
-    return dict(
-        codes=torch.stack([c["codes"] for c in clips]),
-        actions=torch.stack([c["actions"] for c in clips]),
-        video_time_len=torch.tensor([c["video_time_len"] for c in clips]),
-    )
+    stacked = ("codes", "actions", "rewards", "terminated")
+    batch = {key: torch.stack([c[key] for c in clips]) for key in stacked if key in clips[0]}
+    return batch | dict(video_time_len=torch.tensor([c["video_time_len"] for c in clips]))
 
 
 def build_model(config: Training, tokenizer: Tokenizer, dataset: ClipDataset) -> Genie2:
@@ -130,14 +129,17 @@ def build_model(config: Training, tokenizer: Tokenizer, dataset: ClipDataset) ->
 
 
 def world_loss(model, batch: dict, device, drop_actions: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """The world-model loss on a batch and its parts."""
-    total, (state, commit, action) = model(
+    """The world-model loss on a batch and its parts (with the outcome heads' when the batch has rewards)."""
+    total, (state, commit, action, *outcome) = model(
         state_codes=batch["codes"].to(device),
         actions=batch["actions"].to(device),
         video_time_len=batch["video_time_len"].to(device),
         drop_actions=drop_actions.to(device) if drop_actions is not None else None,
+        rewards=batch.get("rewards"),
+        terminated=batch.get("terminated"),
     )
-    return total, dict(loss=total.item(), state_loss=state.item(), action_loss=action.item())
+    parts = dict(loss=total.item(), state_loss=state.item(), action_loss=action.item())
+    return total, parts | ({"outcome_loss": outcome[0].item()} if outcome else {})
 
 
 def train(
@@ -167,8 +169,8 @@ def train(
         if codes_missing:
             encode_dataset(data, tokenizer_path, codes, skip_corrupt=skip_corrupt, progress=progress)
     accelerator.wait_for_everyone()
-    dataset = ClipDataset(data, config.clip_frames, "train", skip_corrupt=skip_corrupt, codes=codes)
-    val = ClipDataset(data, config.clip_frames, "val", skip_corrupt=skip_corrupt, codes=codes)
+    clips = dict(skip_corrupt=skip_corrupt, codes=codes, outcomes=bool(config.model.get("learn_rewards")))
+    dataset, val = (ClipDataset(data, config.clip_frames, split, **clips) for split in ("train", "val"))
 
     torch.manual_seed(config.seed)
     model = _model(config, tokenizer_path, dataset, checkpoint, state, data)

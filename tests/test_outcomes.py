@@ -1,0 +1,91 @@
+"""Rewards and episode ends learned beside the codes (Genie2Config.learn_rewards, genie2.model.outcomes)."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny
+from genie2.data.clips import ClipDataset
+from genie2.data.episode import Episode, episode_path
+from genie2.model.genie2 import Genie2
+from genie2.train.world_model import collate, world_loss
+from test_data import make_dataset
+
+
+def outcome_batch(b=16, t=4, seed=0):
+    """Random clips whose reward sign and end follow the frame's first code: code 3 rewards +1, code 5
+    -1, code 7 ends the episode."""
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, 8, (b, t, 2, 3), generator=g)
+    first = codes[:, :, 0, 0]
+    rewards = (first == 3).float() - (first == 5).float() * 0.5
+    return dict(codes=codes, actions=torch.randint(0, 5, (b, t, 1), generator=g), rewards=rewards, ends=first == 7)
+
+
+def test_the_heads_learn_reward_signs_and_ends_that_the_frames_decide():
+    torch.manual_seed(0)
+    model = tiny(learn_rewards=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for step in range(150):
+        batch = outcome_batch(seed=step)
+        loss, parts = model(
+            state_codes=batch["codes"], actions=batch["actions"], rewards=batch["rewards"], terminated=batch["ends"]
+        )
+        assert len(parts) == 4 and parts[3] > 0
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    batch = outcome_batch(b=64, seed=10_000)  # clips it never saw
+    latents = model.codes_to_latents(batch["codes"])
+    tokens = model.frame_tokens(latents, model.action_embed(batch["actions"], shape=batch["codes"].shape[:2]))
+    t, k = batch["codes"].shape[1], 2 * 3 + 1
+    features = model.transformer(tokens, pos=model.frame_positions(t, k - 1)).unflatten(1, (t, k))[:, :, -1]
+    signs, ends = model.outcomes.predict(features)
+    assert (signs == torch.sign(batch["rewards"])).float().mean() > 0.95
+    assert (ends == batch["ends"]).float().mean() > 0.95
+
+
+def test_without_rewards_the_loss_is_the_references_and_rewards_need_the_heads():
+    model = tiny()
+    batch = outcome_batch(b=2)
+    loss, parts = model(state_codes=batch["codes"], actions=batch["actions"])
+    assert len(parts) == 3
+    with pytest.raises(ValueError, match="learn_rewards=True"):
+        model(state_codes=batch["codes"], actions=batch["actions"], rewards=batch["rewards"], terminated=batch["ends"])
+    with pytest.raises(ValueError, match="rewards and terminated go together"):
+        tiny(learn_rewards=True)(state_codes=batch["codes"], actions=batch["actions"], rewards=batch["rewards"])
+    with pytest.raises(ValueError, match="learn_rewards must be True or False"):
+        tiny(learn_rewards=1)
+    with pytest.raises(ValueError, match="outcome_loss_weight must be a number >= 0"):
+        tiny(learn_rewards=True, outcome_loss_weight=-1.0)
+
+
+def test_the_heads_are_saved_with_the_world(tmp_path):
+    model = tiny(learn_rewards=True)
+    model.save_pretrained(tmp_path)
+    loaded = Genie2.from_pretrained(tmp_path)
+    assert loaded.outcomes is not None
+    assert torch.equal(loaded.outcomes.reward.weight, model.outcomes.reward.weight)
+
+
+def test_clips_carry_the_episodes_rewards_and_ends_padded_with_none(tmp_path):
+    make_dataset(tmp_path, [10, 3])
+    dataset = ClipDataset(tmp_path, clip_frames=4, split="all", stride=3, outcomes=True)
+    episode = Episode.load(episode_path(tmp_path, 0))
+    item = dataset[2]  # episode 0, frames 6-9: its last frame ends it
+    assert np.array_equal(item["rewards"].numpy(), episode.rewards[6:10])
+    assert item["terminated"].tolist() == [False, False, False, True]
+    short = dataset[3]  # episode 1's 3 frames, padded to 4
+    assert short["rewards"][3] == 0 and short["terminated"].tolist() == [False, False, True, False]
+    assert "rewards" not in ClipDataset(tmp_path, clip_frames=4, split="all")[0]
+
+
+def test_world_loss_reports_the_outcome_loss_when_the_batch_has_rewards(tmp_path):
+    make_dataset(tmp_path, [10, 3])
+    dataset = ClipDataset(tmp_path, clip_frames=4, split="all", outcomes=True)
+    batch = collate(dataset, [0, 1])
+    batch["codes"] = torch.randint(0, 32, (2, 4, 2, 3))
+    batch["actions"] = batch["actions"].clamp(max=4)
+    _, parts = world_loss(tiny(learn_rewards=True), batch, "cpu")
+    assert parts["outcome_loss"] > 0 and set(parts) == {"loss", "state_loss", "action_loss", "outcome_loss"}
