@@ -89,3 +89,33 @@ def test_world_loss_reports_the_outcome_loss_when_the_batch_has_rewards(tmp_path
     batch["actions"] = batch["actions"].clamp(max=4)
     _, parts = world_loss(tiny(learn_rewards=True), batch, "cpu")
     assert parts["outcome_loss"] > 0 and set(parts) == {"loss", "state_loss", "action_loss", "outcome_loss"}
+
+
+def test_eval_reports_reward_and_end_precision_and_recall(tmp_path):
+    from genie2.data.episode import DatasetInfo
+    from genie2.evaluate import evaluate_world
+    from genie2.tokenizer import Tokenizer, TokenizerConfig
+    from genie2.world import World
+    from test_data import random_episode
+
+    lengths = [6, 9]
+    for i, t in enumerate(lengths):  # random rewards in [0, 1): all but a few frames rewarded
+        random_episode(t, size=16, seed=i).save(episode_path(tmp_path, i))
+    info = DatasetInfo("test", "test", 16, 4, ["a", "b", "c", "d"], 1, num_episodes=2, num_frames=sum(lengths))
+    info.save(tmp_path)
+    config = TokenizerConfig(frame_size=16, channels=(8, 16), res_blocks=1, dim_latent=8, codebook_size=16)
+    model = Genie2.from_tokenizer(Tokenizer(config), dim=32, depth=1, heads=2, attn_dim_head=16, num_actions=4)
+    assert evaluate_world(World(model), tmp_path, "all", 2, 3, progress=False)["outcomes"] is None
+    rewarded = Genie2.from_tokenizer(
+        Tokenizer(config), dim=32, depth=1, heads=2, attn_dim_head=16, num_actions=4, learn_rewards=True
+    )
+    with torch.no_grad():  # always "+1, the episode ends here"
+        for head, bias in ((rewarded.outcomes.reward, [0.0, 0.0, 5.0]), (rewarded.outcomes.end, [5.0])):
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor(bias))
+    scores = evaluate_world(World(rewarded), tmp_path, "all", 2, 3, progress=False)["outcomes"]
+    episodes = [Episode.load(episode_path(tmp_path, i)) for i in range(2)]
+    positive = sum(int((e.rewards[1:] > 0).sum()) for e in episodes)
+    assert scores["reward_recall"] == 1.0 and scores["reward_frames"] == positive
+    assert scores["reward_precision"] == pytest.approx(positive / sum(t - 1 for t in lengths))
+    assert scores["end_recall"] == 1.0 and scores["end_precision"] == pytest.approx(2 / 13)

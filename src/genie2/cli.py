@@ -151,6 +151,9 @@ def evaluate(args) -> None:
         f"(tokenizer ceiling {m['tokenizer_psnr']['overall']:.2f} dB, copying the last real frame "
         f"{m['psnr_copy']['mean'][-1]:.2f} dB at step {args.horizon}); delta PSNR at step {args.horizon} "
         f"{m['delta_psnr']['mean'][-1]:.2f} dB; {report['frames_per_s']:.1f} frames/s; report in {args.out}"
+        + "".join(
+            f"; {k.replace('_', ' ')} {v:.2f}" for k, v in (report["outcomes"] or {}).items() if "frames" not in k
+        )
     )
 
 

@@ -28,6 +28,7 @@ from genie2.data.episode import DatasetInfo, Episode, atomic_write, episode_indi
 from genie2.errors import InputError
 from genie2.helpers import to_uint8
 from genie2.model.config import check_positive_int
+from genie2.model.decoding import Rollout, Sampling
 from genie2.model.masking import decode_passes, raster_fill
 
 REPORT_VERSION = 1
@@ -137,9 +138,8 @@ def evaluate_world(
     k, rng = prompt_frames, np.random.default_rng(seed)
     scores: dict[str, list] = {}
     videos, seconds, dreamed = [], 0.0, 0
-    for path in tqdm(
-        eval_episodes(data, split, episodes, k + horizon, skip_corrupt), desc="eval", disable=not progress
-    ):
+    paths = eval_episodes(data, split, episodes, k + horizon, skip_corrupt)
+    for path in tqdm(paths, desc="eval", disable=not progress):
         episode = Episode.load(path)
         frames = torch.from_numpy(episode.frames[: k + horizon])
         actions = torch.from_numpy(episode.actions[: k + horizon])
@@ -170,7 +170,43 @@ def evaluate_world(
         **summarise(per_step),
         frames_per_s=dreamed / seconds,
         videos=videos,
+        outcomes=outcome_scores(model, paths, progress),
     )
+
+
+@torch.no_grad()
+def outcome_scores(model, paths: list[Path], progress: bool = True) -> dict | None:
+    """How well a model's outcome heads (learn_rewards) tell rewards and episode ends on whole
+    episodes, each frame teacher-forced through the rollout a WorldEnv steps: precision and recall of
+    the frames with a positive reward (the goal reached) and of the frames that end an episode, with
+    how many there were; None for a model without the heads."""
+    from torchmetrics.functional.classification import binary_precision, binary_recall
+
+    if getattr(model, "outcomes", None) is None:
+        return None
+    predicted, real = {"reward": [], "end": []}, {"reward": [], "end": []}
+    for path in tqdm(paths, desc="eval rewards", disable=not progress):
+        episode = Episode.load(path)
+        video = rearrange(torch.from_numpy(episode.frames), "t h w c -> 1 c t h w").to(model.device)
+        _, codes, _ = model.encode_state(video.float() / 255)
+        actions = torch.from_numpy(episode.actions).long()[None].to(model.device)  # 1 t a
+        rollout = Rollout(model, codes[:, :1], actions[:, :1], Sampling(temperature=0.0, raster="speculative"), False)
+        for t in range(1, codes.shape[1]):  # a frame's reward is received on arriving at it
+            rollout.step(actions[:, t], codes=codes[:, t])
+            sign, ended = rollout.outcome()
+            predicted["reward"].append(sign > 0)
+            predicted["end"].append(ended)
+        real["reward"].append(torch.from_numpy(episode.rewards[1:] > 0))
+        real["end"].append(torch.from_numpy(episode.terminated[1:]))
+    scores = {}
+    for name in ("reward", "end"):
+        guess, truth = torch.cat(predicted[name]).cpu().long(), torch.cat(real[name]).long()
+        scores |= {
+            f"{name}_precision": float(binary_precision(guess, truth)),
+            f"{name}_recall": float(binary_recall(guess, truth)),
+        }
+        scores[f"{name}_frames"] = int(truth.sum())
+    return scores
 
 
 def summarise(per_step: dict[str, Tensor]) -> dict:
