@@ -217,3 +217,25 @@ def test_an_env_that_ends_restarts_alone_and_the_others_go_on(world, monkeypatch
     assert np.array_equal(np.stack(frames)[:, 1], np.stack(alone))  # env 1 never noticed env 0's restart
     drawn = [WorldEnv(world).reset(options={"start": k})[0] for k in range(3)]
     assert any(np.array_equal(frames[3][0], d) for d in drawn)  # env 0 restarted from a start frame
+
+
+def test_the_dream_planner_takes_the_first_action_of_the_plan_its_dream_rewarded(world, monkeypatch):
+    from genie2.plan import DreamPlanner
+
+    with pytest.raises(ValueError, match="train it with --learn-rewards"):
+        DreamPlanner(world, candidates=4, horizon=3)
+    planner = DreamPlanner(rewarding(world, [0.0, 5.0, 0.0], [-5.0]), candidates=16, horizon=3)
+    real_step, first = planner.envs.step, []
+
+    def rewards_action_3_first(actions):
+        frames, rewards, terminated, truncated, info = real_step(actions)
+        if not first:  # the dream's first step: only plans that start with 3 are rewarded
+            first.append(1)
+            rewards = (np.asarray(actions) == 3).astype(np.float32)
+        return frames, rewards, terminated, truncated, info
+
+    monkeypatch.setattr(planner.envs, "step", rewards_action_3_first)
+    assert planner.act(world.start_frames[0]) == 3
+    first.clear()
+    monkeypatch.setattr(planner.envs, "step", real_step)
+    assert 0 <= planner.act(world.start_frames[1]) < 5  # no reward dreamed: any action

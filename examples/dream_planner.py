@@ -1,0 +1,78 @@
+"""An agent that plans only inside a learned world, scored in the real game beside a random policy.
+
+    genie2 collect --env minigrid-empty --episodes 1000 --steps 100 --out empty
+    genie2 train-tokenizer --data empty --out empty-tok
+    genie2 train --data empty --tokenizer empty-tok --out empty-world --learn-rewards
+    python examples/dream_planner.py --world empty-world --env minigrid-empty --episodes 20
+
+Each real step, genie2.plan.DreamPlanner dreams --candidates random action sequences of
+--horizon steps from the real frame in the world's vector env and takes the first action of
+the one whose dream was rewarded soonest; the real env (genie2's preset, rendered as the data
+was) says whether the goal was reached. The random policy plays the same episodes (env seeds).
+Prints a table; --out writes it as JSON (benchmarks/record.py keeps it as a result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+
+import numpy as np
+
+from genie2.data.envs import GameEnv
+from genie2.plan import DreamPlanner
+from genie2.world import load
+
+
+def play(env: GameEnv, seed: int, policy, max_steps: int) -> dict:
+    """One real episode under `policy(frame) -> action`: whether a positive reward came, and when."""
+    frame = env.reset(seed)
+    for step in range(1, max_steps + 1):
+        frame, reward, terminated, truncated = env.step(policy(frame))
+        if reward > 0:
+            return dict(success=True, steps=step)
+        if terminated or truncated:
+            break
+    return dict(success=False, steps=step)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", required=True, help="a world trained with --learn-rewards (checkpoint folder)")
+    parser.add_argument("--env", default="minigrid-empty", help="the real game: a genie2 env preset or Gymnasium id")
+    parser.add_argument("--episodes", type=int, default=20, help="real episodes per policy")
+    parser.add_argument("--seed", type=int, default=500_000, help="env seed of the first episode (held out)")
+    parser.add_argument("--max-steps", type=int, default=100, help="real steps before an episode counts as failed")
+    parser.add_argument("--candidates", type=int, default=64, help="action sequences dreamed per real step")
+    parser.add_argument("--horizon", type=int, default=12, help="dreamed steps per sequence")
+    parser.add_argument("--out", help="also write the results here as JSON")
+    args = parser.parse_args()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        planner = DreamPlanner(load(args.world), args.candidates, args.horizon, compile=True)
+    env, rng = GameEnv(args.env), np.random.default_rng(0)
+    actions = planner.envs.single_action_space.n
+    policies = {"dream planner": planner.act, "random": lambda frame: int(rng.integers(actions))}
+    rows = []
+    for name, policy in policies.items():
+        start = time.perf_counter()
+        runs = [play(env, args.seed + i, policy, args.max_steps) for i in range(args.episodes)]
+        success = [r["steps"] for r in runs if r["success"]]
+        rows.append(
+            dict(
+                policy=name,
+                success_rate=len(success) / len(runs),
+                mean_steps_to_goal=float(np.mean(success)) if success else None,
+                seconds=time.perf_counter() - start,
+            )
+        )
+        print(f"{name:>14}: reached the goal in {len(success)} of {len(runs)} episodes", flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(dict(config=vars(args), rows=rows), f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
