@@ -239,3 +239,14 @@ def test_the_dream_planner_takes_the_first_action_of_the_plan_its_dream_rewarded
     first.clear()
     monkeypatch.setattr(planner.envs, "step", real_step)
     assert 0 <= planner.act(world.start_frames[1]) < 5  # no reward dreamed: any action
+
+
+def test_a_vector_env_of_a_world_without_start_frames_restarts_where_it_was_reset(world):
+    envs = WorldVectorEnv(2, World(world.model), max_episode_steps=1)
+    first, _ = envs.reset(seed=0, options={"frame": world.start_frames[:2]})
+    assert envs.step([0, 1])[3].all()
+    assert np.array_equal(envs.step([0, 1])[0], first)  # both restarted from their reset frames
+    unbounded = World(world.model, max_context_frames=None)
+    unbounded.max_context_frames = None
+    with pytest.raises(ValueError, match="needs max_context_frames"):
+        WorldVectorEnv(2, unbounded)

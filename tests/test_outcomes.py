@@ -119,3 +119,17 @@ def test_eval_reports_reward_and_end_precision_and_recall(tmp_path):
     assert scores["reward_recall"] == 1.0 and scores["reward_frames"] == positive
     assert scores["reward_precision"] == pytest.approx(positive / sum(t - 1 for t in lengths))
     assert scores["end_recall"] == 1.0 and scores["end_precision"] == pytest.approx(2 / 13)
+
+
+def test_clips_for_outcomes_always_include_the_end_of_each_episode(tmp_path):
+    make_dataset(tmp_path, [10, 11])  # with clip 4 and stride 3, the strides stop short of both ends
+    plain = ClipDataset(tmp_path, clip_frames=4, split="all", stride=3)
+    ends = ClipDataset(tmp_path, clip_frames=4, split="all", stride=3, outcomes=True)
+    assert (1, 7) not in plain.clips and set(ends.clips) == set(plain.clips) | {(1, 7)}
+    assert all(ends[i]["terminated"][-1] for i, (e, s) in enumerate(ends.clips) if s + 4 == ends.lengths[e])
+
+
+def test_rewards_of_the_wrong_shape_are_refused():
+    batch = outcome_batch(b=2)
+    with pytest.raises(ValueError, match=r"rewards must be a tensor of one value per frame \(2, 4\)"):
+        tiny(learn_rewards=True)(state_codes=batch["codes"], rewards=batch["rewards"][:, :3], terminated=batch["ends"])

@@ -187,13 +187,15 @@ class WorldVectorEnv(gymnasium.vector.VectorEnv):
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise InputError(f"num_envs must be a positive int, got {num_envs!r}")
         self.world = open_world(world, max_episode_steps, temperature, render_mode)
+        if self.world.max_context_frames is None:
+            raise InputError("a vector env restarts envs within one session: its world needs max_context_frames")
         self.num_envs = num_envs
         self.single_observation_space = frame_space(self.world)
         self.single_action_space = spaces.Discrete(self.world.model.num_actions)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.max_episode_steps, self.temperature, self.render_mode = max_episode_steps, temperature, render_mode
-        self.session_kwargs, self.session, self.frames = session_kwargs, None, None
+        self.session_kwargs, self.session, self.frames, self.reset_frames = session_kwargs, None, None, None
         self.steps, self.ended = np.zeros(num_envs, np.int64), np.zeros(num_envs, bool)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -202,7 +204,7 @@ class WorldVectorEnv(gymnasium.vector.VectorEnv):
         super().reset(seed=seed)
         frames, starts = start_frames(self.world, self.np_random, options, self.num_envs)
         self.session = open_session(self.world, frames, self.np_random, self.temperature, self.session_kwargs)
-        self.steps[:], self.ended[:] = 0, False
+        self.steps[:], self.ended[:], self.reset_frames = 0, False, frames  # restarts' frames without start frames
         self.frames = frames_of(self.session)
         return self.frames.copy(), {"start": np.array(starts, dtype=object)}
 
@@ -216,7 +218,10 @@ class WorldVectorEnv(gymnasium.vector.VectorEnv):
         self.steps += 1
         rewards, terminated = outcomes_of(self.session)
         if self.ended.any():
-            frames, _ = start_frames(self.world, self.np_random, None, int(self.ended.sum()))
+            if self.world.start_frames is None or len(self.world.start_frames) == 0:
+                frames = self.reset_frames[self.ended]  # a world without start frames restarts where reset began
+            else:
+                frames, _ = start_frames(self.world, self.np_random, None, int(self.ended.sum()))
             self.session.restart(torch.from_numpy(self.ended), unit_frames(self.world, frames))
             self.steps[self.ended] = 0
             rewards[self.ended], terminated[self.ended] = 0.0, False  # a restart's first frame

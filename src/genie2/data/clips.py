@@ -125,11 +125,16 @@ class ClipDataset(Dataset):
         self.clips = [
             (i, start)
             for i, length in enumerate(lengths)
-            for start in range(0, max(length - clip_frames, 0) + 1, self.stride)
+            for start in sorted(set(range(0, max(length - clip_frames, 0) + 1, self.stride)) | self._last(length))
         ]
         if not self.clips:
             raise InputError(f"split {split!r} of {root} has no episodes; collect more or lower val_fraction")
         self._files: dict[Path, object] = {}
+
+    def _last(self, length: int) -> set[int]:
+        """With outcomes, also the clip that ends with the episode: its last frame holds its end (and in
+        many games its only reward), which the stride would often step over."""
+        return {max(length - self.clip_frames, 0)} if self.outcomes else set()
 
     def _file(self, index: int, path: Path | None = None):
         """An open (memory-mapped) file of episode `index`: the one items read (its frames or codes), or

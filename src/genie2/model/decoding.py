@@ -285,7 +285,8 @@ class Rollout:
 
     def outcome(self) -> tuple[Tensor, Tensor] | None:
         """The newest dreamed frame's reward sign (b float: -1, 0, 1) and whether its episode ended there
-        (b bool), from the model's outcome heads; None without them (learn_rewards) or before a step."""
+        (b bool), from the model's outcome heads; None without them (learn_rewards) or before a step. Rows
+        restarted since the last step (restart_rows) still report the frame they dropped."""
         if self.model.outcomes is None or self.last_features is None:
             return None
         return self.model.outcomes.predict(self.last_features)

@@ -50,5 +50,11 @@ def with_outcomes(model, total, parts: tuple, last_features, rewards, terminated
         return total, parts
     if not exists(model.outcomes) or not (exists(rewards) and exists(terminated)):
         raise InputError("rewards and terminated go together, to a model built with learn_rewards=True")
+    for name, value in (("rewards", rewards), ("terminated", terminated)):
+        if not isinstance(value, Tensor) or value.shape != last_features.shape[:2]:
+            shape = tuple(last_features.shape[:2])
+            raise InputError(
+                f"{name} must be a tensor of one value per frame {shape}, got {getattr(value, 'shape', value)!r}"
+            )
     loss = model.outcomes.loss(last_features, rewards.to(model.device), terminated.to(model.device), time_mask)
     return total + loss * model.outcome_loss_weight, (*parts, loss)
