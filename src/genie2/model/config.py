@@ -101,10 +101,9 @@ class Genie2Config:
         check_positive_int("max_context_frames (None: all frames)", self.max_context_frames, allow_none=True)
         check_positive_int("temporal_conv_kernel_size", self.temporal_conv_kernel_size)
         check_positive_int("decode_steps", self.decode_steps)
-        if isinstance(self.outcome_loss_weight, bool) or not isinstance(self.outcome_loss_weight, (int, float)):
-            raise InputError(f"outcome_loss_weight must be a number >= 0, got {self.outcome_loss_weight!r}")
-        if not 0 <= self.outcome_loss_weight < float("inf"):
-            raise InputError(f"outcome_loss_weight must be a number >= 0, got {self.outcome_loss_weight!r}")
+        weight = self.outcome_loss_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
+            raise InputError(f"outcome_loss_weight must be a number >= 0, got {weight!r}")
         if not 0.0 <= self.cfg_train_action_dropout <= 1.0:
             raise InputError(f"cfg_train_action_dropout must be in [0, 1], got {self.cfg_train_action_dropout!r}")
 

@@ -80,8 +80,9 @@ def frame_pass(rollout: Rollout, tokens: Tensor, pos: Tensor, noise: Tensor, kno
 
 
 def compiled(model, step: Callable) -> Callable:
-    """A decoding step (token_step, frame_pass) compiled for one model. Its shapes never change, so
-    it compiles once (then comes from torch's on-disk cache). Each model gets a copy of the
+    """A decoding step (token_step, frame_pass) compiled for one model. Its shapes stay fixed, so it
+    compiles once (then comes from torch's on-disk cache), and once more when a rollout first restarts
+    rows (rows.restart_rows: the cache's mask becomes per row). Each model gets a copy of the
     function's code, and so its own compiled graphs, which lets us skip the per-call module guards
     (~5% per token): a rollout runs its model in eval mode and does not change it."""
     steps = _COMPILED.setdefault(model, {})
