@@ -15,6 +15,9 @@ from genie2.world import World
 pytestmark = pytest.mark.filterwarnings("ignore:this world has no learned reward")
 
 
+WORLD = dict(dim=32, depth=1, heads=2, attn_dim_head=16, num_actions=5, max_context_frames=3)  # the test world's model
+
+
 @pytest.fixture(scope="module")
 def world():
     """A random 16x16 world with 5 actions, three start frames and a 3-frame window."""
@@ -22,9 +25,7 @@ def world():
     tokenizer = Tokenizer(
         TokenizerConfig(frame_size=16, channels=(8, 16), res_blocks=1, dim_latent=8, codebook_size=16)
     )
-    model = Genie2.from_tokenizer(
-        tokenizer, dim=32, depth=1, heads=2, attn_dim_head=16, num_actions=5, max_context_frames=3
-    )
+    model = Genie2.from_tokenizer(tokenizer, **WORLD)
     starts = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
     return World(model, start_frames=starts)
 
@@ -159,16 +160,7 @@ def rewarding(world, reward_bias, end_bias):
     """The test world with outcome heads that always predict the given reward sign and end logits."""
     torch.manual_seed(0)
     model = world.model
-    twin = Genie2.from_tokenizer(
-        model.tokenizer,
-        dim=32,
-        depth=1,
-        heads=2,
-        attn_dim_head=16,
-        num_actions=5,
-        max_context_frames=3,
-        learn_rewards=True,
-    )
+    twin = Genie2.from_tokenizer(model.tokenizer, **WORLD, learn_rewards=True)
     twin.load_state_dict(model.state_dict(), strict=False)  # the same world, plus heads
     with torch.no_grad():
         for head, bias in ((twin.outcomes.reward, reward_bias), (twin.outcomes.end, end_bias)):
