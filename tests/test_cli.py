@@ -160,3 +160,25 @@ def test_version(capsys):
         cli.main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"genie2 {genie2.__version__}"
+
+
+
+@pytest.mark.parametrize("verb", ["collect", "train-tokenizer", "tokenize", "train", "eval", "demo"])
+def test_every_long_stage_has_quiet(verb):
+    verbs = next(a for a in cli.build_parser()._actions if a.dest == "verb")
+    assert "--quiet" in verbs.choices[verb].format_help(), f"genie2 {verb} has no --quiet"
+
+
+def test_quiet_turns_the_tokenizer_stages_progress_off(monkeypatch, tmp_path):
+    """--quiet reaches train-tokenizer's and tokenize's loops as progress=False."""
+    import genie2.data.codes
+    import genie2.tokenizer.train
+
+    seen = []
+    result = dict(psnr=1.0, usage=1.0, perplexity=1.0, frames_per_s=1.0)
+    monkeypatch.setattr(genie2.tokenizer.train, "train_tokenizer", lambda *a, **k: seen.append(a[4]) or result)
+    monkeypatch.setattr(genie2.data.codes, "encode_dataset", lambda *a, **k: seen.append(a[5]) or tmp_path)
+    for argv in (["train-tokenizer", "--data", "d", "--out", "o"], ["tokenize", "--data", "d", "--tokenizer", "t"]):
+        cli.main([*argv, "--quiet"])
+        cli.main(argv)
+    assert seen == [False, True, False, True]

@@ -13,7 +13,7 @@ MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 60
 # files allowed a little over, and why
 LONGER_FILES = {
     "model/genie2.py": 420,  # the nanoGPT-style model file: leaf pieces moved out, what is left is the model
-    "cli.py": 440,  # one short argument builder per verb; every --help string spelled out
+    "cli.py": 445,  # one short argument builder per verb; every --help string spelled out
 }
 
 

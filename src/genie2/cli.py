@@ -93,7 +93,7 @@ def train_tokenizer(args) -> None:
     if model:
         config.model = TokenizerConfig(**{**config.model.__dict__, **model})
     result = run(
-        args.data, args.out, config, args.resume, skip_corrupt=args.skip_corrupt, device=args.device, steps=args.steps
+        args.data, args.out, config, args.resume, not args.quiet, args.skip_corrupt, args.device, steps=args.steps
     )
     print(
         f"{args.out}: validation PSNR {result['psnr']:.2f} dB, codebook usage {result['usage']:.0%}, "
@@ -105,7 +105,9 @@ def tokenize(args) -> None:
     """genie2 tokenize: pre-encode a dataset's frames to codes with a trained tokenizer."""
     from genie2.data.codes import encode_dataset
 
-    out = encode_dataset(args.data, args.tokenizer, args.out, args.batch_size, args.skip_corrupt, device=args.device)
+    out = encode_dataset(
+        args.data, args.tokenizer, args.out, args.batch_size, args.skip_corrupt, not args.quiet, device=args.device
+    )
     print(f"codes written to {out}")
 
 
@@ -229,9 +231,8 @@ def play_start(args: argparse.Namespace, world: World) -> tuple[list[str] | None
 
 def add_collect(verbs: argparse._SubParsersAction) -> None:
     """The arguments of `genie2 collect`."""
-    p = verbs.add_parser(
-        "collect", help="record (frame, action) episodes from an environment", description=collect.__doc__
-    )
+    p = verbs.add_parser("collect", help="record (frame, action) episodes from an environment")
+    p.description = collect.__doc__
     p.add_argument(
         "--env",
         default=DEFAULT_ENV,
@@ -278,7 +279,7 @@ def add_train_tokenizer(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--codebook-size", type=int, default=None, help="VQ codebook entries (default: the preset's)")
     p.add_argument("--quantizer", choices=["vq", "fsq"], default=None, help="vq (default) or fsq")
     p.add_argument("--rare-share", type=float, default=None, help="batch share drawn so rare patches show often")
-    add_shared(p, "--resume", "--skip-corrupt", "--device")
+    add_shared(p, "--resume", "--skip-corrupt", "--device", "--quiet")
     p.set_defaults(fn=train_tokenizer)
 
 
@@ -290,7 +291,7 @@ def add_tokenize(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", required=True, help="tokenizer checkpoint folder (from train-tokenizer)")
     p.add_argument("--out", default=None, help="codes folder (default: DATA/codes/<tokenizer hash>)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="frames encoded at once (default 64)")
-    add_shared(p, "--skip-corrupt", "--device")
+    add_shared(p, "--skip-corrupt", "--device", "--quiet")
     p.set_defaults(fn=tokenize)
 
 
