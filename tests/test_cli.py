@@ -162,7 +162,6 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"genie2 {genie2.__version__}"
 
 
-
 @pytest.mark.parametrize("verb", ["collect", "train-tokenizer", "tokenize", "train", "eval", "demo"])
 def test_every_long_stage_has_quiet(verb):
     verbs = next(a for a in cli.build_parser()._actions if a.dest == "verb")
@@ -171,13 +170,21 @@ def test_every_long_stage_has_quiet(verb):
 
 def test_quiet_turns_the_tokenizer_stages_progress_off(monkeypatch, tmp_path):
     """--quiet reaches train-tokenizer's and tokenize's loops as progress=False."""
+    import inspect
+
     import genie2.data.codes
     import genie2.tokenizer.train
 
     seen = []
-    result = dict(psnr=1.0, usage=1.0, perplexity=1.0, frames_per_s=1.0)
-    monkeypatch.setattr(genie2.tokenizer.train, "train_tokenizer", lambda *a, **k: seen.append(a[4]) or result)
-    monkeypatch.setattr(genie2.data.codes, "encode_dataset", lambda *a, **k: seen.append(a[5]) or tmp_path)
+
+    def spy(module, name, returns):
+        """Replace module.name by a stand-in that records the `progress` it was called with."""
+        signature = inspect.signature(getattr(module, name))
+        record = lambda *a, **k: seen.append(signature.bind(*a, **k).arguments["progress"]) or returns  # noqa: E731
+        monkeypatch.setattr(module, name, record)
+
+    spy(genie2.tokenizer.train, "train_tokenizer", dict(psnr=1.0, usage=1.0, perplexity=1.0, frames_per_s=1.0))
+    spy(genie2.data.codes, "encode_dataset", tmp_path)
     for argv in (["train-tokenizer", "--data", "d", "--out", "o"], ["tokenize", "--data", "d", "--tokenizer", "t"]):
         cli.main([*argv, "--quiet"])
         cli.main(argv)

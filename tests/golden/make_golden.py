@@ -95,15 +95,15 @@ def main() -> None:
     if "--checkpoints" in sys.argv:
         write_checkpoints()
     path = HERE / "outputs.safetensors"
-    shipped_only = "--shipped" in sys.argv
-    tensors = {k: v for k, v in load_file(str(path)).items() if not k.startswith("shipped/")} if shipped_only else {}
     world = genie2.load()
-    for name, value in outputs(world.model, *shipped_inputs(world)).items():
-        tensors[f"shipped/{name}"] = value
-    for tag, folder, seed in () if shipped_only else (("world", WORLD, 1), ("reference", REFERENCE, 2)):
-        model = Genie2.from_pretrained(folder)
-        for name, value in outputs(model, *inputs(model, seed)).items():
-            tensors[f"{tag}/{name}"] = value
+    tensors = {f"shipped/{name}": value for name, value in outputs(world.model, *shipped_inputs(world)).items()}
+    if "--shipped" in sys.argv:  # a new world ships: the pinned checkpoints' entries stay as they were
+        tensors |= {k: v for k, v in load_file(str(path)).items() if not k.startswith("shipped/")}
+    else:
+        for tag, folder, seed in (("world", WORLD, 1), ("reference", REFERENCE, 2)):
+            model = Genie2.from_pretrained(folder)
+            for name, value in outputs(model, *inputs(model, seed)).items():
+                tensors[f"{tag}/{name}"] = value
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
 
 
