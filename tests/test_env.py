@@ -114,8 +114,11 @@ def test_the_vector_env_steps_each_env_as_the_single_env_would(world):
     envs = gymnasium.make_vec("genie2/World-v0", num_envs=3, world=world)
     assert isinstance(envs, WorldVectorEnv) and envs.action_space.shape == (3,)
     frames, info = envs.reset(seed=0, options={"start": [0, 1, 2]})
+    assert info["start"].tolist() == [0, 1, 2] and info["_start"].all() and not info["learned_reward"].any()
     actions = np.random.default_rng(0).integers(0, 5, (6, 3))
     got = [frames] + [envs.step(a)[0] for a in actions]
+    rendered = envs.render()  # as Gymnasium's vector envs render: a frame per env
+    assert isinstance(rendered, tuple) and np.array_equal(np.stack(rendered), got[-1])
     for i in range(3):
         env = WorldEnv(world)
         alone = [env.reset(seed=0, options={"start": i})[0]] + [env.step(a)[0] for a in actions[:, i]]
@@ -180,6 +183,8 @@ def test_a_world_with_learned_outcomes_rewards_and_ends_episodes(world):
     assert rewards.tolist() == [-1.0, -1.0] and terminated.all()
     _, rewards, terminated, _, _ = envs.step([0, 1])  # both restart: their first frames
     assert rewards.tolist() == [0.0, 0.0] and not terminated.any()
+    sign, ended = envs.session.rollout.outcome()  # the rollout says so too, until the rows' next step
+    assert sign.tolist() == [0.0, 0.0] and not ended.any()
     assert envs.step([0, 1])[2].all()
 
 

@@ -197,6 +197,7 @@ class WorldVectorEnv(gymnasium.vector.VectorEnv):
         self.max_episode_steps, self.temperature, self.render_mode = max_episode_steps, temperature, render_mode
         self.session_kwargs, self.session, self.frames, self.reset_frames = session_kwargs, None, None, None
         self.steps, self.ended = np.zeros(num_envs, np.int64), np.zeros(num_envs, bool)
+        self.learned_reward = self.world.model.outcomes is not None  # else reward 0, never terminated
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start every env from a start frame drawn with the seeded generator (or as options say:
@@ -206,7 +207,8 @@ class WorldVectorEnv(gymnasium.vector.VectorEnv):
         self.session = open_session(self.world, frames, self.np_random, self.temperature, self.session_kwargs)
         self.steps[:], self.ended[:], self.reset_frames = 0, False, frames  # restarts' frames without start frames
         self.frames = frames_of(self.session)
-        return self.frames.copy(), {"start": np.array(starts, dtype=object)}
+        info = {"start": np.array(starts, dtype=object), "learned_reward": np.full(self.num_envs, self.learned_reward)}
+        return self.frames.copy(), info | {f"_{key}": np.ones(self.num_envs, bool) for key in info}
 
     def step(self, actions):
         """Dream every env's next frame; envs whose episode ended last step restart instead (reward 0)."""
@@ -216,7 +218,6 @@ class WorldVectorEnv(gymnasium.vector.VectorEnv):
         check_actions(actions, self.action_space)
         self.session.step(torch.from_numpy(actions.astype(np.int64)))
         self.steps += 1
-        rewards, terminated = outcomes_of(self.session)
         if self.ended.any():
             if self.world.start_frames is None or len(self.world.start_frames) == 0:
                 frames = self.reset_frames[self.ended]  # a world without start frames restarts where reset began
@@ -224,12 +225,13 @@ class WorldVectorEnv(gymnasium.vector.VectorEnv):
                 frames, _ = start_frames(self.world, self.np_random, None, int(self.ended.sum()))
             self.session.restart(torch.from_numpy(self.ended), unit_frames(self.world, frames))
             self.steps[self.ended] = 0
-            rewards[self.ended], terminated[self.ended] = 0.0, False  # a restart's first frame
+        rewards, terminated = outcomes_of(self.session)  # a restarted env's first frame: reward 0, not ended
         self.frames = frames_of(self.session)
         truncated = (self.steps >= self.max_episode_steps) & ~terminated
         self.ended = terminated | truncated
         return self.frames.copy(), rewards, terminated, truncated, {}
 
     def render(self):
-        """The current frames (uint8 n h w 3), or None before reset or without a render mode."""
-        return None if self.frames is None or self.render_mode is None else self.frames.copy()
+        """Each env's current frame (a tuple of uint8 h w 3, as Gymnasium's vector envs give them), or
+        None before reset or without a render mode."""
+        return None if self.frames is None or self.render_mode is None else tuple(self.frames.copy())

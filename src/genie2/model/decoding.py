@@ -116,6 +116,7 @@ class Rollout:
         self.meta_keys: list[Tensor] | None = None  # the meta tokens' keys as first cached
         self.row_start: Tensor | None = None  # (B) the frame each row started from, once rows restart
         self.last_features: Tensor | None = None  # (b d) after the newest frame's last code, once cached
+        self.restarted: Tensor | None = None  # (b bool) rows restarted since the last step (restart_rows)
 
     def _action_tokens(self, actions: Tensor | None, t: int) -> Tensor:
         """Action tokens (B t d), the null-action rows appended when guiding."""
@@ -183,6 +184,7 @@ class Rollout:
         None only for a model without actions, or an unconditioned rollout: the null token).
         With `codes` (b h w) the frame is teacher-forced instead of sampled; `return_logits`
         also returns the logits of every code (b h w l)."""
+        self.restarted = None
         if self.model.decoding == "parallel":
             return self._step_parallel(actions, codes, return_logits)
         if raster_fill(self.model, self.sampling.raster) != "sequential":
@@ -286,10 +288,13 @@ class Rollout:
     def outcome(self) -> tuple[Tensor, Tensor] | None:
         """The newest dreamed frame's reward sign (b float: -1, 0, 1) and whether its episode ended there
         (b bool), from the model's outcome heads; None without them (learn_rewards) or before a step. Rows
-        restarted since the last step (restart_rows) still report the frame they dropped."""
+        restarted since the last step (restart_rows) are at an episode's first frame: reward 0, not ended."""
         if self.model.outcomes is None or self.last_features is None:
             return None
-        return self.model.outcomes.predict(self.last_features)
+        sign, ended = self.model.outcomes.predict(self.last_features)
+        if exists(self.restarted):
+            sign, ended = sign.masked_fill(self.restarted, 0.0), ended & ~self.restarted
+        return sign, ended
 
     def _finish(self, codes: Tensor, logits: Tensor, return_logits: bool):
         """End a whole-frame step whose frame (codes b s) is cached: returns the codes (b h w), with their
