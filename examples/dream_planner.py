@@ -1,4 +1,5 @@
-"""An agent that plans only inside a learned world, scored in the real game beside a random policy.
+"""An agent that plans only inside a learned world, scored in the real game beside the same planner
+over the real game and a random policy.
 
     genie2 collect --env minigrid-empty --episodes 1000 --steps 100 --out empty
     genie2 train-tokenizer --data empty --out empty-tok
@@ -8,8 +9,10 @@
 Each real step, genie2.plan.DreamPlanner dreams --candidates random action sequences of
 --horizon steps from the real frame in the world's vector env and takes the first action of
 the one whose dream was rewarded soonest; the real env (genie2's preset, rendered as the data
-was) says whether the goal was reached. The random policy plays the same episodes (env seeds).
-Prints a table; --out writes it as JSON (benchmarks/record.py keeps it as a result).
+was) says whether the goal was reached. genie2.plan.RealPlanner plans the same way over copies
+of the real game (a perfect model: the dream planner's ceiling), and a random policy sets the
+floor. Every policy plays the same episodes (env seeds) once per --seeds planner seed. Prints a
+table; --out writes it as JSON (benchmarks/record.py keeps it as a result).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import warnings
 import numpy as np
 
 from genie2.data.envs import GameEnv
-from genie2.plan import DreamPlanner
+from genie2.plan import DreamPlanner, RealPlanner
 from genie2.world import load
 
 
@@ -47,31 +50,41 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=100, help="real steps before an episode counts as failed")
     parser.add_argument("--candidates", type=int, default=64, help="action sequences dreamed per real step")
     parser.add_argument("--horizon", type=int, default=12, help="dreamed steps per sequence")
+    parser.add_argument("--seeds", type=int, default=3, help="planner (and random policy) seeds per policy")
     parser.add_argument("--out", help="also write the results here as JSON")
     args = parser.parse_args()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        planner = DreamPlanner(load(args.world), args.candidates, args.horizon, compile=True)
-    env, rng = GameEnv(args.env), np.random.default_rng(0)
-    actions = planner.envs.single_action_space.n
-    policies = {"dream planner": planner.act, "random": lambda frame: int(rng.integers(actions))}
-    rows = []
-    for name, policy in policies.items():
-        start = time.perf_counter()
-        runs = [play(env, args.seed + i, policy, args.max_steps) for i in range(args.episodes)]
-        success = [r["steps"] for r in runs if r["success"]]
-        rows.append(
-            dict(
-                policy=name,
-                success_rate=len(success) / len(runs),
-                mean_steps_to_goal=float(np.mean(success)) if success else None,
-                seconds=time.perf_counter() - start,
+    world = load(args.world)
+    env, rows = GameEnv(args.env), []
+    for seed in range(args.seeds):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dream = DreamPlanner(world, args.candidates, args.horizon, seed=seed, compile=True)
+        real, rng = RealPlanner(args.candidates, args.horizon, seed=seed), np.random.default_rng(seed)
+        actions = dream.envs.single_action_space.n
+        policies = {
+            "dream planner": dream.act,
+            "real-env planner": lambda frame, real=real: real.act(env.env),
+            "random": lambda frame, rng=rng: int(rng.integers(actions)),
+        }
+        for name, policy in policies.items():
+            start = time.perf_counter()
+            runs = [play(env, args.seed + i, policy, args.max_steps) for i in range(args.episodes)]
+            success = [r["steps"] for r in runs if r["success"]]
+            rows.append(
+                dict(
+                    policy=name,
+                    seed=seed,
+                    success_rate=len(success) / len(runs),
+                    mean_steps_to_goal=float(np.mean(success)) if success else None,
+                    seconds=time.perf_counter() - start,
+                )
             )
-        )
-        print(f"{name:>14}: reached the goal in {len(success)} of {len(runs)} episodes", flush=True)
+            print(f"{name:>16} (seed {seed}): reached the goal in {len(success)} of {len(runs)} episodes", flush=True)
+    summary = {name: float(np.mean([r["success_rate"] for r in rows if r["policy"] == name])) for name in policies}
+    print("mean success rate: " + ", ".join(f"{name} {rate:.2f}" for name, rate in summary.items()))
     if args.out:
         with open(args.out, "w") as f:
-            json.dump(dict(config=vars(args), rows=rows), f, indent=2)
+            json.dump(dict(config=vars(args), rows=rows, mean_success_rate=summary), f, indent=2)
 
 
 if __name__ == "__main__":

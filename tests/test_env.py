@@ -247,3 +247,22 @@ def test_a_vector_env_of_a_world_without_start_frames_restarts_where_it_was_rese
     unbounded.max_context_frames = None
     with pytest.raises(ValueError, match="needs max_context_frames"):
         WorldVectorEnv(2, unbounded)
+
+
+def test_the_real_planner_reaches_a_goal_it_can_see_and_leaves_the_game_as_it_was():
+    from genie2.plan import RealPlanner
+
+    pytest.importorskip("minigrid")  # registers its envs
+    game = gymnasium.make("MiniGrid-Empty-5x5-v0")
+    game.reset(seed=0)
+    game.unwrapped.agent_pos, game.unwrapped.agent_dir = (3, 1), 1  # facing the goal (3, 3), two cells down
+    planner = RealPlanner(candidates=256, horizon=4, seed=0)  # a plan of forward, forward among them
+    rewards = []
+    while len(rewards) < 4 and not (rewards and rewards[-1] > 0):
+        position = tuple(game.unwrapped.agent_pos)
+        action = planner.act(game)
+        assert tuple(game.unwrapped.agent_pos) == position  # planning stepped copies only
+        rewards.append(game.step(action)[1])
+    assert len(rewards) == 2 and rewards[-1] > 0  # forward twice: the soonest reward has the highest return
+    with pytest.raises(ValueError, match="discount must be in"):
+        RealPlanner(discount=0.0)

@@ -6,12 +6,15 @@ learned rewards and episode ends, and returns the first action of the sequence w
 earned the most (discounted; a dreamed episode's end stops its sum). This is random-shooting
 model-predictive control, the simplest planner over a learned model (PlaNet and TD-MPC refine
 it with CEM and a learned value): it needs a world trained with `genie2 train --learn-rewards`,
-and sees no reward beyond its horizon, where it acts at random.
+and sees no reward beyond its horizon, where it acts at random. `RealPlanner` is the same planner
+over copies of the real game (a perfect model): the ceiling a dream planner is measured against.
 
 Dimension legend: n candidate plans, H horizon.
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 
@@ -26,11 +29,7 @@ class DreamPlanner:
     def __init__(
         self, world, candidates: int = 64, horizon: int = 12, discount: float = 0.95, seed: int = 0, **env_kwargs
     ):
-        for name, value in (("candidates", candidates), ("horizon", horizon)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive int, got {value!r}")
-        if not 0 < discount <= 1:
-            raise InputError(f"discount must be in (0, 1], got {discount!r}")
+        check_plan(candidates, horizon, discount)
         self.envs = WorldVectorEnv(candidates, world, max_episode_steps=horizon + 1, **env_kwargs)
         if self.envs.world.model.outcomes is None:
             raise InputError("planning needs a world that learned rewards: train it with --learn-rewards")
@@ -40,11 +39,51 @@ class DreamPlanner:
         """The action to take from `frame` (uint8 h w 3, a real frame of the world's game)."""
         envs = self.envs
         envs.reset(seed=int(self.rng.integers(2**31)), options={"frame": frame})
-        plans = self.rng.integers(0, envs.single_action_space.n, (envs.num_envs, self.horizon))  # n H
-        returns, alive = np.zeros(envs.num_envs), np.ones(envs.num_envs, bool)
-        for t in range(self.horizon):
-            _, rewards, terminated, _, _ = envs.step(plans[:, t])
-            returns += alive * rewards * self.discount**t
-            alive &= ~terminated
-        best = np.flatnonzero(returns == returns.max())
-        return int(plans[self.rng.choice(best), 0])
+        return shoot(lambda actions: envs.step(actions)[1:3], envs.num_envs, envs.single_action_space.n, self)
+
+
+class RealPlanner:
+    """Random-shooting MPC over copies of a real Gymnasium env: `act(env) -> action id`, planned as
+    DreamPlanner plans but with the game itself as its model."""
+
+    def __init__(self, candidates: int = 64, horizon: int = 12, discount: float = 0.95, seed: int = 0):
+        check_plan(candidates, horizon, discount)
+        self.candidates, self.horizon, self.discount = candidates, horizon, discount
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, env) -> int:
+        """The action to take in `env` (a gymnasium.Env mid-episode, left as it is) with a Discrete action space."""
+        copies = [copy.deepcopy(env) for _ in range(self.candidates)]
+
+        def step(actions):
+            rewards, ended = np.zeros(len(copies)), np.ones(len(copies), bool)  # an ended copy earns nothing more
+            for i, (game, action) in enumerate(zip(copies, actions, strict=True)):
+                if game is not None:
+                    rewards[i], ended[i] = game.step(int(action))[1:3]
+                    copies[i] = None if ended[i] else game
+            return rewards, ended
+
+        return shoot(step, self.candidates, env.action_space.n, self)
+
+
+def check_plan(candidates, horizon, discount) -> None:
+    """Raise InputError unless candidates and horizon are positive ints and discount is in (0, 1]."""
+    for name, value in (("candidates", candidates), ("horizon", horizon)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a positive int, got {value!r}")
+    if not 0 < discount <= 1:
+        raise InputError(f"discount must be in (0, 1], got {discount!r}")
+
+
+def shoot(step, n: int, num_actions: int, planner) -> int:
+    """Random shooting: n random plans of planner.horizon actions, each stepped at once by `step(actions n)
+    -> (rewards n, terminated n)`; the first action of a plan whose discounted return (summed until
+    its episode ends) is the highest, ties broken at random with planner.rng."""
+    plans = planner.rng.integers(0, num_actions, (n, planner.horizon))  # n H
+    returns, alive = np.zeros(n), np.ones(n, bool)
+    for t in range(planner.horizon):
+        rewards, terminated = step(plans[:, t])
+        returns += alive * rewards * planner.discount**t
+        alive &= ~terminated
+    best = np.flatnonzero(returns == returns.max())
+    return int(plans[planner.rng.choice(best), 0])
