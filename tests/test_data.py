@@ -118,6 +118,19 @@ def test_collect_refuses_another_dataset_and_bad_names(tmp_path):
         collect(tmp_path / "junk", episodes=1, progress=False)
 
 
+def test_the_example_policies_walk_with_their_forward_share():
+    """examples/policies.py, loaded by name as `genie2 collect --policy` loads it (from the repo root)."""
+    from genie2.data.collect import make_policy
+
+    for name, forward in (("forward_biased", 0.6), ("turn_biased", 0.4)):
+        act = make_policy(f"examples.policies:{name}", 7, np.random.default_rng(0))
+        actions = np.array([act(None) for _ in range(4000)])
+        assert set(actions.tolist()) == {0, 1, 2}  # left, right, forward only
+        assert abs((actions == 2).mean() - forward) < 0.03
+    with pytest.raises(ValueError, match="left, right and forward"):
+        make_policy("examples.policies:forward_biased", 2, np.random.default_rng(0))
+
+
 class TextOnlyEnv(gym.Env):
     """An env that claims to render frames but renders text."""
 
