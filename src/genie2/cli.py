@@ -272,7 +272,7 @@ def add_train_tokenizer(verbs: argparse._SubParsersAction) -> None:
     p.description = train_tokenizer.__doc__
     p.add_argument("--data", required=True, help="dataset folder (from genie2 collect or import-video)")
     p.add_argument("--out", required=True, help="run folder; it becomes the tokenizer checkpoint")
-    p.add_argument("--preset", default="cpu", help="tiny, cpu (default: ~12 min on 2 CPU cores) or gpu")
+    p.add_argument("--preset", default="cpu", help="tiny, cpu (default: 8,000 steps, the shipped recipe) or gpu")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
     p.add_argument("--batch-size", type=int, default=None, help="frames per step (default: the preset's)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
