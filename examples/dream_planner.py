@@ -53,6 +53,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="planner (and random policy) seeds per policy")
     parser.add_argument("--out", help="also write the results here as JSON")
     args = parser.parse_args()
+    for name in ("episodes", "seeds", "candidates", "horizon", "max_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     world = load(args.world)
     env, rows = GameEnv(args.env), []
     for seed in range(args.seeds):

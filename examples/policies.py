@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from genie2.errors import InputError
+
 LEFT, RIGHT, FORWARD = 0, 1, 2
 
 
@@ -27,7 +29,7 @@ def moves(forward: float) -> Callable[[int, np.random.Generator], Callable[[np.n
 
     def factory(num_actions: int, rng: np.random.Generator) -> Callable[[np.ndarray], int]:
         if num_actions <= FORWARD:
-            raise ValueError(f"these policies press MiniGrid's left, right and forward; this env has {num_actions}")
+            raise InputError(f"these policies press MiniGrid's left, right and forward; this env has {num_actions}")
         turn = (1.0 - forward) / 2
         return lambda frame: int(rng.choice((LEFT, RIGHT, FORWARD), p=(turn, turn, forward)))
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -118,9 +119,11 @@ def test_collect_refuses_another_dataset_and_bad_names(tmp_path):
         collect(tmp_path / "junk", episodes=1, progress=False)
 
 
-def test_the_example_policies_walk_with_their_forward_share():
+def test_the_example_policies_walk_with_their_forward_share(monkeypatch):
     """examples/policies.py, loaded by name as `genie2 collect --policy` loads it (from the repo root)."""
     from genie2.data.collect import make_policy
+
+    monkeypatch.chdir(Path(__file__).parents[1])
 
     for name, forward in (("forward_biased", 0.6), ("turn_biased", 0.4)):
         act = make_policy(f"examples.policies:{name}", 7, np.random.default_rng(0))

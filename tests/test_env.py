@@ -7,7 +7,7 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import genie2  # noqa: F401  (registers genie2/World-v0)
-from genie2.env import WorldEnv, WorldVectorEnv
+from genie2.env import WorldEnv, WorldVectorEnv, unit_frames
 from genie2.model.genie2 import Genie2
 from genie2.tokenizer import Tokenizer, TokenizerConfig
 from genie2.world import World
@@ -130,11 +130,12 @@ def test_an_ended_episode_restarts_on_the_next_step_from_a_start_frame(world):
     envs.reset(seed=0)
     assert not envs.step([1, 2])[3].any()
     assert envs.step([1, 2])[3].all()  # truncated at the limit
-    frames, rewards, terminated, truncated, _ = envs.step([3, 3])  # the actions of a restarting env are ignored
+    frames, rewards, terminated, truncated, info = envs.step([3, 3])  # a restarting env's action is ignored
     drawn = [WorldEnv(world).reset(options={"start": k})[0] for k in range(3)]
-    assert all(any(np.array_equal(frame, d) for d in drawn) for frame in frames)
-    assert not (terminated.any() or truncated.any()) and not rewards.any()
-    assert not envs.step([0, 0])[3].any()  # a new episode's count
+    assert all(np.array_equal(frame, drawn[k]) for frame, k in zip(frames, info["start"], strict=True))
+    assert info["_start"].all() and not (terminated.any() or truncated.any()) and not rewards.any()
+    _, _, _, truncated, info = envs.step([0, 0])
+    assert not truncated.any() and "_start" not in info  # a new episode's count, and no restart this step
 
 
 def test_the_vector_env_is_seeded_bounded_and_refuses_bad_actions(world):
@@ -186,6 +187,9 @@ def test_a_world_with_learned_outcomes_rewards_and_ends_episodes(world):
     sign, ended = envs.session.rollout.outcome()  # the rollout says so too, until the rows' next step
     assert sign.tolist() == [0.0, 0.0] and not ended.any()
     assert envs.step([0, 1])[2].all()
+    envs.session.restart(torch.tensor([True, False]), unit_frames(envs.world, world.start_frames[:1]))
+    sign, ended = envs.session.rollout.outcome()  # only the restarted row is at a first frame
+    assert sign.tolist() == [0.0, -1.0] and ended.tolist() == [False, True]
 
 
 def test_an_env_that_ends_restarts_alone_and_the_others_go_on(world, monkeypatch):
@@ -259,9 +263,9 @@ def test_the_real_planner_reaches_a_goal_it_can_see_and_leaves_the_game_as_it_wa
     planner = RealPlanner(candidates=256, horizon=4, seed=0)  # a plan of forward, forward among them
     rewards = []
     while len(rewards) < 4 and not (rewards and rewards[-1] > 0):
-        position = tuple(game.unwrapped.agent_pos)
+        state = (tuple(game.unwrapped.agent_pos), game.unwrapped.agent_dir, game.unwrapped.step_count)
         action = planner.act(game)
-        assert tuple(game.unwrapped.agent_pos) == position  # planning stepped copies only
+        assert (tuple(game.unwrapped.agent_pos), game.unwrapped.agent_dir, game.unwrapped.step_count) == state
         rewards.append(game.step(action)[1])
     assert len(rewards) == 2 and rewards[-1] > 0  # forward twice: the soonest reward has the highest return
     with pytest.raises(ValueError, match="discount must be in"):

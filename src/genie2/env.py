@@ -207,8 +207,8 @@ class WorldVectorEnv(gymnasium.vector.VectorEnv):
         self.session = open_session(self.world, frames, self.np_random, self.temperature, self.session_kwargs)
         self.steps[:], self.ended[:], self.reset_frames = 0, False, frames  # restarts' frames without start frames
         self.frames = frames_of(self.session)
-        info = {"start": np.array(starts, dtype=object), "learned_reward": np.full(self.num_envs, self.learned_reward)}
-        return self.frames.copy(), info | {f"_{key}": np.ones(self.num_envs, bool) for key in info}
+        starts = {"start": np.array(starts, dtype=object), "_start": np.ones(self.num_envs, bool)}
+        return self.frames.copy(), self.info() | starts
 
     def step(self, actions):
         """Dream every env's next frame; envs whose episode ended last step restart instead (reward 0)."""
@@ -218,18 +218,29 @@ class WorldVectorEnv(gymnasium.vector.VectorEnv):
         check_actions(actions, self.action_space)
         self.session.step(torch.from_numpy(actions.astype(np.int64)))
         self.steps += 1
+        info = self.info()
         if self.ended.any():
             if self.world.start_frames is None or len(self.world.start_frames) == 0:
-                frames = self.reset_frames[self.ended]  # a world without start frames restarts where reset began
+                frames, starts = self.reset_frames[self.ended], [None] * int(self.ended.sum())  # where reset began
             else:
-                frames, _ = start_frames(self.world, self.np_random, None, int(self.ended.sum()))
+                frames, starts = start_frames(self.world, self.np_random, None, int(self.ended.sum()))
             self.session.restart(torch.from_numpy(self.ended), unit_frames(self.world, frames))
             self.steps[self.ended] = 0
+            info["start"], info["_start"] = np.full(self.num_envs, None, dtype=object), self.ended.copy()
+            info["start"][self.ended] = starts  # as a reset's info, for the envs that restarted
         rewards, terminated = outcomes_of(self.session)  # a restarted env's first frame: reward 0, not ended
         self.frames = frames_of(self.session)
         truncated = (self.steps >= self.max_episode_steps) & ~terminated
         self.ended = terminated | truncated
-        return self.frames.copy(), rewards, terminated, truncated, {}
+        return self.frames.copy(), rewards, terminated, truncated, info
+
+    def info(self) -> dict:
+        """Gymnasium's vector info, each key an array over the envs beside its mask "_key" (the envs it
+        holds a value for): learned_reward, for every env."""
+        return {
+            "learned_reward": np.full(self.num_envs, self.learned_reward),
+            "_learned_reward": np.ones(self.num_envs, bool),
+        }
 
     def render(self):
         """Each env's current frame (a tuple of uint8 h w 3, as Gymnasium's vector envs give them), or

@@ -39,12 +39,17 @@ class DreamPlanner:
         """The action to take from `frame` (uint8 h w 3, a real frame of the world's game)."""
         envs = self.envs
         envs.reset(seed=int(self.rng.integers(2**31)), options={"frame": frame})
-        return shoot(lambda actions: envs.step(actions)[1:3], envs.num_envs, envs.single_action_space.n, self)
+
+        def step(actions):
+            return envs.step(actions)[1:3]  # rewards and terminated: its episodes outlast the horizon
+
+        return shoot(step, envs.num_envs, envs.single_action_space.n, self.horizon, self.discount, self.rng)
 
 
 class RealPlanner:
     """Random-shooting MPC over copies of a real Gymnasium env: `act(env) -> action id`, planned as
-    DreamPlanner plans but with the game itself as its model."""
+    DreamPlanner plans but with the game itself as its model. Each copy draws its own randomness
+    (reseeded from the planner's seed), so a stochastic game is a model, not a look at its next draw."""
 
     def __init__(self, candidates: int = 64, horizon: int = 12, discount: float = 0.95, seed: int = 0):
         check_plan(candidates, horizon, discount)
@@ -52,18 +57,26 @@ class RealPlanner:
         self.rng = np.random.default_rng(seed)
 
     def act(self, env) -> int:
-        """The action to take in `env` (a gymnasium.Env mid-episode, left as it is) with a Discrete action space."""
-        copies = [copy.deepcopy(env) for _ in range(self.candidates)]
+        """The action to take in `env` (a gymnasium.Env mid-episode with a Discrete action space, left as it is)."""
+        try:
+            copies = [copy.deepcopy(env) for _ in range(self.candidates)]
+        except (TypeError, copy.Error, NotImplementedError) as error:
+            raise InputError(
+                f"RealPlanner plans on copies of the env, and copy.deepcopy cannot copy it: {error}"
+            ) from error
+        for game in copies:
+            game.unwrapped.np_random = np.random.default_rng(int(self.rng.integers(2**63)))
 
         def step(actions):
             rewards, ended = np.zeros(len(copies)), np.ones(len(copies), bool)  # an ended copy earns nothing more
             for i, (game, action) in enumerate(zip(copies, actions, strict=True)):
                 if game is not None:
-                    rewards[i], ended[i] = game.step(int(action))[1:3]
+                    _, rewards[i], terminated, truncated, _ = game.step(int(action))
+                    ended[i] = terminated or truncated
                     copies[i] = None if ended[i] else game
             return rewards, ended
 
-        return shoot(step, self.candidates, env.action_space.n, self)
+        return shoot(step, self.candidates, env.action_space.n, self.horizon, self.discount, self.rng)
 
 
 def check_plan(candidates, horizon, discount) -> None:
@@ -75,15 +88,15 @@ def check_plan(candidates, horizon, discount) -> None:
         raise InputError(f"discount must be in (0, 1], got {discount!r}")
 
 
-def shoot(step, n: int, num_actions: int, planner) -> int:
-    """Random shooting: n random plans of planner.horizon actions, each stepped at once by `step(actions n)
-    -> (rewards n, terminated n)`; the first action of a plan whose discounted return (summed until
-    its episode ends) is the highest, ties broken at random with planner.rng."""
-    plans = planner.rng.integers(0, num_actions, (n, planner.horizon))  # n H
+def shoot(step, n: int, num_actions: int, horizon: int, discount: float, rng: np.random.Generator) -> int:
+    """Random shooting: n random plans of `horizon` actions, stepped together by `step(actions n) ->
+    (rewards n, ended n)`; the first action of a plan whose discounted return (summed until its
+    episode ends) is the highest, ties broken at random."""
+    plans = rng.integers(0, num_actions, (n, horizon))  # n H
     returns, alive = np.zeros(n), np.ones(n, bool)
-    for t in range(planner.horizon):
-        rewards, terminated = step(plans[:, t])
-        returns += alive * rewards * planner.discount**t
-        alive &= ~terminated
+    for t in range(horizon):
+        rewards, ended = step(plans[:, t])
+        returns += alive * rewards * discount**t
+        alive &= ~ended
     best = np.flatnonzero(returns == returns.max())
-    return int(plans[planner.rng.choice(best), 0])
+    return int(plans[rng.choice(best), 0])

@@ -184,11 +184,18 @@ class Rollout:
         None only for a model without actions, or an unconditioned rollout: the null token).
         With `codes` (b h w) the frame is teacher-forced instead of sampled; `return_logits`
         also returns the logits of every code (b h w l)."""
-        self.restarted = None
         if self.model.decoding == "parallel":
-            return self._step_parallel(actions, codes, return_logits)
-        if raster_fill(self.model, self.sampling.raster) != "sequential":
-            return self._step_drafted(actions, codes, return_logits)
+            step = self._step_parallel
+        elif raster_fill(self.model, self.sampling.raster) != "sequential":
+            step = self._step_drafted
+        else:
+            step = self._step_sequential
+        out = step(actions, codes, return_logits)
+        self.restarted = None  # every row has dreamed a frame since its restart
+        return out
+
+    def _step_sequential(self, actions: Tensor | None, codes: Tensor | None, return_logits: bool):
+        """step() one code at a time, in raster order."""
         model = self.model
         (h, w), b = self.latent_shape, self.batch
         n = h * w

@@ -76,8 +76,8 @@ def set_guided(rollout, guided: bool, codes: Tensor) -> None:
 def restart_rows(rollout, rows: Tensor, codes: Tensor) -> None:
     """Start the rows `rows` (b bool) over from `codes` (r h w, a frame per restarted row) as a new
     rollout's prompt with no key pressed: their newest frame becomes that one, and they no longer
-    see their older frames, and report no reward or end (outcome) until their next step. The other
-    rows go on as they were; the next step dreams every row's next frame."""
+    see their older frames; until their next step they report no reward or end (outcome). The
+    other rows go on as they were; the next step dreams every row's next frame."""
     if not exists(rollout.ring):
         raise InputError("restarting rows needs a bounded context: set max_context_frames")
     rows = torch.as_tensor(rows, dtype=torch.bool, device=codes.device)
@@ -102,7 +102,7 @@ def restart_rows(rollout, rows: Tensor, codes: Tensor) -> None:
     if rollout.row_start is None:
         rollout.row_start = torch.zeros(rollout.cache.keys[0].shape[0], dtype=torch.long, device=codes.device)
     rollout.row_start[ids] = newest
-    rollout.restarted = rows if rollout.restarted is None else rollout.restarted | rows  # no outcome yet
+    rollout.restarted = rows.clone() if rollout.restarted is None else rollout.restarted | rows  # no outcome yet
     rollout._move_meta()
     last = rollout.last_codes.clone()  # not in place: a step's caller may hold it
     last[rows] = rearrange(codes, "r h w -> r (h w)")
