@@ -24,6 +24,7 @@ import warnings
 
 import numpy as np
 
+from genie2.cli import positive_int
 from genie2.data.envs import GameEnv
 from genie2.plan import DreamPlanner, RealPlanner
 from genie2.world import load
@@ -45,17 +46,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", required=True, help="a world trained with --learn-rewards (checkpoint folder)")
     parser.add_argument("--env", default="minigrid-empty", help="the real game: a genie2 env preset or Gymnasium id")
-    parser.add_argument("--episodes", type=int, default=20, help="real episodes per policy")
+    parser.add_argument("--episodes", type=positive_int, default=20, help="real episodes per policy")
     parser.add_argument("--seed", type=int, default=500_000, help="env seed of the first episode (held out)")
-    parser.add_argument("--max-steps", type=int, default=100, help="real steps before an episode counts as failed")
-    parser.add_argument("--candidates", type=int, default=64, help="action sequences dreamed per real step")
-    parser.add_argument("--horizon", type=int, default=12, help="dreamed steps per sequence")
-    parser.add_argument("--seeds", type=int, default=3, help="planner (and random policy) seeds per policy")
+    parser.add_argument("--max-steps", type=positive_int, default=100, help="real steps before an episode fails")
+    parser.add_argument("--candidates", type=positive_int, default=64, help="action sequences dreamed per real step")
+    parser.add_argument("--horizon", type=positive_int, default=12, help="dreamed steps per sequence")
+    parser.add_argument("--seeds", type=positive_int, default=3, help="planner (and random policy) seeds per policy")
     parser.add_argument("--out", help="also write the results here as JSON")
     args = parser.parse_args()
-    for name in ("episodes", "seeds", "candidates", "horizon", "max_steps"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     world = load(args.world)
     env, rows = GameEnv(args.env), []
     for seed in range(args.seeds):

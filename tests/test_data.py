@@ -124,7 +124,6 @@ def test_the_example_policies_walk_with_their_forward_share(monkeypatch):
     from genie2.data.collect import make_policy
 
     monkeypatch.chdir(Path(__file__).parents[1])
-
     for name, forward in (("forward_biased", 0.6), ("turn_biased", 0.4)):
         act = make_policy(f"examples.policies:{name}", 7, np.random.default_rng(0))
         actions = np.array([act(None) for _ in range(4000)])

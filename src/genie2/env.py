@@ -32,6 +32,7 @@ from gymnasium.vector.utils import batch_space
 
 from genie2.errors import InputError
 from genie2.helpers import to_uint8
+from genie2.model.config import check_positive_int
 from genie2.model.decoding import Sampling
 from genie2.world import World, load
 
@@ -40,8 +41,7 @@ NO_REWARD = "this world has no learned reward or episode ends: its env gives rew
 
 def open_world(world, max_episode_steps: int, temperature: float, render_mode: str | None) -> World:
     """The World behind an env (a World, a checkpoint folder or a shipped world's name), its options checked."""
-    if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int) or max_episode_steps < 1:
-        raise InputError(f"max_episode_steps must be a positive int, got {max_episode_steps!r}")
+    check_positive_int("max_episode_steps", max_episode_steps)
     if render_mode not in (None, "rgb_array"):
         raise InputError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
     Sampling(temperature=temperature)  # refuses a bad temperature now, not at the first reset
@@ -184,8 +184,7 @@ class WorldVectorEnv(gymnasium.vector.VectorEnv):
         render_mode: str | None = "rgb_array",
         **session_kwargs,
     ):
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-            raise InputError(f"num_envs must be a positive int, got {num_envs!r}")
+        check_positive_int("num_envs", num_envs)
         self.world = open_world(world, max_episode_steps, temperature, render_mode)
         if self.world.max_context_frames is None:
             raise InputError("a vector env restarts envs within one session: its world needs max_context_frames")

@@ -20,6 +20,7 @@ import numpy as np
 
 from genie2.env import WorldVectorEnv
 from genie2.errors import InputError
+from genie2.model.config import check_positive_int
 
 
 class DreamPlanner:
@@ -81,9 +82,8 @@ class RealPlanner:
 
 def check_plan(candidates, horizon, discount) -> None:
     """Raise InputError unless candidates and horizon are positive ints and discount is in (0, 1]."""
-    for name, value in (("candidates", candidates), ("horizon", horizon)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} must be a positive int, got {value!r}")
+    check_positive_int("candidates", candidates)
+    check_positive_int("horizon", horizon)
     if not 0 < discount <= 1:
         raise InputError(f"discount must be in (0, 1], got {discount!r}")
 
