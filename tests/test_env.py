@@ -1,5 +1,7 @@
 """A world as a Gymnasium environment (genie2.env.WorldEnv, "genie2/World-v0")."""
 
+import threading
+
 import gymnasium
 import numpy as np
 import pytest
@@ -270,3 +272,6 @@ def test_the_real_planner_reaches_a_goal_it_can_see_and_leaves_the_game_as_it_wa
     assert len(rewards) == 2 and rewards[-1] > 0  # forward twice: the soonest reward has the highest return
     with pytest.raises(ValueError, match="discount must be in"):
         RealPlanner(discount=0.0)
+    game.unwrapped.lock = threading.Lock()  # a game holding something copy.deepcopy cannot copy
+    with pytest.raises(ValueError, match="copy.deepcopy cannot copy it"):
+        planner.act(game)
