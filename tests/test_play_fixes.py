@@ -18,7 +18,6 @@ import genie2.world
 from genie2 import Genie2
 from genie2.data.episode import DatasetInfo
 from genie2.errors import InputError
-from genie2.model.decoding import token_step
 from genie2.play import serve
 from genie2.play.app import create_app
 from genie2.play.keymap import keymap
@@ -52,7 +51,7 @@ def starts():
 @pytest.fixture
 def eager_compile(monkeypatch):
     """compile=True without the minutes of compiling: the "compiled" step is the eager one."""
-    monkeypatch.setattr(genie2.model.decoding, "compiled_token_step", lambda model: token_step)
+    monkeypatch.setattr(genie2.model.decoding, "compiled", lambda model, step, *shape: step)
 
 
 def replies_to(ws, message: dict) -> list[dict]:

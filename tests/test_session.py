@@ -6,6 +6,7 @@ import torch
 from conftest import tiny
 from genie2.model.decoding import Rollout, Sampling
 from genie2.model.session import WorldModelSession
+from genie2.model.steps import compiled, frame_pass, token_step
 
 
 @pytest.mark.parametrize("meta", [0, 3])
@@ -129,6 +130,18 @@ def test_compiled_steps_of_two_models_do_not_mix():
             rollout = Rollout(model, codes[:, :1], actions[:, :1], Sampling(), False, 2, compile=compile)
             logits.append(torch.cat([rollout.step(actions[:, t], codes[:, t], True)[1] for t in range(1, 3)]))
         assert (logits[0] - logits[1]).abs().max() < 1e-4, residual
+
+
+def test_each_rollout_shape_gets_its_own_compiled_step():
+    """Rollouts of many batch sizes (a vector env per env count) never share one compiled function,
+    so they never reach dynamo's recompile limit and fall back to eager."""
+    model = tiny().eval()
+    first = compiled(model, token_step, 2, False, 40)
+    assert compiled(model, token_step, 2, False, 40) is first
+    others = {compiled(model, token_step, b, False, 40) for b in range(3, 12)}
+    others.add(compiled(model, token_step, 2, True, 40))
+    assert first not in others and len(others) == 10
+    assert compiled(model, frame_pass, 2, False, 40) is not first
 
 
 def test_compile_needs_a_bounded_context():

@@ -30,7 +30,7 @@ from genie2.model.masking import (
     raster_fill,
     settled,
 )
-from genie2.model.steps import compiled, compiled_token_step, frame_pass, token_step
+from genie2.model.steps import compiled, frame_pass, token_step
 from genie2.model.transformer import KVCache
 
 
@@ -111,8 +111,9 @@ class Rollout:
             raise InputError(
                 "compile=True needs a bounded context: set max_context_frames (the cache has fixed shapes)"
             )
-        self.decode = compiled_token_step(model) if compile else token_step
-        self.decode_frame = compiled(model, frame_pass) if compile else frame_pass
+        shape = (b, guided, capacity)
+        self.decode = compiled(model, token_step, *shape) if compile else token_step
+        self.decode_frame = compiled(model, frame_pass, *shape) if compile else frame_pass
         self.meta_keys: list[Tensor] | None = None  # the meta tokens' keys as first cached
         self.row_start: Tensor | None = None  # (B) the frame each row started from, once rows restart
         self.last_features: Tensor | None = None  # (b d) after the newest frame's last code, once cached

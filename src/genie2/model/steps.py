@@ -79,24 +79,22 @@ def frame_pass(rollout: Rollout, tokens: Tensor, pos: Tensor, noise: Tensor, kno
     return codes, confidence, logits, out[: rollout.batch, -1]
 
 
-def compiled(model, step: Callable) -> Callable:
-    """A decoding step (token_step, frame_pass) compiled for one model. Its shapes stay fixed, so it
-    compiles once (then comes from torch's on-disk cache), and once more when a rollout first restarts
-    rows (rows.restart_rows: the cache's mask becomes per row). Each model gets a copy of the
-    function's code, and so its own compiled graphs, which lets us skip the per-call module guards
-    (~5% per token): a rollout runs its model in eval mode and does not change it."""
+def compiled(model, step: Callable, *shape) -> Callable:
+    """A decoding step (token_step, frame_pass) compiled for one model and one `shape` (the rollout's
+    rows and cache size). Its shapes stay fixed, so it compiles once (then comes from torch's on-disk
+    cache), and once more when a rollout first restarts rows (rows.restart_rows: the cache's mask
+    becomes per row); a rollout of another shape gets its own copy, so many batch sizes never hit
+    dynamo's recompile limit. Each copy of the function's code has its own compiled graphs, which
+    lets us skip the per-call module guards (~5% per token): a rollout runs its model in eval mode
+    and does not change it."""
     steps = _COMPILED.setdefault(model, {})
-    if step.__name__ not in steps:
+    key = (step.__name__, *shape)
+    if key not in steps:
         code, defaults = step.__code__.replace(), step.__defaults__
         fn = types.FunctionType(code, step.__globals__, step.__name__, defaults)
         skip = getattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe", None)  # torch >= 2.8
         options = dict(guard_filter_fn=skip) if skip else {}
         if model.device.type == "cpu":
             options["cpp_wrapper"] = True  # kernels called from C++, not Python: ~1.2x faster tokens on CPU
-        steps[step.__name__] = torch.compile(fn, dynamic=False, options=options)
-    return steps[step.__name__]
-
-
-def compiled_token_step(model) -> Callable:
-    """token_step compiled for one model (see `compiled`)."""
-    return compiled(model, token_step)
+        steps[key] = torch.compile(fn, dynamic=False, options=options)
+    return steps[key]
