@@ -51,6 +51,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=positive_int, default=100, help="real steps before an episode fails")
     parser.add_argument("--candidates", type=positive_int, default=64, help="action sequences dreamed per real step")
     parser.add_argument("--horizon", type=positive_int, default=12, help="dreamed steps per sequence")
+    parser.add_argument(
+        "--repeat", type=float, default=0.0, help="chance a plan repeats its previous action (default 0: independent)"
+    )
     parser.add_argument("--seeds", type=positive_int, default=3, help="planner (and random policy) seeds per policy")
     parser.add_argument("--out", help="also write the results here as JSON")
     args = parser.parse_args()
@@ -59,8 +62,11 @@ def main() -> None:
     for seed in range(args.seeds):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dream = DreamPlanner(world, args.candidates, args.horizon, seed=seed, compile=True)
-        real, rng = RealPlanner(args.candidates, args.horizon, seed=seed), np.random.default_rng(seed)
+            dream = DreamPlanner(world, args.candidates, args.horizon, seed=seed, repeat=args.repeat, compile=True)
+        real, rng = (
+            RealPlanner(args.candidates, args.horizon, seed=seed, repeat=args.repeat),
+            np.random.default_rng(seed),
+        )
         actions = dream.envs.single_action_space.n
         policies = {
             "dream planner": dream.act,

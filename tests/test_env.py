@@ -244,6 +244,30 @@ def test_the_dream_planner_takes_the_first_action_of_the_plan_its_dream_rewarded
     assert 0 <= planner.act(world.start_frames[1]) < 5  # no reward dreamed: any action
 
 
+def test_a_planner_that_sees_no_reward_follows_its_plan_and_a_reward_overrides_it():
+    from genie2.plan import Shooting, random_plans
+
+    planner = Shooting(candidates=8, horizon=5, discount=0.95, seed=0, repeat=0.0)
+    nothing = lambda actions: (np.zeros(len(actions)), np.zeros(len(actions), bool))  # noqa: E731
+    planner.choose(nothing, 7)
+    plan = planner.plan.copy()
+    assert [planner.choose(nothing, 7) for _ in range(3)] == plan[1:4].tolist()  # warm start wins ties
+    seen = []
+
+    def rewards_action_6_first(actions):
+        seen.append(np.asarray(actions).copy())
+        return (len(seen) == 1) * (np.asarray(actions) == 6).astype(float), np.zeros(len(actions), bool)
+
+    planner.plan = np.zeros(5, int)  # a kept plan that starts with 0
+    seen.clear()
+    action = planner.choose(rewards_action_6_first, 7)
+    assert action == (6 if (seen[0] == 6).any() else 0)
+    sticky = random_plans(2000, 7, 8, 0.75, np.random.default_rng(0))
+    assert 0.7 < (sticky[:, 1:] == sticky[:, :-1]).mean() < 0.85  # repeat 0.75, plus 1/7 by chance
+    with pytest.raises(ValueError, match="repeat"):
+        Shooting(8, 5, 0.95, 0, repeat=1.0)
+
+
 def test_a_vector_env_of_a_world_without_start_frames_restarts_where_it_was_reset(world):
     envs = WorldVectorEnv(2, World(world.model), max_episode_steps=1)
     first, _ = envs.reset(seed=0, options={"frame": world.start_frames[:2]})

@@ -46,6 +46,25 @@ def test_the_heads_learn_reward_signs_and_ends_that_the_frames_decide():
     assert (ends == batch["ends"]).float().mean() > 0.95
 
 
+def test_a_rare_reward_weighs_as_much_as_the_frames_without_one():
+    """Balanced loss: one rewarded frame among 999 others counts for half, so heads that always say
+    "no reward" (a sparse goal's trap) pay for it."""
+    from genie2.model.outcomes import OutcomeHeads, balanced
+
+    losses, classes = torch.cat((torch.full((999,), 0.1), torch.tensor([3.0]))), torch.tensor([1] * 999 + [2])
+    assert torch.isclose(balanced(losses, classes), torch.tensor(1.55))
+    assert torch.isclose(balanced(losses[:999], classes[:999]), torch.tensor(0.1))  # one class: its mean
+    heads = OutcomeHeads(4)
+    features, rewards, ends = torch.randn(1, 1000, 4), torch.zeros(1, 1000), torch.zeros(1, 1000, dtype=torch.bool)
+    rewards[0, -1], ends[0, -1] = 1.0, True
+    sparse = heads.loss(features, rewards, ends, None)
+    unweighted = heads.loss(features[:, :-1], rewards[:, :-1], ends[:, :-1], None)
+    reward_logits, end_logits = heads(features[:, -1:])
+    rare = torch.nn.functional.cross_entropy(reward_logits[0], torch.tensor([2]))
+    rare = rare + torch.nn.functional.binary_cross_entropy_with_logits(end_logits[0], torch.ones(1))
+    assert torch.isclose(sparse, (unweighted + rare) / 2, atol=1e-5)
+
+
 def test_without_rewards_the_loss_is_the_references_and_rewards_need_the_heads():
     model = tiny()
     batch = outcome_batch(b=2)

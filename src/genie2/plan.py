@@ -6,7 +6,7 @@ learned rewards and episode ends, and returns the first action of the sequence w
 earned the most (discounted; a dreamed episode's end stops its sum). This is random-shooting
 model-predictive control, the simplest planner over a learned model (PlaNet and TD-MPC refine
 it with CEM and a learned value): it needs a world trained with `genie2 train --learn-rewards`,
-and sees no reward beyond its horizon, where it acts at random. `RealPlanner` is the same planner
+and sees no reward beyond its horizon, where it follows one random plan through. `RealPlanner` is the same planner
 over copies of the real game (a perfect model): the ceiling a dream planner is measured against.
 
 Dimension legend: n candidate plans, H horizon.
@@ -23,18 +23,59 @@ from genie2.errors import InputError
 from genie2.model.config import check_positive_int
 
 
-class DreamPlanner:
+class Shooting:
+    """Random-shooting MPC's settings and its last chosen plan, shared by both planners: `choose`
+    draws `candidates` plans of `horizon` actions (random_plans), the first being the rest of the
+    plan chosen last step (warm start), and returns the first action of the one with the highest
+    discounted return. Ties go to that kept plan, so where no plan sees a reward the agent follows one
+    random plan through instead of re-drawing every step (a random walk that rarely goes far)."""
+
+    def __init__(self, candidates: int, horizon: int, discount: float, seed: int, repeat: float):
+        check_positive_int("candidates", candidates)
+        check_positive_int("horizon", horizon)
+        if not 0 < discount <= 1:
+            raise InputError(f"discount must be in (0, 1], got {discount!r}")
+        if not 0 <= repeat < 1:
+            raise InputError(f"repeat (the chance a plan repeats its last action) must be in [0, 1), got {repeat!r}")
+        self.candidates, self.horizon, self.discount, self.repeat = candidates, horizon, discount, repeat
+        self.rng, self.plan = np.random.default_rng(seed), None  # plan: (H) the last chosen plan
+
+    def choose(self, step, num_actions: int) -> int:
+        """The first action of the best plan, stepped together by `step(actions n) -> (rewards n, ended n)`
+        (a plan's return is summed until its episode ends)."""
+        n, horizon = self.candidates, self.horizon
+        plans = random_plans(n, num_actions, horizon, self.repeat, self.rng)  # n H
+        if self.plan is not None and self.plan.max() < num_actions:
+            plans[0, :-1] = self.plan[1:]
+        returns, alive = np.zeros(n), np.ones(n, bool)
+        for t in range(horizon):
+            rewards, ended = step(plans[:, t])
+            returns += alive * rewards * self.discount**t
+            alive &= ~ended
+        best = np.flatnonzero(returns == returns.max())
+        chosen = 0 if self.plan is not None and best[0] == 0 else self.rng.choice(best)
+        self.plan = plans[chosen]
+        return int(self.plan[0])
+
+
+class DreamPlanner(Shooting):
     """Random-shooting MPC over a world: `act(frame) -> action id`. `env_kwargs` go to WorldVectorEnv
     (temperature, raster, compile, ...)."""
 
     def __init__(
-        self, world, candidates: int = 64, horizon: int = 12, discount: float = 0.95, seed: int = 0, **env_kwargs
+        self,
+        world,
+        candidates: int = 64,
+        horizon: int = 12,
+        discount: float = 0.95,
+        seed: int = 0,
+        repeat: float = 0.0,
+        **env_kwargs,
     ):
-        check_plan(candidates, horizon, discount)
+        super().__init__(candidates, horizon, discount, seed, repeat)
         self.envs = WorldVectorEnv(candidates, world, max_episode_steps=horizon + 1, **env_kwargs)
         if self.envs.world.model.outcomes is None:
             raise InputError("planning needs a world that learned rewards: train it with --learn-rewards")
-        self.horizon, self.discount, self.rng = horizon, discount, np.random.default_rng(seed)
 
     def act(self, frame: np.ndarray) -> int:
         """The action to take from `frame` (uint8 h w 3, a real frame of the world's game)."""
@@ -44,18 +85,18 @@ class DreamPlanner:
         def step(actions):
             return envs.step(actions)[1:3]  # rewards and terminated: its episodes outlast the horizon
 
-        return shoot(step, envs.num_envs, envs.single_action_space.n, self.horizon, self.discount, self.rng)
+        return self.choose(step, envs.single_action_space.n)
 
 
-class RealPlanner:
+class RealPlanner(Shooting):
     """Random-shooting MPC over copies of a real Gymnasium env: `act(env) -> action id`, planned as
     DreamPlanner plans but with the game itself as its model. Each copy draws its own randomness
     (reseeded from the planner's seed), so a stochastic game is a model, not a look at its next draw."""
 
-    def __init__(self, candidates: int = 64, horizon: int = 12, discount: float = 0.95, seed: int = 0):
-        check_plan(candidates, horizon, discount)
-        self.candidates, self.horizon, self.discount = candidates, horizon, discount
-        self.rng = np.random.default_rng(seed)
+    def __init__(
+        self, candidates: int = 64, horizon: int = 12, discount: float = 0.95, seed: int = 0, repeat: float = 0.0
+    ):
+        super().__init__(candidates, horizon, discount, seed, repeat)
 
     def act(self, env) -> int:
         """The action to take in `env` (a gymnasium.Env mid-episode with a Discrete action space, left as it is)."""
@@ -77,26 +118,14 @@ class RealPlanner:
                     copies[i] = None if ended[i] else game
             return rewards, ended
 
-        return shoot(step, self.candidates, env.action_space.n, self.horizon, self.discount, self.rng)
+        return self.choose(step, env.action_space.n)
 
 
-def check_plan(candidates, horizon, discount) -> None:
-    """Raise InputError unless candidates and horizon are positive ints and discount is in (0, 1]."""
-    check_positive_int("candidates", candidates)
-    check_positive_int("horizon", horizon)
-    if not 0 < discount <= 1:
-        raise InputError(f"discount must be in (0, 1], got {discount!r}")
-
-
-def shoot(step, n: int, num_actions: int, horizon: int, discount: float, rng: np.random.Generator) -> int:
-    """Random shooting: n random plans of `horizon` actions, stepped together by `step(actions n) ->
-    (rewards n, ended n)`; the first action of a plan whose discounted return (summed until its
-    episode ends) is the highest, ties broken at random."""
-    plans = rng.integers(0, num_actions, (n, horizon))  # n H
-    returns, alive = np.zeros(n), np.ones(n, bool)
-    for t in range(horizon):
-        rewards, ended = step(plans[:, t])
-        returns += alive * rewards * discount**t
-        alive &= ~ended
-    best = np.flatnonzero(returns == returns.max())
-    return int(plans[rng.choice(best), 0])
+def random_plans(n: int, num_actions: int, horizon: int, repeat: float, rng: np.random.Generator) -> np.ndarray:
+    """n random plans of `horizon` actions (n H): each action repeats the one before with probability
+    `repeat`, else is drawn uniformly, so a plan goes further than independent draws would."""
+    plans = rng.integers(0, num_actions, (n, horizon))
+    for t in range(1, horizon):
+        keep = rng.random(n) < repeat
+        plans[keep, t] = plans[keep, t - 1]
+    return plans

@@ -28,19 +28,29 @@ class OutcomeHeads(nn.Module):
         return self.reward(features), self.end(features)[..., 0]
 
     def loss(self, features: Tensor, rewards: Tensor, terminated: Tensor, time_mask: Tensor | None) -> Tensor:
-        """Cross entropy of the reward signs (b t float rewards) plus that of the ends (b t bool), over
-        the frames `time_mask` (b t) keeps."""
+        """Class-balanced cross entropy of the reward signs (b t float rewards) plus that of the ends
+        (b t bool), over the frames `time_mask` (b t) keeps."""
         reward_logits, end_logits = self(features)
         valid = time_mask if exists(time_mask) else torch.ones_like(terminated, dtype=torch.bool)
-        signs = torch.sign(rewards.float()).long() + 1  # 0: negative, 1: none, 2: positive
-        reward_loss = F.cross_entropy(reward_logits[valid], signs[valid])
-        return reward_loss + F.binary_cross_entropy_with_logits(end_logits[valid], terminated[valid].float())
+        signs = torch.sign(rewards.float()).long()[valid] + 1  # 0: negative, 1: none, 2: positive
+        ended = terminated[valid].long()
+        reward_loss = balanced(F.cross_entropy(reward_logits[valid], signs, reduction="none"), signs)
+        end_loss = F.binary_cross_entropy_with_logits(end_logits[valid], ended.float(), reduction="none")
+        return reward_loss + balanced(end_loss, ended)
 
     @torch.no_grad()
     def predict(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """The likeliest reward sign (float, -1, 0 or 1) and whether the episode ended (bool), per frame."""
         reward_logits, end_logits = self(features)
         return (reward_logits.argmax(dim=-1) - 1).float(), end_logits > 0
+
+
+def balanced(losses: Tensor, classes: Tensor) -> Tensor:
+    """The mean over the classes present of each class's mean loss (n losses of n class ids): a goal
+    reached once in a thousand frames weighs as much as the frames without one, or the heads learn
+    to say "no reward" always."""
+    present = classes.unique()
+    return torch.stack([losses[classes == c].mean() for c in present]).mean()
 
 
 def with_outcomes(model, total, parts: tuple, last_features, rewards, terminated, time_mask):
