@@ -1,8 +1,8 @@
 """Decoding modes of trained worlds, speed beside quality: for a raster world each Sampling.raster
-(sequential, speculative, diagonal), for a parallel world each K of --passes. Per mode: frames/s
-and passes per frame through the compiled session API, replaying held-out episodes' actions (so
-the drafts meet real play), and from `evaluate_world` on the same data PSNR at steps 1, 8 and 16
-and delta PSNR at step 8. Prints a table, writes JSON.
+(sequential, speculative, diagonal), for a parallel world each K of --passes. Per mode: frames/s,
+codes/s (tokens/s) and forward calls per frame through the compiled session API, replaying held-out
+episodes' actions (so the drafts meet real play), and from `evaluate_world` on the same data PSNR at
+steps 1, 8 and 16 and delta PSNR at step 8. Prints a table, writes JSON.
 
     python benchmarks/decoding.py --world shipped=src/genie2/pretrained/minigrid-doorkey --data heldout
     python benchmarks/decoding.py --world raster=world --world parallel=world-par --data heldout
@@ -31,9 +31,9 @@ def counted(rollout, counts: list[int]) -> None:
         setattr(rollout, name, lambda *a, _fn=fn, **kw: counts.append(1) or _fn(*a, **kw))
 
 
-def speed(world: World, episodes: list[Episode], frames: int, warmup: int, **mode) -> tuple[float, float]:
-    """Median frames/s over the episodes and forward calls per frame of a compiled session that plays
-    each episode's own actions from its first frame."""
+def speed(world: World, episodes: list[Episode], frames: int, warmup: int, **mode) -> tuple[float, float, int]:
+    """Median frames/s over the episodes, forward calls per frame and codes per frame of a compiled
+    session that plays each episode's own actions from its first frame."""
     rates, calls = [], []
     for episode in episodes:
         session = world.session(episode.frames[0], temperature=0.0, compile=True, **mode)
@@ -47,7 +47,7 @@ def speed(world: World, episodes: list[Episode], frames: int, warmup: int, **mod
             session.step(action)
         rates.append(frames / (time.perf_counter() - start))
         calls.append(len(counts) / frames)
-    return statistics.median(rates), statistics.median(calls)
+    return statistics.median(rates), statistics.median(calls), session.codes[-1][0, -1].numel()
 
 
 def modes(world: World, passes: list[int]) -> list[dict]:
@@ -64,7 +64,7 @@ def run(args) -> list[dict]:
         name, _, path = spec.partition("=")
         world = load(path)
         for mode in modes(world, args.passes):
-            fps, calls = speed(world, episodes, args.frames, args.warmup, **mode)
+            fps, calls, codes = speed(world, episodes, args.frames, args.warmup, **mode)
             report = evaluate_world(world, args.data, "all", args.episodes, args.horizon, progress=False, **mode)
             m = report["metrics"]
             psnr, delta = m["psnr"]["mean"], m["delta_psnr"]["mean"]
@@ -73,6 +73,7 @@ def run(args) -> list[dict]:
                 decoding=world.model.decoding,
                 mode=mode.get("raster") or f"K={mode['decode_steps']}",
                 frames_per_s=fps,
+                tokens_per_s=fps * codes,
                 calls_per_frame=calls,
                 psnr_1=psnr[0],
                 psnr_8=psnr[7],
@@ -88,7 +89,8 @@ def run(args) -> list[dict]:
 def print_row(row: dict) -> None:
     r = row
     print(
-        f"{r['world']:>10} {r['mode']:>12} {r['frames_per_s']:8.2f} f/s {r['calls_per_frame']:6.1f} calls/frame "
+        f"{r['world']:>10} {r['mode']:>12} {r['frames_per_s']:8.2f} f/s {r['tokens_per_s']:7.0f} codes/s "
+        f"{r['calls_per_frame']:6.1f} calls/frame "
         f"PSNR {r['psnr_1']:6.2f} {r['psnr_8']:6.2f} {r['psnr_16']:6.2f} dB  delta@8 {r['delta_psnr_8']:5.2f} dB",
         flush=True,
     )

@@ -182,3 +182,22 @@ def test_sampling_refuses_settings_that_are_not_finite(setting):
 
     with pytest.raises(ValueError, match="finite"):
         Sampling(**setting)
+
+
+def test_a_compiled_session_decodes_the_same_frames_through_its_tokenizer():
+    """compile=True also compiles the tokenizer's decode of each frame (steps.frame_decode): the frames
+    equal eager decoding's, from reset on."""
+    from genie2.model.genie2 import Genie2
+    from genie2.model.steps import frame_decode
+    from genie2.tokenizer.model import Tokenizer, TokenizerConfig
+
+    config = TokenizerConfig(frame_size=16, channels=(8, 16), res_blocks=1, dim_latent=8, codebook_size=16)
+    model = Genie2.from_tokenizer(Tokenizer(config), dim=32, depth=1, heads=2, attn_dim_head=16, num_actions=3).eval()
+    frame = torch.rand(3, 16, 16)
+    played = []
+    for compile in (False, True):
+        session = WorldModelSession(model, frame, temperature=0.0, max_context_frames=3, compile=compile)
+        played.append(torch.stack([session.current_frame()] + [session.step(a) for a in (0, 2, 1, 1)]))
+    assert (played[0] - played[1]).abs().max() < 1e-5
+    codes = session.codes[-1]
+    assert torch.allclose(frame_decode(model, codes), model.decode_codes(codes)[:, :, -1], atol=1e-6)

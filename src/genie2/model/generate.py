@@ -16,6 +16,7 @@ from torch import Tensor
 from genie2.errors import InputError
 from genie2.helpers import exists, guide, pad_actions
 from genie2.model.decoding import Rollout, Sampling
+from genie2.model.steps import compiled, frame_decode
 
 
 class GenerationMixin:
@@ -168,9 +169,12 @@ class GenerationMixin:
             save_frame(self._last_frame(codes)[0], save_path)
         return codes
 
-    def _last_frame(self, codes: list[Tensor]) -> Tensor:
-        """Decode the newest frame (b c h w); temporal models decode the history they need."""
+    def _last_frame(self, codes: list[Tensor], compile: bool = False) -> Tensor:
+        """Decode the newest frame (b c h w); temporal models decode the history they need. With
+        `compile`, a tokenizer's decoder runs compiled (steps.frame_decode)."""
         tokenizer = self.tokenizer
         temporal = self.need_recon_loss or self.is_video_enc_dec or (exists(tokenizer) and tokenizer.config.temporal)
         history = torch.cat(codes, dim=1) if temporal else codes[-1]
+        if compile and exists(tokenizer):
+            return compiled(self, frame_decode, *history.shape)(self, history)
         return self.decode_codes(history)[:, :, -1]

@@ -1,6 +1,6 @@
 """The decoding steps a Rollout runs, each whole so that it compiles as one graph: one code
-(`token_step`, raster order) or one pass over a whole frame (`frame_pass`), and `compiled`, which
-compiles a step once per model.
+(`token_step`, raster order) or one pass over a whole frame (`frame_pass`); the tokenizer's decode
+of the newest frame (`frame_decode`); and `compiled`, which compiles a step once per model.
 
 Dimension legend: b batch (B: with the null-action rows when guiding), s codes per frame, n tokens,
 d feature, l logits.
@@ -77,6 +77,15 @@ def frame_pass(rollout: Rollout, tokens: Tensor, pos: Tensor, noise: Tensor, kno
     codes = draw(logits, rollout.sampling.min_p, knobs[0], noise)
     confidence = logits.float().log_softmax(dim=-1).gather(-1, codes[..., None])[..., 0]
     return codes, confidence, logits, out[: rollout.batch, -1]
+
+
+def frame_decode(model, codes: Tensor) -> Tensor:
+    """The newest frame (b c h w, in [0, 1]) of codes (b t h w), through the model's tokenizer without
+    its input checks (the codes are the model's own draws), so that it compiles as one graph: on 2 CPU
+    cores about a third of the eager decoder's time, the rest of a frame being one or two passes."""
+    tokenizer = model.tokenizer
+    frames = tokenizer.decode_latents(tokenizer.codes_to_latents(codes))[:, -1].clamp(0, 1)
+    return rearrange(frames, "b h w c -> b c h w")
 
 
 def compiled(model, step: Callable, *shape) -> Callable:
