@@ -10,6 +10,7 @@ Prints a table, writes JSON.
     python benchmarks/play.py --browser             # also the page in /usr/bin/chromium
     python benchmarks/play.py --checkpoint RUN      # any world-model checkpoint
     python benchmarks/play.py --raster speculative  # a raster world's whole-frame passes
+    python benchmarks/play.py --checkpoint RUN --decode-steps 1  # a parallel world in one pass a frame
     PYTHONPATH=OLD/src python benchmarks/play.py --label before --out benchmarks/results/play-cpu-before-after.jsonl
     python benchmarks/play.py --label after --out benchmarks/results/play-cpu-before-after.jsonl
                                                     # code before and after a change, back to back (.jsonl appends)
@@ -45,6 +46,7 @@ def start_server(args, port: int) -> subprocess.Popen:
     cmd += ["--checkpoint", args.checkpoint] if args.checkpoint else []
     cmd += ["--no-compile"] if args.no_compile else []
     cmd += ["--raster", args.raster] if args.raster else []
+    cmd += ["--decode-steps", str(args.decode_steps)] if args.decode_steps else []
     log = tempfile.TemporaryFile(mode="w+")  # not a pipe: nobody reads it while the server runs
     server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300  # compiling the decode step the first time takes a while
@@ -135,6 +137,9 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="serve without compiling the decode step")
     parser.add_argument(
         "--raster", choices=RASTER_DECODINGS, help="how a raster world decodes a frame (default: the world's own)"
+    )
+    parser.add_argument(
+        "--decode-steps", type=int, metavar="K", help="passes per frame of a parallel world (default: the world's own)"
     )
     parser.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before, after)")
     parser.add_argument("--out", default="benchmarks/results/play-cpu.json", help="where to write the JSON")
