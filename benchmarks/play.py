@@ -68,7 +68,9 @@ async def drive_websocket(port: int, frames: int, warmup: int) -> dict:
     import websockets
 
     info = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info").read())
-    async with websockets.connect(f"ws://127.0.0.1:{port}/ws", max_size=None) as ws:
+    # no keepalive pings: the server compiles a world's decode steps on its one model thread during the
+    # warm-up steps, and answers no ping until that is done (a parallel world's passes take over 20 s)
+    async with websockets.connect(f"ws://127.0.0.1:{port}/ws", max_size=None, ping_interval=None) as ws:
         json.loads(await ws.recv())  # hello
         await ws.send(json.dumps({"type": "reset", "start": 0}))
         json.loads(await ws.recv())
