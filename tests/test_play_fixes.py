@@ -15,7 +15,7 @@ from PIL import Image
 import genie2.cli as cli
 import genie2.model.decoding
 import genie2.world
-from genie2 import Genie2
+from conftest import tiny_world
 from genie2.data.episode import DatasetInfo
 from genie2.errors import InputError
 from genie2.play import serve
@@ -23,24 +23,15 @@ from genie2.play.app import create_app
 from genie2.play.keymap import keymap
 from genie2.play.protocol import PlayerConfig
 from genie2.play.terminal import play_terminal
-from genie2.tokenizer.model import Tokenizer, TokenizerConfig
 from genie2.world import World
 from test_play import NAMES, chromium_page, client_for, needs_chromium, served
 
 CRAFTER = ["noop", "move_left", "move_right", "move_up", "move_down", "do", "sleep", "place_stone", "pick_up"]
 
 
-def tiny_world(num_actions: int = len(NAMES)) -> World:
-    """A random 16x16 world; each is its own model, so its compiled steps are its own (they are cached per model)."""
-    tokenizer = Tokenizer(
-        TokenizerConfig(frame_size=16, channels=(8, 16), res_blocks=1, dim_latent=8, codebook_size=16)
-    )
-    return World(Genie2.from_tokenizer(tokenizer, dim=32, depth=1, heads=2, attn_dim_head=16, num_actions=num_actions))
-
-
 @pytest.fixture(scope="module")
 def world():
-    return tiny_world()
+    return tiny_world(len(NAMES))
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +55,7 @@ def replies_to(ws, message: dict) -> list[dict]:
 
 
 def test_the_warm_up_compiles_the_guided_step_too_so_moving_the_cfg_slider_never_compiles(starts):
-    app = create_app(tiny_world(), starts, NAMES, PlayerConfig(compile=True))
+    app = create_app(tiny_world(len(NAMES)), starts, NAMES, PlayerConfig(compile=True))
     state = app.state.play
     state.warm_up()
     assert state.warm == {False, True} and not state.warming

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from conftest import tiny
+from conftest import tiny, tiny_world
 from genie2.model.decoding import Rollout, Sampling
 from genie2.model.session import WorldModelSession
-from genie2.model.steps import compiled, frame_pass, token_step
+from genie2.model.steps import compiled, frame_decode, frame_pass, token_step
 
 
 @pytest.mark.parametrize("meta", [0, 3])
@@ -187,12 +187,7 @@ def test_sampling_refuses_settings_that_are_not_finite(setting):
 def test_a_compiled_session_decodes_the_same_frames_through_its_tokenizer():
     """compile=True also compiles the tokenizer's decode of each frame (steps.frame_decode): the frames
     equal eager decoding's, from reset on."""
-    from genie2.model.genie2 import Genie2
-    from genie2.model.steps import frame_decode
-    from genie2.tokenizer.model import Tokenizer, TokenizerConfig
-
-    config = TokenizerConfig(frame_size=16, channels=(8, 16), res_blocks=1, dim_latent=8, codebook_size=16)
-    model = Genie2.from_tokenizer(Tokenizer(config), dim=32, depth=1, heads=2, attn_dim_head=16, num_actions=3).eval()
+    model = tiny_world(num_actions=3).model
     frame = torch.rand(3, 16, 16)
     played = []
     for compile in (False, True):
