@@ -6,6 +6,8 @@ the held-out validation episodes. Prints a table, writes JSON.
     python benchmarks/tokenizer.py --preset gpu --device cuda --out benchmarks/results/tokenizer-cuda.json
     python benchmarks/tokenizer.py --data demo/data --steps 2636 --hard-tile-share 0 \
         --out benchmarks/results/tokenizer-ablation-cpu.jsonl   # one row of an ablation (a .jsonl gets a line)
+    python benchmarks/tokenizer.py --data crafter --eval-data crafter-heldout --preset crafter-cpu \
+        --steps 3000 --codebook-size 512 --out benchmarks/results/tokenizer-crafter-cpu.jsonl  # scored on held-out ones
 
 On MiniGrid frames (64x64) it also draws every DoorKey sprite state through the tokenizer and counts
 those drawn wrong (genie2.data.sprites).
@@ -44,8 +46,13 @@ def main() -> None:
     parser.add_argument(
         "--dead-code-threshold", type=float, default=None, help="override the preset's dead_code_threshold"
     )
+    parser.add_argument("--codebook-size", type=int, default=None, help="override the preset's VQ codebook size")
+    parser.add_argument("--quantizer", choices=["vq", "fsq"], default=None, help="override the preset's quantizer")
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--data", default=None, help="use this dataset instead of collecting one")
+    parser.add_argument(
+        "--eval-data", default=None, help="score on all of this dataset's episodes (default: --data's validation split)"
+    )
     parser.add_argument("--val-frames", type=int, default=2048, help="validation frames to score")
     parser.add_argument(
         "--out", default=None, help="where to write the JSON (default benchmarks/results/tokenizer-ENCODER-cpu.json)"
@@ -61,27 +68,29 @@ def main() -> None:
         config = TokenizerTraining.preset(args.preset, **overrides)
         share = config.model.hard_tile_share if args.hard_tile_share is None else args.hard_tile_share
         dead = config.model.dead_code_threshold if args.dead_code_threshold is None else args.dead_code_threshold
-        config.model = dataclasses.replace(
-            config.model, encoder=args.encoder, hard_tile_share=share, dead_code_threshold=dead
-        )
+        model = dict(encoder=args.encoder, hard_tile_share=share, dead_code_threshold=dead)
+        model.update({k: getattr(args, k) for k in ("codebook_size", "quantizer") if getattr(args, k) is not None})
+        config.model = dataclasses.replace(config.model, **model)
         start = time.perf_counter()
         train_tokenizer(data, str(Path(tmp) / "tok"), config, device=args.device)
         minutes = (time.perf_counter() - start) / 60
         tokenizer = Tokenizer.from_pretrained(Path(tmp) / "tok", args.device)
         parameters = sum(p.numel() for p in tokenizer.parameters())
-        frames = val_frames(data, args.val_frames)
+        scored = (args.eval_data, "all") if args.eval_data else (data, "val")
+        frames = val_frames(scored[0], args.val_frames, split=scored[1])
         result = evaluate(tokenizer, frames)
         sprites = sprite_report(tokenizer) if tokenizer.config.frame_size == 64 else {}  # DoorKey's frames
     row = dict(preset=args.preset, encoder=args.encoder, parameters=parameters, steps=config.steps)
+    row.update(quantizer=config.model.quantizer, codes=config.model.num_codes, scored_on=scored[0], split=scored[1])
     row.update(hard_tile_share=share, ae_warmup=config.ae_warmup, rare_share=config.rare_share)
     row.update(dead_code_threshold=dead, sprites=sprites)
     row.update(train_minutes=minutes, val_frames=len(frames), **result)
     print(
-        f"{'preset':>6} {'encoder':>7} {'params':>7} {'steps':>6} {'minutes':>7} {'PSNR dB':>8} {'usage':>6} "
+        f"{'preset':>11} {'encoder':>7} {'params':>7} {'steps':>6} {'minutes':>7} {'PSNR dB':>8} {'usage':>6} "
         f"{'perplexity':>10} {'bad tiles':>9} {'sprites wrong':>13} {'enc+dec f/s':>11}"
     )
     print(
-        f"{row['preset']:>6} {row['encoder']:>7} {parameters / 1e6:>6.2f}M {row['steps']:>6} {minutes:>7.1f} "
+        f"{row['preset']:>11} {row['encoder']:>7} {parameters / 1e6:>6.2f}M {row['steps']:>6} {minutes:>7.1f} "
         f"{row['psnr']:>8.2f} {row['usage']:>6.0%} {row['perplexity']:>10.1f} {row['bad_tiles']:>9.2%} "
         f"{len(sprites.get('wrong', [])):>13} {row['frames_per_s']:>11.0f}"
     )

@@ -209,9 +209,21 @@ def test_keymap_lists_arrows_first_and_reads_move_left_as_an_arrow():
     assert list(keys)[:4] == ["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown"]
     assert [keys[k] for k in ("ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown")] == [1, 2, 3, 4]
     assert keys["1"] == 0 and "pick_up" not in [CRAFTER[a] for k, a in keys.items() if k.startswith("Arrow")]
-    assert sorted(keys.values()) == list(range(len(CRAFTER)))  # every action has exactly one key
+    assert keys[" "] == CRAFTER.index("do")  # Crafter's verb on space
+    assert [keys[k] for k in "adws"] == [1, 2, 3, 4]  # w a s d press what the arrows press
+    unique = {k: a for k, a in keys.items() if k not in "adws"}
+    assert sorted(unique.values()) == list(range(len(CRAFTER)))  # else every action has exactly one key
     doom = keymap(["ATTACK", "MOVE_LEFT", "TURN_LEFT", "MoveForward", "move-backward"])
-    assert list(doom.items()) == [(" ", 0), ("ArrowLeft", 1), ("ArrowUp", 3), ("ArrowDown", 4), ("1", 2)]
+    assert list(doom.items()) == [
+        (" ", 0),
+        ("ArrowLeft", 1),
+        ("ArrowUp", 3),
+        ("ArrowDown", 4),
+        ("1", 2),
+        ("a", 1),
+        ("w", 3),
+        ("s", 4),
+    ]
     info = client_for_app(create_app(tiny_world(len(CRAFTER)), np.zeros((1, 16, 16, 3), np.uint8), CRAFTER))
     listed = info.get("/api/info").json()["keys"]
     assert [key for key, _ in listed][:5] == ["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "1"]
@@ -221,7 +233,7 @@ def test_keymap_lists_arrows_first_and_reads_move_left_as_an_arrow():
 def test_actions_named_by_digits_sit_on_their_own_digit_keys():
     keys = keymap([str(i) for i in range(12)])
     assert all(keys[str(i)] == i for i in range(10))  # "0" is on 0, not on 1
-    assert sorted(keys.values()) == list(range(12)) and keys["q"] == 10 and keys["w"] == 11
+    assert sorted(keys.values()) == list(range(12)) and keys["q"] == 10 and keys["e"] == 11
     mixed = keymap(["noop", "3", "left"])  # "3" keeps its key; the spare keys skip it
     assert mixed == {"ArrowLeft": 2, "1": 0, "3": 1}
 

@@ -171,8 +171,8 @@ def demo(args) -> None:
 
 def play(args) -> None:
     """genie2 play: step inside a world model, in the browser (default: a local server streams
-    each dreamed frame to a page) or in this terminal (--terminal). Without --checkpoint it
-    plays the pretrained MiniGrid world that ships with genie2."""
+    each dreamed frame to a page) or in this terminal (--terminal). Without --world it plays
+    the pretrained MiniGrid world that ships with genie2; --world crafter plays the Crafter one."""
     from genie2.world import load
 
     kwargs = {knob: getattr(args, knob) for knob in ("temperature", "cond_scale", "decode_steps", "raster")}
@@ -272,7 +272,11 @@ def add_train_tokenizer(verbs: argparse._SubParsersAction) -> None:
     p.description = train_tokenizer.__doc__
     p.add_argument("--data", required=True, help="dataset folder (from genie2 collect or import-video)")
     p.add_argument("--out", required=True, help="run folder; it becomes the tokenizer checkpoint")
-    p.add_argument("--preset", default="cpu", help="tiny, cpu (default: 8,000 steps, the shipped recipe) or gpu")
+    p.add_argument(
+        "--preset",
+        default="cpu",
+        help="tiny, cpu (default: the shipped MiniGrid recipe), crafter-cpu (the Crafter one) or gpu",
+    )
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
     p.add_argument("--batch-size", type=int, default=None, help="frames per step (default: the preset's)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
@@ -308,7 +312,11 @@ def add_train(verbs: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="run folder; it becomes the world-model checkpoint")
     p.add_argument("--codes", default=None, help="codes folder (default: DATA/codes/<tokenizer hash>)")
-    p.add_argument("--preset", default="cpu", help="tiny, cpu (default), gpu-small or gpu-base")
+    p.add_argument(
+        "--preset",
+        default="cpu",
+        help="tiny, cpu (default), crafter-cpu, gpu-small or gpu-base",
+    )
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: preset; extends a --resume)")
     p.add_argument("--batch-size", type=int, default=None, help="clips per step over all processes (default: preset)")
     p.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps (default 1)")
@@ -337,7 +345,13 @@ def add_evaluate(verbs: argparse._SubParsersAction) -> None:
     """The arguments of `genie2 eval`."""
     p = verbs.add_parser("eval", help="measure a world model on held-out episodes (report.json, plot, video)")
     p.description = evaluate.__doc__
-    p.add_argument("--checkpoint", required=True, help="world-model run or checkpoint folder (from genie2 train)")
+    p.add_argument(
+        "--world",
+        "--checkpoint",
+        dest="checkpoint",
+        required=True,
+        help="a world-model run or checkpoint folder (from genie2 train), or a shipped world (minigrid, crafter)",
+    )
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--out", required=True, help="report folder: report.json, psnr.png, rollouts.gif")
     p.add_argument("--split", default="val", choices=["train", "val", "all"], help="episodes to use (default val)")
@@ -366,7 +380,12 @@ def add_play(verbs: argparse._SubParsersAction) -> None:
     """The arguments of `genie2 play`."""
     p = verbs.add_parser("play", help="play inside a world model, in the browser or the terminal")
     p.description = play.__doc__
-    p.add_argument("--checkpoint", help="world-model run or checkpoint folder (default: the pretrained MiniGrid world)")
+    p.add_argument(
+        "--world",
+        "--checkpoint",
+        dest="checkpoint",
+        help="a shipped world's name (minigrid, crafter) or a world-model run or checkpoint folder (default minigrid)",
+    )
     p.add_argument("--data", help="dataset folder for the start frames and action names (default: the checkpoint's)")
     p.add_argument("--temperature", type=finite_float, default=0.0, help="sampling temperature (default 0: greedy)")
     guidance = "classifier-free guidance scale on the action (default 1: no guidance; above 1 the action counts more)"

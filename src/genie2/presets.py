@@ -45,13 +45,26 @@ def tokenizer_cpu() -> dict:
     return dict(model=model, steps=8000, batch_size=16, lr=2e-3, ae_warmup=0.8, rare_share=0.5)
 
 
+def tokenizer_crafter_cpu() -> dict:
+    """Crafter at 72x72 (the preset's size: 8 px tiles): 9x9 codes, one per tile, from a codebook of 1,024
+    (a tile kind at each light level of Crafter's day and night), otherwise the cpu recipe."""
+    values = tokenizer_cpu()
+    values["model"].codebook_size = 1024
+    return values
+
+
 def tokenizer_gpu() -> dict:
     """A wider tokenizer for a GPU."""
     model = TokenizerConfig(channels=(64, 128, 256), res_blocks=4, codebook_size=1024)
     return dict(model=model, steps=20000, batch_size=64, lr=4e-4)
 
 
-TOKENIZER_PRESETS = {"tiny": tokenizer_tiny, "cpu": tokenizer_cpu, "gpu": tokenizer_gpu}
+TOKENIZER_PRESETS = {
+    "tiny": tokenizer_tiny,
+    "cpu": tokenizer_cpu,
+    "crafter-cpu": tokenizer_crafter_cpu,
+    "gpu": tokenizer_gpu,
+}
 
 
 def world_tiny() -> dict:
@@ -69,6 +82,14 @@ def world_cpu() -> dict:
     return dict(model=model, steps=3000, batch_size=8, clip_frames=8, lr=1e-3)
 
 
+def world_crafter_cpu() -> dict:
+    """Crafter on 2 CPU cores: the cpu model over 9x9 codes (the crafter-cpu tokenizer's), eval rollouts
+    less often (a Crafter rollout costs 81 passes a frame)."""
+    values = world_cpu()
+    values.update(steps=2000, eval_every=1000)
+    return values
+
+
 def world_gpu_small() -> dict:
     """A single-GPU model: dim 512, 8 layers."""
     model = dict(dim=512, depth=8, heads=8, attn_dim_head=64, num_meta_tokens=8)
@@ -81,4 +102,10 @@ def world_gpu_base() -> dict:
     return dict(model=model, steps=100000, batch_size=64, clip_frames=16, lr=4e-4)
 
 
-WORLD_PRESETS = {"tiny": world_tiny, "cpu": world_cpu, "gpu-small": world_gpu_small, "gpu-base": world_gpu_base}
+WORLD_PRESETS = {
+    "tiny": world_tiny,
+    "cpu": world_cpu,
+    "crafter-cpu": world_crafter_cpu,
+    "gpu-small": world_gpu_small,
+    "gpu-base": world_gpu_base,
+}

@@ -132,7 +132,7 @@ class World:
 
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "minigrid-doorkey"
-SHIPPED = {"minigrid": PRETRAINED}  # the worlds in the package, by name
+SHIPPED = {"minigrid": PRETRAINED, "crafter": PRETRAINED.parent / "crafter"}  # the worlds in the package, by name
 
 
 def load(checkpoint: str | Path | None = None, device: str = "cpu", **kwargs) -> World:
@@ -140,8 +140,16 @@ def load(checkpoint: str | Path | None = None, device: str = "cpu", **kwargs) ->
     of a shipped world: SHIPPED); by default the pretrained MiniGrid DoorKey world of the package."""
     named = isinstance(checkpoint, str) and checkpoint in SHIPPED and not Path(checkpoint).exists()
     checkpoint = PRETRAINED if checkpoint is None else SHIPPED[checkpoint] if named else Path(checkpoint)
-    if not (checkpoint / CONFIG_FILE).is_file() and checkpoint == PRETRAINED:
-        raise FileNotFoundError(f"the pretrained world is missing from this install ({PRETRAINED}); reinstall genie2")
+    if not (checkpoint / CONFIG_FILE).is_file():
+        if checkpoint in SHIPPED.values():
+            raise FileNotFoundError(
+                f"the shipped world {checkpoint.name} is missing from this install; reinstall genie2"
+            )
+        if not checkpoint.exists() and len(checkpoint.parts) == 1:
+            raise InputError(
+                f"no world named {str(checkpoint)!r} and no such folder: shipped worlds are {', '.join(SHIPPED)}, "
+                "or give a world-model run or checkpoint folder from genie2 train"
+            )
     found = read_world_files(checkpoint)
     names, frames = found.get("action_names"), found.get("start_frames")
     return World(Genie2.from_pretrained(checkpoint, device), action_names=names, start_frames=frames, **kwargs)

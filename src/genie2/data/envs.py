@@ -40,7 +40,9 @@ PRESETS: dict[str, Preset] = {
     "pong": Preset("ALE/Pong-v5", 64, None, dict(frameskip=4), "atari", "ale_py"),
     "doom-basic": Preset("VizdoomBasic-v1", 64, None, {}, "doom", "vizdoom.gymnasium_wrapper"),
     "doom-health": Preset("VizdoomHealthGathering-v1", 64, None, {}, "doom", "vizdoom.gymnasium_wrapper"),
-    "crafter": Preset("crafter", 64, None, {}, "crafter", "crafter"),
+    # 72 px: Crafter draws its 9x9 view at 8 px a tile (at 64 px, 7 px tiles and a 1 px seam), so each of the
+    # tokenizer's 8x8 patches holds one tile, the same pixels wherever the view scrolls
+    "crafter": Preset("crafter", 72, None, dict(size=(72, 72)), "crafter", "crafter"),
 }
 
 
@@ -88,7 +90,7 @@ class GameEnv:
         self.name, self.preset = name, resolve(name)
         module = _import(self.preset)
         if self.preset.env_id == "crafter":
-            self.env = CrafterAdapter(module)
+            self.env = CrafterAdapter(module, **self.preset.make_kwargs)
         else:
             import gymnasium as gym
 
@@ -143,12 +145,12 @@ def _action_meanings(env) -> tuple[str, ...] | None:
 class CrafterAdapter:
     """Crafter's own API (reset/step/render, seeds at construction) behind Gymnasium's."""
 
-    def __init__(self, crafter):
-        self.crafter, self.env = crafter, None
-        self.action_space = crafter.Env().action_space
+    def __init__(self, crafter, **kwargs):
+        self.crafter, self.env, self.kwargs = crafter, None, kwargs  # kwargs: crafter.Env's (size, view, ...)
+        self.action_space = crafter.Env(**kwargs).action_space
 
     def reset(self, seed: int):
-        self.env = self.crafter.Env(seed=seed)
+        self.env = self.crafter.Env(seed=seed, **self.kwargs)
         return self.env.reset(), {}
 
     def render(self) -> np.ndarray:

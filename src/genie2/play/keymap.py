@@ -15,10 +15,12 @@ NAMED_KEYS = {
     "backward": "ArrowDown",
     "fire": " ",
     "attack": " ",
+    "do": " ",  # Crafter's one verb: collect, attack, drink, eat what the player faces
 }
+WASD = {"w": "ArrowUp", "a": "ArrowLeft", "s": "ArrowDown", "d": "ArrowRight"}  # second keys for the arrows' actions
 # words that may come before a direction: Crafter's move_left, Doom's TURN_LEFT, walk_forward ("pick_up" is no arrow)
 MOVE_WORDS = {"move", "walk", "turn", "go", "run", "step", "strafe", "look", "rotate", "camera"}
-SPARE_KEYS = list("1234567890qwertyuiopasdfghjklzxcvbnm")
+SPARE_KEYS = list("1234567890qertyuiopfghjklzxcvbnmwasd")  # w a s d last: they double the arrows where free
 
 
 def named_key(name: str) -> str | None:
@@ -31,8 +33,9 @@ def named_key(name: str) -> str | None:
 
 def keymap(action_names: list[str]) -> dict[str, int]:
     """Keyboard keys (KeyboardEvent.key) for each action, arrows and space first: arrows and space for
-    actions named like them (left, move_left, forward/up, down, fire), an action named by a digit ("0")
-    on that digit, then the spare digits and letters in order."""
+    actions named like them (left, move_left, forward/up, down, fire, do), an action named by a digit
+    ("0") on that digit, then the spare digits and letters in order; w a s d, where no action took them,
+    press what the arrows press."""
     named: dict[str, int] = {}
     for action, name in enumerate(action_names):
         key = named_key(name)
@@ -49,7 +52,10 @@ def keymap(action_names: list[str]) -> dict[str, int]:
         if key is None:
             break  # more actions than keys: the rest are left out of the keymap
         others[key] = action
-    return dict(sorted(named.items(), key=itemgetter(1)) + sorted(others.items(), key=itemgetter(1)))
+    taken = {**named, **others}
+    aliases = {letter: named[arrow] for letter, arrow in WASD.items() if arrow in named and letter not in taken}
+    ordered = sorted(named.items(), key=itemgetter(1)) + sorted(others.items(), key=itemgetter(1))
+    return dict(ordered + sorted(aliases.items(), key=itemgetter(1)))
 
 
 def listed(keys: dict[str, int]) -> list[list]:

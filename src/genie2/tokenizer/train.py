@@ -112,9 +112,9 @@ def patch_rarity(dataset: ClipDataset, f: int) -> np.ndarray:
     return weights / weights.sum()
 
 
-def val_frames(data: str, count: int, skip_corrupt: bool = False) -> torch.Tensor:
-    """Up to `count` validation frames (n 1 H W 3), evenly spread over the split."""
-    dataset = ClipDataset(data, clip_frames=1, split="val", stride=1, skip_corrupt=skip_corrupt)
+def val_frames(data: str, count: int, skip_corrupt: bool = False, split: str = "val") -> torch.Tensor:
+    """Up to `count` frames (n 1 H W 3) of a split (default the validation one), evenly spread over it."""
+    dataset = ClipDataset(data, clip_frames=1, split=split, stride=1, skip_corrupt=skip_corrupt)
     picks = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)
     return torch.stack([dataset[int(i)]["frames"] for i in picks])
 

@@ -166,7 +166,7 @@ function pressed(event, down) {
   event.preventDefault();
   if (down) { state.held.add(event.key); state.tapped.add(event.key); } else state.held.delete(event.key);
   if (down && !state.running && !event.repeat) stepIfReady(true); // paused: one frame per key press
-  const cell = document.querySelector(`[data-key="${CSS.escape(event.key)}"]`);
+  const cell = document.querySelector(`[data-action="${state.info.keymap[event.key]}"]`);
   if (cell) cell.classList.toggle("pressed", down);
 }
 
@@ -207,12 +207,18 @@ async function main() {
   state.info = await (await fetch("/api/info")).json();
   const info = state.info;
   $("multi").textContent = info.multiple_actions ? `Up to ${info.max_num_actions} keys at once.` : "One action per frame.";
+  const rows = new Map(); // one row per action: its keys side by side (an arrow and its w a s d twin)
   for (const [key, action] of info.keys) { // in the server's order: a JS object lists "1" before "ArrowLeft"
-    const row = $("keymap").insertRow();
-    row.insertCell().innerHTML = `<kbd>${keyLabel(key)}</kbd>`;
-    const cell = row.insertCell();
-    cell.textContent = info.action_names[action];
-    cell.dataset.key = key;
+    if (!rows.has(action)) {
+      const row = $("keymap").insertRow();
+      row.insertCell();
+      const cell = row.insertCell();
+      cell.textContent = info.action_names[action];
+      cell.dataset.action = action;
+      rows.set(action, row);
+    }
+    const keys = rows.get(action).cells[0];
+    keys.innerHTML += `${keys.innerHTML ? " " : ""}<kbd>${keyLabel(key)}</kbd>`;
   }
   const idle = $("idle");
   idle.add(new Option("no action (the model decides)", ""));
