@@ -35,7 +35,7 @@ def test_demo_runs_every_stage_then_resumes_from_the_last_finished_one(tmp_path,
         assert (out / "eval" / name).is_file()
     assert (out / "world" / "start-frames.safetensors").is_file()  # the result plays without its data
     printed = capsys.readouterr().out
-    assert "| total |" in printed and f"genie2 play --checkpoint {out / 'world'}" in printed
+    assert "| total |" in printed and f"genie2 play --world {out / 'world'}" in printed
 
     # forget the last stage, as if the run had been killed during it: only eval runs again
     saved = json.loads((out / "demo.json").read_text())
@@ -53,6 +53,27 @@ def test_demo_refuses_a_folder_made_with_other_settings(tmp_path):
     (out / "demo.json").write_text(json.dumps({"plan": {**DemoPlan(**TINY).__dict__, "episodes": 9}}))
     with pytest.raises(ValueError, match="other settings"):
         run_demo(out, DemoPlan(**TINY), progress=False)
+
+
+def test_a_demo_folder_saved_before_a_plan_field_existed_still_resumes(tmp_path):
+    out = tmp_path / "demo"
+    out.mkdir()
+    old = {k: v for k, v in DemoPlan(**TINY).__dict__.items() if k != "env"}  # demo.json from before --env
+    (out / "demo.json").write_text(json.dumps({"plan": old}))
+    from genie2.demo import DemoRun
+
+    assert DemoRun(out, DemoPlan(**TINY)).record["plan"]["env"] == "minigrid"
+    with pytest.raises(ValueError, match="other settings"):
+        DemoRun(out, DemoPlan(**{**TINY, "env": "crafter"}))
+
+
+def test_each_env_gets_its_own_demo_plan_and_the_options_override_it():
+    crafter = DemoPlan.for_env("crafter", minutes=5, episodes=None)
+    assert (crafter.env, crafter.tokenizer_preset, crafter.world_preset) == ("crafter", "crafter-cpu", "crafter-cpu")
+    assert crafter.minutes == 5 and crafter.episodes == 200 and crafter.policy == "sticky"
+    assert DemoPlan.for_env("crafter", episodes=7).episodes == 7
+    pong = DemoPlan.for_env("pong")
+    assert (pong.env, pong.tokenizer_preset, pong.world_preset, pong.episodes) == ("pong", "cpu", "cpu", 300)
 
 
 @pytest.mark.parametrize("field, value", [("minutes", 0), ("episodes", 0), ("horizon", "8")])

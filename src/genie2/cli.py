@@ -160,12 +160,12 @@ def evaluate(args) -> None:
 
 
 def demo(args) -> None:
-    """genie2 demo: the whole pipeline on the default env (MiniGrid DoorKey) within --minutes:
+    """genie2 demo: the whole pipeline on an env (default MiniGrid DoorKey) within --minutes:
     collect -> train tokenizer -> tokenize -> train world model -> eval, then the command that
     plays the result. Run it again to resume from the last finished stage."""
     from genie2.demo import DemoPlan, run_demo
 
-    plan = DemoPlan(minutes=args.minutes, episodes=args.episodes, workers=args.workers)
+    plan = DemoPlan.for_env(args.env, minutes=args.minutes, episodes=args.episodes, workers=args.workers)
     run_demo(args.out, plan, progress=not args.quiet)
 
 
@@ -366,11 +366,19 @@ def add_evaluate(verbs: argparse._SubParsersAction) -> None:
 
 def add_demo(verbs: argparse._SubParsersAction) -> None:
     """The arguments of `genie2 demo`."""
-    p = verbs.add_parser("demo", help="the whole pipeline on MiniGrid in one command (~30 min on 2 CPU cores)")
+    p = verbs.add_parser("demo", help="the whole pipeline in one command (MiniGrid: ~30 min on 2 CPU cores)")
     p.description = demo.__doc__
     p.add_argument("--out", default="genie2-demo", help="folder for every stage's output (default ./genie2-demo)")
     p.add_argument("--minutes", type=float, default=30.0, help="time budget; training stages fit it (default 30)")
-    p.add_argument("--episodes", type=int, default=300, help="episodes to collect, 160 steps each (default 300)")
+    p.add_argument(
+        "--env",
+        default=DEFAULT_ENV,
+        help=f"a preset ({', '.join(PRESETS)}) or Gymnasium env id; crafter uses the crafter-cpu presets "
+        f"(default {DEFAULT_ENV})",
+    )
+    p.add_argument(
+        "--episodes", type=int, default=None, help="episodes to collect (default 300 of 160 steps; crafter 200 of 200)"
+    )
     p.add_argument("--workers", type=int, default=2, help="processes collecting in parallel (default 2)")
     add_shared(p, "--quiet")
     p.set_defaults(fn=demo)

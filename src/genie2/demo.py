@@ -1,4 +1,4 @@
-"""`genie2 demo`: the whole pipeline on the default env in one command, within a time budget.
+"""`genie2 demo`: the whole pipeline on an env (default MiniGrid DoorKey) in one command, within a time budget.
 
 collect -> train tokenizer -> tokenize -> train world model -> eval (report, plot, video) ->
 the command that plays the result. Each stage's outcome is written to OUT/demo.json when it
@@ -24,10 +24,18 @@ from pathlib import Path
 
 import torch
 
+from genie2.data.envs import DEFAULT_ENV
 from genie2.data.episode import atomic_write
 from genie2.errors import InputError
 
 STAGES = ("collect", "tokenizer", "tokenize", "world", "eval")
+# what differs from DemoPlan's defaults per env (others take them as they are): Crafter's tile-aligned
+# presets, and the sticky policy, whose runs of one move scroll the view where uniform actions stay put
+ENV_PLANS = {
+    "crafter": dict(
+        tokenizer_preset="crafter-cpu", world_preset="crafter-cpu", policy="sticky", episodes=200, steps_per_episode=200
+    ),
+}
 
 
 @dataclass
@@ -35,6 +43,7 @@ class DemoPlan:
     """How the demo spends its minutes (fractions of the budget for the two training stages)."""
 
     minutes: float = 30.0
+    env: str = DEFAULT_ENV  # a preset or Gymnasium env id (genie2.data.envs)
     tokenizer_preset: str = "cpu"
     world_preset: str = "cpu"
     # uniformly random actions: under the sticky policy the last move predicts the next one 83%
@@ -54,6 +63,12 @@ class DemoPlan:
     # measure play speed uncompiled: compiling takes a minute the budget is better spent training on
     # (`genie2 play` compiles; benchmarks/play.py measures it)
     compile_play: bool = False
+
+    @classmethod
+    def for_env(cls, env: str = DEFAULT_ENV, **overrides) -> DemoPlan:
+        """The plan for `env`: DemoPlan's defaults, then ENV_PLANS[env], then `overrides` (None values ignored)."""
+        values = {**ENV_PLANS.get(env, {}), **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(env=env, **values)
 
     def check(self) -> None:
         """Clear errors for budgets that cannot run."""
@@ -132,6 +147,7 @@ class DemoRun:
         self.record_path = self.out / "demo.json"
         self.record = json.loads(self.record_path.read_text()) if self.record_path.is_file() else {}
         saved = self.record.get("plan")
+        saved = saved and {**asdict(DemoPlan()), **saved}  # fields added since it was saved have their defaults
         if saved and saved != asdict(plan):
             changed = sorted(k for k in saved if saved[k] != asdict(plan).get(k))
             raise InputError(
@@ -187,9 +203,9 @@ def collect_stage(run: DemoRun, progress: bool) -> None:
     from genie2.data.collect import collect
 
     plan = run.plan
-    run.header(1, "collect", f"collect {plan.episodes} episodes of MiniGrid DoorKey ({plan.policy} policy)")
+    run.header(1, "collect", f"collect {plan.episodes} episodes of {plan.env} ({plan.policy} policy)")
     start = time.perf_counter()
-    info = collect(run.data, episodes=plan.episodes, steps=plan.steps_per_episode, seed=plan.seed, policy=plan.policy,
+    info = collect(run.data, plan.env, plan.episodes, plan.steps_per_episode, plan.seed, policy=plan.policy,
                    workers=plan.workers, progress=progress)  # fmt: skip
     run.finish("collect", time.perf_counter() - start, episodes=info.num_episodes, frames=info.num_frames)
 
@@ -213,8 +229,9 @@ def tokenizer_stage(run: DemoRun, progress: bool) -> None:
     # resume=True from any moment: the trainer starts again from scratch when no checkpoint is whole yet
     result = train_tokenizer(str(run.data), str(run.tokenizer_dir), config, True, progress, steps=stage["steps"])
     scores = dict(psnr=round(result["psnr"], 2), bad_tiles=round(result["bad_tiles"], 4), usage=result["usage"])
-    sprites = sprite_report(Tokenizer.from_pretrained(run.tokenizer_dir))  # every DoorKey sprite state, drawn right?
-    run.finish("tokenizer", time.perf_counter() - start, **scores, sprites=sprites)
+    if plan.env == "minigrid":  # every DoorKey sprite state, drawn right?
+        scores["sprites"] = sprite_report(Tokenizer.from_pretrained(run.tokenizer_dir))
+    run.finish("tokenizer", time.perf_counter() - start, **scores)
 
 
 def tokenize_stage(run: DemoRun, progress: bool) -> None:
@@ -303,13 +320,16 @@ def play_speed(world, frames: int = 16, compile: bool = True) -> float:
 def print_summary(record: dict, out: Path) -> None:
     """The table at the end: each stage's time and result, then what to run next."""
     t = record["tokenizer"]
+    sprites = t.get("sprites")
+    drawn = (
+        sprites
+        and f", {len(sprites['errors']) - len(sprites['wrong'])} of {len(sprites['errors'])} sprite states drawn right"
+    )
     rows = [
         ("collect", f"{record['collect']['episodes']} episodes, {record['collect']['frames']:,} frames"),
         (
             "tokenizer",
-            f"{t['steps']} steps, val PSNR {t['psnr']} dB, {t['bad_tiles']:.2%} of tiles with a bad pixel, "
-            f"{len(t['sprites']['errors']) - len(t['sprites']['wrong'])} of {len(t['sprites']['errors'])} "
-            "sprite states drawn right",
+            f"{t['steps']} steps, val PSNR {t['psnr']} dB, {t['bad_tiles']:.2%} of tiles with a bad pixel{drawn or ''}",
         ),
         ("tokenize", "codes of every frame"),
         (
@@ -335,4 +355,4 @@ def print_summary(record: dict, out: Path) -> None:
     print(f"| total | {total / 60:.1f} | |")
     results = out / "eval"
     print(f"\nreport: {results / 'report.json'}, plot: {results / 'psnr.png'}, video: {results / 'rollouts.gif'}")
-    print(f"play it:  genie2 play --checkpoint {out / 'world'}")
+    print(f"play it:  genie2 play --world {out / 'world'}")
