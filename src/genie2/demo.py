@@ -207,7 +207,8 @@ def collect_stage(run: DemoRun, progress: bool) -> None:
     start = time.perf_counter()
     info = collect(run.data, plan.env, plan.episodes, plan.steps_per_episode, plan.seed, policy=plan.policy,
                    workers=plan.workers, progress=progress)  # fmt: skip
-    run.finish("collect", time.perf_counter() - start, episodes=info.num_episodes, frames=info.num_frames)
+    run.finish("collect", time.perf_counter() - start, episodes=info.num_episodes, frames=info.num_frames,
+               frame_size=info.frame_size)  # fmt: skip
 
 
 def tokenizer_stage(run: DemoRun, progress: bool) -> None:
