@@ -69,3 +69,18 @@ def test_play_and_eval_take_a_world_by_name_or_folder(monkeypatch):
 
 def test_genie2_load_is_the_same_load():
     assert genie2.load is load
+
+
+def test_every_crafter_action_has_a_key_moves_on_arrows_and_wasd_and_do_on_space():
+    from genie2.play.keymap import keymap
+
+    names = list(GameEnv("crafter").action_names)
+    keys = keymap(names)
+    assert set(keys.values()) == set(range(17))
+    for arrow, letter, name in (
+        ("ArrowLeft", "a", "move_left"),
+        ("ArrowUp", "w", "move_up"),
+        ("ArrowDown", "s", "move_down"),
+    ):
+        assert names[keys[arrow]] == names[keys[letter]] == name
+    assert names[keys[" "]] == "do" and names[keys["1"]] == "noop"
