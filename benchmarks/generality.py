@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -51,14 +52,17 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/generality-cpu.json", help="where to write the JSON")
     args = parser.parse_args()
 
-    rows = []
+    rows, out, home = [], Path(args.out).resolve(), Path.cwd()
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(args.work or tmp)
+        work = Path(args.work or tmp).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        os.chdir(work)  # ViZDoom writes _vizdoom.ini into the working folder
         for env in args.envs:
             start = time.perf_counter()
             plan = DemoPlan.for_env(env, minutes=args.minutes, episodes=args.episodes)
             run_demo(work / env, plan, progress=False)
             rows.append(row(env, work / env, time.perf_counter() - start))
+        os.chdir(home)
     print(
         f"\n{'env':>12} {'size':>4} {'frames':>7} {'tok PSNR':>8} {'PSNR@8':>7} {'copy@8':>7} {'delta@8':>7} {'min':>5}"
     )
@@ -68,7 +72,7 @@ def main() -> None:
             f"{r['psnr_step_8']:>7.2f} {r['copy_psnr_step_8']:>7.2f} {r['delta_psnr_step_8']:>7.2f} "
             f"{r['minutes']:>5.1f}"
         )
-    write_report(args.out, args, rows)
+    write_report(out, args, rows)
 
 
 if __name__ == "__main__":
