@@ -119,7 +119,7 @@ def check_actions(actions, space: spaces.Space) -> None:
 class WorldEnv(gymnasium.Env):
     """A `gymnasium.Env` over a World: `reset` starts from a start frame, `step(action)` dreams one frame.
 
-    `world`: a World, a checkpoint folder, or the name of a shipped world ("minigrid"). Frames are
+    `world`: a World, a checkpoint folder, or the name of a shipped world ("minigrid", "crafter"). Frames are
     sampled at `temperature` (0: the most likely codes) with a generator seeded by `reset(seed=)`;
     `session_kwargs` go to the world's session (cond_scale, decode_steps, raster, compile)."""
 
