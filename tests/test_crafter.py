@@ -84,3 +84,33 @@ def test_every_crafter_action_has_a_key_moves_on_arrows_and_wasd_and_do_on_space
     ):
         assert names[keys[arrow]] == names[keys[letter]] == name
     assert names[keys[" "]] == "do" and names[keys["1"]] == "noop"
+
+
+def test_the_crafter_world_ships_whole_and_small():
+    from genie2.world import WORLD_FILES
+
+    folder, files = SHIPPED["crafter"], {"config.json", "model.safetensors", *WORLD_FILES}
+    assert {p.name for p in folder.iterdir()} >= files
+    assert sum((folder / name).stat().st_size for name in files) <= 20 * 2**20
+
+
+def test_the_crafter_world_loads_by_name_and_scrolls_the_way_it_is_told():
+    world = load("crafter")
+    assert world.action_names[:5] == ["noop", "move_left", "move_right", "move_up", "move_down"]
+    assert world.start_frames.shape[1:] == (72, 72, 3) and len(world.start_frames) > 1
+    env, checked = GameEnv("crafter"), 0
+    for seed in (900001, 900002, 900003, 900004):  # maps outside the training episodes' seeds
+        truth, dreamed = {}, {}
+        for name in ("move_left", "move_right"):
+            action, start = world.action_names.index(name), env.reset(seed)
+            truth[name] = np.stack([env.step(action)[0] for _ in range(2)]).astype(np.float32)
+            session = world.session(start, temperature=0.0)
+            frames = [session.step(action) for _ in range(2)]
+            dreamed[name] = np.stack([rearrange(f.numpy(), "c h w -> h w c") * 255 for f in frames])
+        if np.abs(truth["move_left"] - truth["move_right"]).mean() < 5:
+            continue  # both moves blocked (water, trees): nothing to tell apart
+        checked += 1
+        for asked, other in (("move_left", "move_right"), ("move_right", "move_left")):
+            error = np.square(dreamed[asked] - truth[asked]).mean()
+            assert error < np.square(dreamed[asked] - truth[other]).mean(), (seed, asked)
+    assert checked >= 2

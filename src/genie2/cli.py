@@ -245,7 +245,8 @@ def add_collect(verbs: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--policy",
         default="sticky",
-        help="'sticky' (random, repeated; default), 'random', or 'module:function' returning a policy",
+        help="'sticky' (random, repeated; default), 'random', 'moves' (random afresh each step, half of them "
+        "moves: Crafter's recipe), or 'module:function' returning a policy",
     )
     p.add_argument("--frame-size", type=int, default=None, help="frames are resized to this square size (default 64)")
     p.add_argument("--workers", type=int, default=1, help="processes collecting in parallel (default 1)")
