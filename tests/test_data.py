@@ -418,3 +418,17 @@ def test_written_files_honour_the_umask(tmp_path, umask):
         os.umask(old)
     files = [tmp_path / "ep.safetensors", tmp_path / "dataset.json", *(tmp_path / "m").iterdir()]
     assert {oct(f.stat().st_mode & 0o777) for f in files} == {oct(0o666 & ~umask)}
+
+
+def test_the_moves_policy_draws_the_moves_half_the_time_afresh_each_step():
+    from genie2.data.collect import make_policy
+
+    names = ["noop", "move_left", "move_right", "move_up", "move_down", "do", "sleep", "place_stone"]
+    act = make_policy("moves", len(names), np.random.default_rng(0), names)
+    drawn = np.array([act(None) for _ in range(8000)])
+    share = np.isin(drawn, [1, 2, 3, 4]).mean()
+    assert 0.47 < share < 0.53 and set(drawn) == set(range(len(names)))  # every action still comes
+    repeats = (drawn[1:] == drawn[:-1]).mean()  # independent draws: about sum p^2, not sticky's 0.8
+    assert repeats < 0.2
+    uniform = make_policy("moves", 3, np.random.default_rng(0), ["a", "b", "c"])  # no moves: uniformly random
+    assert set(uniform(None) for _ in range(200)) == {0, 1, 2}

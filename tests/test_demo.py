@@ -70,7 +70,7 @@ def test_a_demo_folder_saved_before_a_plan_field_existed_still_resumes(tmp_path)
 def test_each_env_gets_its_own_demo_plan_and_the_options_override_it():
     crafter = DemoPlan.for_env("crafter", minutes=5, episodes=None)
     assert (crafter.env, crafter.tokenizer_preset, crafter.world_preset) == ("crafter", "crafter-cpu", "crafter-cpu")
-    assert crafter.minutes == 5 and crafter.episodes == 200 and crafter.policy == "sticky"
+    assert crafter.minutes == 5 and crafter.episodes == 200 and crafter.policy == "moves"
     assert DemoPlan.for_env("crafter", episodes=7).episodes == 7
     pong = DemoPlan.for_env("pong")
     assert (pong.env, pong.tokenizer_preset, pong.world_preset, pong.episodes) == ("pong", "cpu", "cpu", 300)

@@ -30,10 +30,10 @@ from genie2.errors import InputError
 
 STAGES = ("collect", "tokenizer", "tokenize", "world", "eval")
 # what differs from DemoPlan's defaults per env (others take them as they are): Crafter's tile-aligned
-# presets, and the sticky policy, whose runs of one move scroll the view where uniform actions stay put
+# presets, and the moves policy, half of whose actions scroll the view (uniformly random ones, a quarter)
 ENV_PLANS = {
     "crafter": dict(
-        tokenizer_preset="crafter-cpu", world_preset="crafter-cpu", policy="sticky", episodes=200, steps_per_episode=200
+        tokenizer_preset="crafter-cpu", world_preset="crafter-cpu", policy="moves", episodes=200, steps_per_episode=200
     ),
 }
 
