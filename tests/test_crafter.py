@@ -114,3 +114,12 @@ def test_the_crafter_world_loads_by_name_and_scrolls_the_way_it_is_told():
             error = np.square(dreamed[asked] - truth[asked]).mean()
             assert error < np.square(dreamed[asked] - truth[other]).mean(), (seed, asked)
     assert checked >= 2
+
+
+def test_a_world_name_and_its_folder_are_the_same_world():
+    from pathlib import Path
+
+    from genie2.world import PRETRAINED, world_folder
+
+    assert world_folder("crafter") == SHIPPED["crafter"] and world_folder(None) == PRETRAINED
+    assert world_folder("runs/world") == Path("runs/world") and world_folder(Path("crafter")) == Path("crafter")

@@ -141,12 +141,12 @@ def train(args) -> None:
 def evaluate(args) -> None:
     """genie2 eval: PSNR/SSIM per horizon step, the tokenizer ceiling and delta PSNR on held-out episodes."""
     from genie2.evaluate import evaluate_world, write_report
-    from genie2.world import load
+    from genie2.world import load, world_folder
 
     world = load(args.checkpoint)
     knobs = "split episodes horizon prompt_frames seed skip_corrupt decode_steps raster".split()  # its keywords' flags
     report = evaluate_world(world, args.data, progress=not args.quiet, **{knob: getattr(args, knob) for knob in knobs})
-    write_report(report, args.out, args.checkpoint, {k: v for k, v in vars(args).items() if k != "fn"})
+    write_report(report, args.out, world_folder(args.checkpoint), {k: v for k, v in vars(args).items() if k != "fn"})
     m = report["metrics"]
     print(
         f"PSNR step 1 {m['psnr']['mean'][0]:.2f} dB, step {args.horizon} {m['psnr']['mean'][-1]:.2f} dB "

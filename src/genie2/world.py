@@ -135,11 +135,17 @@ PRETRAINED = Path(__file__).parent / "pretrained" / "minigrid-doorkey"
 SHIPPED = {"minigrid": PRETRAINED, "crafter": PRETRAINED.parent / "crafter"}  # the worlds in the package, by name
 
 
+def world_folder(checkpoint: str | Path | None = None) -> Path:
+    """The folder of a world: `checkpoint` itself, or where the shipped world it names lives (SHIPPED;
+    a folder of that name in the working directory comes first); None, the MiniGrid world."""
+    named = isinstance(checkpoint, str) and checkpoint in SHIPPED and not Path(checkpoint).exists()
+    return PRETRAINED if checkpoint is None else SHIPPED[checkpoint] if named else Path(checkpoint)
+
+
 def load(checkpoint: str | Path | None = None, device: str = "cpu", **kwargs) -> World:
     """The world model at `checkpoint` (a `genie2 train` run folder or checkpoint folder, or the name
     of a shipped world: SHIPPED); by default the pretrained MiniGrid DoorKey world of the package."""
-    named = isinstance(checkpoint, str) and checkpoint in SHIPPED and not Path(checkpoint).exists()
-    checkpoint = PRETRAINED if checkpoint is None else SHIPPED[checkpoint] if named else Path(checkpoint)
+    checkpoint = world_folder(checkpoint)
     if not (checkpoint / CONFIG_FILE).is_file():
         if checkpoint in SHIPPED.values():
             raise FileNotFoundError(
