@@ -52,6 +52,8 @@ SHARED = {
     ),
 }
 DECODE_STEPS = "passes per frame of a parallel (MaskGIT) model: fewer passes, faster frames"
+ENV = f"a preset ({', '.join(PRESETS)}) or any Gymnasium env id with rgb_array frames (default {DEFAULT_ENV})"
+WORLD = "a shipped world (minigrid, crafter) or a world-model run or checkpoint folder from genie2 train"
 
 
 def add_shared(p: argparse.ArgumentParser, *flags: str) -> None:
@@ -123,18 +125,8 @@ def train(args) -> None:
     model = {key: getattr(args, key) for key in ("decoding", "decode_steps", "raster", "learn_rewards")}  # over preset
     config.model = {**config.model, **{key: value for key, value in model.items() if value is not None}}
     codes = args.codes or str(default_codes_dir(args.data, args.tokenizer))
-    out = run(
-        args.data,
-        codes,
-        args.tokenizer,
-        args.out,
-        config,
-        args.resume,
-        not args.quiet,
-        args.skip_corrupt,
-        cpu=args.cpu or None,
-        steps=args.steps,
-    )
+    resumable = (args.resume, not args.quiet, args.skip_corrupt)
+    out = run(args.data, codes, args.tokenizer, args.out, config, *resumable, cpu=args.cpu or None, steps=args.steps)
     print(f"world model saved in {out} (Genie2.from_pretrained)")
 
 
@@ -233,11 +225,7 @@ def add_collect(verbs: argparse._SubParsersAction) -> None:
     """The arguments of `genie2 collect`."""
     p = verbs.add_parser("collect", help="record (frame, action) episodes from an environment")
     p.description = collect.__doc__
-    p.add_argument(
-        "--env",
-        default=DEFAULT_ENV,
-        help=f"a preset ({', '.join(PRESETS)}) or any Gymnasium env id with rgb_array frames (default {DEFAULT_ENV})",
-    )
+    p.add_argument("--env", default=DEFAULT_ENV, help=ENV)
     p.add_argument("--episodes", type=int, default=100, help="episodes to have in the dataset (default 100)")
     p.add_argument("--out", required=True, help="dataset folder; run again with the same arguments to resume")
     p.add_argument("--steps", type=int, default=500, help="at most this many actions per episode (default 500)")
@@ -245,8 +233,8 @@ def add_collect(verbs: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--policy",
         default="sticky",
-        help="'sticky' (random, repeated; default), 'random', 'moves' (random afresh each step, half of them "
-        "moves: Crafter's recipe), or 'module:function' returning a policy",
+        help="'sticky' (random, repeated; default), 'random', 'moves' (random afresh, half of them moves: Crafter's "
+        "recipe), or 'module:function' returning a policy",
     )
     p.add_argument("--frame-size", type=int, default=None, help="frames are resized to this square size (default 64)")
     p.add_argument("--workers", type=int, default=1, help="processes collecting in parallel (default 1)")
@@ -346,13 +334,7 @@ def add_evaluate(verbs: argparse._SubParsersAction) -> None:
     """The arguments of `genie2 eval`."""
     p = verbs.add_parser("eval", help="measure a world model on held-out episodes (report.json, plot, video)")
     p.description = evaluate.__doc__
-    p.add_argument(
-        "--world",
-        "--checkpoint",
-        dest="checkpoint",
-        required=True,
-        help="a world-model run or checkpoint folder (from genie2 train), or a shipped world (minigrid, crafter)",
-    )
+    p.add_argument("--world", "--checkpoint", dest="checkpoint", required=True, help=WORLD)
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--out", required=True, help="report folder: report.json, psnr.png, rollouts.gif")
     p.add_argument("--split", default="val", choices=["train", "val", "all"], help="episodes to use (default val)")
@@ -371,15 +353,8 @@ def add_demo(verbs: argparse._SubParsersAction) -> None:
     p.description = demo.__doc__
     p.add_argument("--out", default="genie2-demo", help="folder for every stage's output (default ./genie2-demo)")
     p.add_argument("--minutes", type=float, default=30.0, help="time budget; training stages fit it (default 30)")
-    p.add_argument(
-        "--env",
-        default=DEFAULT_ENV,
-        help=f"a preset ({', '.join(PRESETS)}) or Gymnasium env id; crafter uses the crafter-cpu presets "
-        f"(default {DEFAULT_ENV})",
-    )
-    p.add_argument(
-        "--episodes", type=int, default=None, help="episodes to collect (default 300 of 160 steps; crafter 200 of 200)"
-    )
+    p.add_argument("--env", default=DEFAULT_ENV, help=f"{ENV}; crafter trains with the crafter-cpu presets")
+    p.add_argument("--episodes", type=int, default=None, help="episodes to collect (default 300; crafter 200)")
     p.add_argument("--workers", type=int, default=2, help="processes collecting in parallel (default 2)")
     add_shared(p, "--quiet")
     p.set_defaults(fn=demo)
@@ -389,12 +364,7 @@ def add_play(verbs: argparse._SubParsersAction) -> None:
     """The arguments of `genie2 play`."""
     p = verbs.add_parser("play", help="play inside a world model, in the browser or the terminal")
     p.description = play.__doc__
-    p.add_argument(
-        "--world",
-        "--checkpoint",
-        dest="checkpoint",
-        help="a shipped world's name (minigrid, crafter) or a world-model run or checkpoint folder (default minigrid)",
-    )
+    p.add_argument("--world", "--checkpoint", dest="checkpoint", help=f"{WORLD} (default minigrid)")
     p.add_argument("--data", help="dataset folder for the start frames and action names (default: the checkpoint's)")
     p.add_argument("--temperature", type=finite_float, default=0.0, help="sampling temperature (default 0: greedy)")
     guidance = "classifier-free guidance scale on the action (default 1: no guidance; above 1 the action counts more)"
