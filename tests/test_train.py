@@ -402,7 +402,8 @@ def _tiny_run(pipeline, tmp_path):
         ("train", ["--clip-frames", "1"], "clip_frames must be >= 2"),
         ("train-tokenizer", ["--preset", "huge"], "unknown preset"),
         ("train-tokenizer", ["--batch-size", "100000"], "larger than"),
-        ("eval", ["--checkpoint", "missing"], "not a world-model checkpoint"),
+        ("eval", ["--checkpoint", "runs/missing"], "not a world-model checkpoint"),
+        ("eval", ["--world", "missing"], "no world named 'missing'"),  # a bare name: the shipped ones are listed
         ("tokenize", ["--tokenizer", "missing"], "not a tokenizer checkpoint"),
     ],
 )
