@@ -301,11 +301,7 @@ def add_train(verbs: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="run folder; it becomes the world-model checkpoint")
     p.add_argument("--codes", default=None, help="codes folder (default: DATA/codes/<tokenizer hash>)")
-    p.add_argument(
-        "--preset",
-        default="cpu",
-        help="tiny, cpu (default), crafter-cpu, gpu-small or gpu-base",
-    )
+    p.add_argument("--preset", default="cpu", help="tiny, cpu (default), crafter-cpu, gpu-small or gpu-base")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: preset; extends a --resume)")
     p.add_argument("--batch-size", type=int, default=None, help="clips per step over all processes (default: preset)")
     p.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps (default 1)")

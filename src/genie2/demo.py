@@ -321,16 +321,14 @@ def play_speed(world, frames: int = 16, compile: bool = True) -> float:
 def print_summary(record: dict, out: Path) -> None:
     """The table at the end: each stage's time and result, then what to run next."""
     t = record["tokenizer"]
-    sprites = t.get("sprites")
-    drawn = (
-        sprites
-        and f", {len(sprites['errors']) - len(sprites['wrong'])} of {len(sprites['errors'])} sprite states drawn right"
-    )
+    sprites = t.get("sprites") or dict(errors=[], wrong=[])  # DoorKey's only
+    right = len(sprites["errors"]) - len(sprites["wrong"])
+    drawn = f", {right} of {len(sprites['errors'])} sprite states drawn right" if sprites["errors"] else ""
     rows = [
         ("collect", f"{record['collect']['episodes']} episodes, {record['collect']['frames']:,} frames"),
         (
             "tokenizer",
-            f"{t['steps']} steps, val PSNR {t['psnr']} dB, {t['bad_tiles']:.2%} of tiles with a bad pixel{drawn or ''}",
+            f"{t['steps']} steps, val PSNR {t['psnr']} dB, {t['bad_tiles']:.2%} of tiles with a bad pixel{drawn}",
         ),
         ("tokenize", "codes of every frame"),
         (

@@ -58,18 +58,15 @@ def moves_policy(num_actions: int, rng: np.random.Generator, action_names=None) 
     """Random actions drawn afresh each step (the last one says nothing of the next), a move (an action
     named like a direction: move_left, forward, ...) MOVE_SHARE of the time: Crafter's four moves of 17
     actions would otherwise come a quarter of the time, and the view would scroll seldom."""
-    from genie2.play.keymap import named_key
+    from genie2.play.keymap import WASD, named_key
 
-    names = list(action_names or [])
-    moves = [a for a, name in enumerate(names[:num_actions]) if named_key(name) in ARROWS]
-    if not moves or len(moves) == num_actions:
+    names = list(action_names or [])[:num_actions]
+    is_move = np.array([named_key(name) in WASD.values() for name in names] + [False] * (num_actions - len(names)))
+    moves = int(is_move.sum())
+    if moves in (0, num_actions):
         return random_policy(num_actions, rng)  # no moves to favour (or nothing else): uniformly random
-    weights = np.where(np.isin(np.arange(num_actions), moves), MOVE_SHARE / len(moves), 0.0)
-    weights[weights == 0] = (1 - MOVE_SHARE) / (num_actions - len(moves))
+    weights = np.where(is_move, MOVE_SHARE / moves, (1 - MOVE_SHARE) / (num_actions - moves))
     return lambda frame: int(rng.choice(num_actions, p=weights))
-
-
-ARROWS = ("ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown")
 
 
 def make_policy(name, num_actions: int, rng: np.random.Generator, action_names=None) -> Callable[[np.ndarray], int]:
