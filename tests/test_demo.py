@@ -76,6 +76,12 @@ def test_each_env_gets_its_own_demo_plan_and_the_options_override_it():
     assert (pong.env, pong.tokenizer_preset, pong.world_preset, pong.episodes) == ("pong", "cpu", "cpu", 300)
 
 
+def test_an_unknown_demo_env_is_refused_before_the_folder_records_it(tmp_path):
+    with pytest.raises(ValueError, match="unknown env 'crafterr'"):
+        run_demo(tmp_path / "demo", DemoPlan.for_env("crafterr", **{k: v for k, v in TINY.items() if k != "env"}))
+    assert not (tmp_path / "demo" / "demo.json").exists()  # the right --env then runs in the same folder
+
+
 @pytest.mark.parametrize("field, value", [("minutes", 0), ("episodes", 0), ("horizon", "8")])
 def test_demo_plan_checks_its_values(field, value):
     with pytest.raises(ValueError, match=field):

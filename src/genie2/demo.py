@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from genie2.data.envs import DEFAULT_ENV
+from genie2.data.envs import DEFAULT_ENV, resolve
 from genie2.data.episode import atomic_write
 from genie2.errors import InputError
 
@@ -71,7 +71,8 @@ class DemoPlan:
         return cls(env=env, **values)
 
     def check(self) -> None:
-        """Clear errors for budgets that cannot run."""
+        """Clear errors for budgets and envs that cannot run (before demo.json records the plan)."""
+        resolve(self.env)  # an unknown env says which presets there are
         if isinstance(self.minutes, bool) or not isinstance(self.minutes, (int, float)) or self.minutes <= 0:
             raise InputError(f"minutes must be a positive number, got {self.minutes!r}")
         for name in ("episodes", "steps_per_episode", "eval_episodes", "horizon", "workers"):
