@@ -237,3 +237,16 @@ def test_session_refuses_actions_that_are_not_ids(bad):
     session = WorldModelSession(tiny(), torch.randn(16, 2, 2))
     with pytest.raises((TypeError, ValueError), match="action"):
         session.step(bad)
+
+
+def test_a_guided_rollout_dreams_what_guided_generate_dreams(world_model):
+    """World.rollout(cond_scale=...) (what eval measures) guides as generate does (what play runs), and
+    guidance changes the frames, so the scale is not dropped on the way."""
+    frame = torch.randint(0, 256, (16, 16, 3), dtype=torch.uint8)
+    actions = torch.tensor([[-1, 2, 0, 4, 1]])
+    world, unit = World(world_model), rearrange(frame.float() / 255, "h w c -> 1 c h w")
+    dreamed = {s: world.rollout(frame[None].numpy(), actions[0].numpy(), cond_scale=s) for s in (1.0, 3.0)}
+    video = world_model.generate(unit, 4, actions=actions, temperature=0.0, cond_scale=3.0)
+    generated = (rearrange(video[0, :, 1:], "c t h w -> t h w c") * 255).round().to(torch.uint8)
+    assert torch.equal(generated, dreamed[3.0])
+    assert not torch.equal(dreamed[1.0], dreamed[3.0])

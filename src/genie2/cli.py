@@ -50,6 +50,12 @@ SHARED = {
         "passes where little changes; diagonal, at least one anti-diagonal of codes a pass (at most h + w - 1 "
         "passes; approximate)",
     ),
+    "--cond-scale": dict(
+        type=finite_float,
+        default=1.0,
+        help="classifier-free guidance scale on the action (default 1: no guidance; above 1 the action counts "
+        "more, at twice the compute a frame)",
+    ),
 }
 DECODE_STEPS = "passes per frame of a parallel (MaskGIT) model: fewer passes, faster frames"
 ENV = f"a preset ({', '.join(PRESETS)}) or any Gymnasium env id with rgb_array frames (default {DEFAULT_ENV})"
@@ -136,7 +142,9 @@ def evaluate(args) -> None:
     from genie2.world import load, world_folder
 
     world = load(args.checkpoint)
-    knobs = "split episodes horizon prompt_frames seed skip_corrupt decode_steps raster".split()  # its keywords' flags
+    knobs = (
+        "split episodes horizon prompt_frames seed skip_corrupt decode_steps raster cond_scale".split()
+    )  # its keywords' flags
     report = evaluate_world(world, args.data, progress=not args.quiet, **{knob: getattr(args, knob) for knob in knobs})
     write_report(report, args.out, world_folder(args.checkpoint), {k: v for k, v in vars(args).items() if k != "fn"})
     m = report["metrics"]
@@ -339,7 +347,7 @@ def add_evaluate(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-frames", type=int, default=1, help="real frames given first (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random actions (default 0)")
     p.add_argument("--decode-steps", type=positive_int, metavar="K", help=f"{DECODE_STEPS} (default: the model's)")
-    add_shared(p, "--raster", "--skip-corrupt", "--quiet")
+    add_shared(p, "--raster", "--cond-scale", "--skip-corrupt", "--quiet")
     p.set_defaults(fn=evaluate)
 
 
@@ -363,11 +371,9 @@ def add_play(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--world", "--checkpoint", dest="checkpoint", help=f"{WORLD} (default minigrid)")
     p.add_argument("--data", help="dataset folder for the start frames and action names (default: the checkpoint's)")
     p.add_argument("--temperature", type=finite_float, default=0.0, help="sampling temperature (default 0: greedy)")
-    guidance = "classifier-free guidance scale on the action (default 1: no guidance; above 1 the action counts more)"
-    p.add_argument("--cond-scale", type=finite_float, default=1.0, help=guidance)
     steps = f"{DECODE_STEPS}; the page can change it (default: the model's; raster models ignore it)"
     p.add_argument("--decode-steps", type=positive_int, metavar="K", help=steps)
-    add_shared(p, "--raster")
+    add_shared(p, "--raster", "--cond-scale")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000)")
     p.add_argument("--max-sessions", type=int, default=4, help="browser tabs playing at once (default 4)")

@@ -82,7 +82,7 @@ def psnr_ssim(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
 class CopyLastFrame:
     """A baseline world: every dreamed frame is the last prompt frame."""
 
-    def rollout(self, prompt_frames, actions, temperature=0.0, seed=0, decode_steps=None, raster=None) -> Tensor:
+    def rollout(self, prompt_frames, actions, temperature=0.0, seed=0, decode_steps=None, raster=None, cond_scale=1.0):
         prompt = torch.as_tensor(np.asarray(prompt_frames))
         return prompt[-1:].expand(len(actions) - len(prompt), -1, -1, -1).clone()
 
@@ -124,9 +124,11 @@ def evaluate_world(
     skip_corrupt: bool = False,
     decode_steps: int | None = None,
     raster: str | None = None,
+    cond_scale: float = 1.0,
 ) -> dict:
     """Roll out held-out episodes with real and random actions; every number of the report. Frames decode
-    as `decode_steps` (a parallel model's passes; None: its own) and `raster` (Sampling.raster; None: its own) say."""
+    as `decode_steps` (a parallel model's passes; None: its own) and `raster` (Sampling.raster; None: its own)
+    say, guided toward the actions by `cond_scale` (1: no guidance)."""
     for name, value in (("episodes", episodes), ("horizon", horizon), ("prompt_frames", prompt_frames)):
         check_positive_int(name, value)
     info, model = DatasetInfo.load(data), getattr(world, "model", None)
@@ -139,15 +141,16 @@ def evaluate_world(
     scores: dict[str, list] = {}
     videos, seconds, dreamed = [], 0.0, 0
     paths = eval_episodes(data, split, episodes, k + horizon, skip_corrupt)
+    decoding_knobs = dict(decode_steps=decode_steps, raster=raster, cond_scale=cond_scale)
     for path in tqdm(paths, desc="eval", disable=not progress):
         episode = Episode.load(path)
         frames = torch.from_numpy(episode.frames[: k + horizon])
         actions = torch.from_numpy(episode.actions[: k + horizon])
         random_actions = randomised_actions(actions, k, info.num_actions, rng)
         start = time.perf_counter()
-        real = world.rollout(frames[:k], actions, seed=seed, decode_steps=decode_steps, raster=raster)
+        real = world.rollout(frames[:k], actions, seed=seed, **decoding_knobs)
         seconds, dreamed = seconds + time.perf_counter() - start, dreamed + horizon
-        fake = world.rollout(frames[:k], random_actions, seed=seed, decode_steps=decode_steps, raster=raster)
+        fake = world.rollout(frames[:k], random_actions, seed=seed, **decoding_knobs)
         truth = frames[k:]
         copy = frames[k - 1 : k].expand(horizon, -1, -1, -1)  # the do-nothing baseline: the last real frame
         predictions = {"": real, "_random": fake, "_copy": copy}
@@ -167,6 +170,7 @@ def evaluate_world(
         decoding=decoding,
         decode_steps=steps,
         raster=raster_fill(model, raster) if model is not None else None,
+        cond_scale=cond_scale,
         **summarise(per_step),
         frames_per_s=dreamed / seconds,
         videos=videos,

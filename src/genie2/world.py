@@ -89,11 +89,12 @@ class World:
         seed: int = 0,
         decode_steps: int | None = None,
         raster: str | None = None,
+        cond_scale: float = 1.0,
     ) -> Tensor:
         """The H frames (uint8 H h w 3) after k real `prompt_frames` (uint8 k h w 3), given one
         action per frame of the whole clip (k + H entries, or (k + H, a) keys; -1: no key pressed).
         A decoding="parallel" model fills each frame in `decode_steps` passes (None: its own), a raster one
-        as `raster` says (None: its own; Sampling.raster)."""
+        as `raster` says (None: its own; Sampling.raster); `cond_scale` above 1 guides toward the actions."""
         video = self._to_unit(prompt_frames)
         k = video.shape[2]
         given = np.asarray(actions.cpu() if isinstance(actions, Tensor) else actions)
@@ -108,7 +109,9 @@ class World:
         actions = actions[None].to(self.model.device)  # 1 t a
         _, codes, _ = self.model.encode_state(video)
         generator = torch.Generator(device=self.model.device).manual_seed(seed)
-        sampling = Sampling(temperature=temperature, generator=generator, decode_steps=decode_steps, raster=raster)
+        sampling = Sampling(
+            temperature, cond_scale=cond_scale, generator=generator, decode_steps=decode_steps, raster=raster
+        )
         model, steps = self.model, range(k, actions.shape[1])
         if exists(model.num_actions):
             actions = check_actions(
@@ -117,7 +120,8 @@ class World:
             prompt_actions, step_actions = actions[:, :k], [actions[:, t] for t in steps]
         else:  # a model without actions: the null token throughout, as in training
             prompt_actions, step_actions = None, [None for _ in steps]
-        rollout = Rollout(model, codes, prompt_actions, sampling, False, self.max_context_frames)
+        guided = cond_scale != 1 and exists(model.num_actions)
+        rollout = Rollout(model, codes, prompt_actions, sampling, guided, self.max_context_frames)
         dreamed = [rollout.step(step) for step in step_actions]
         frames = self.model.tokenizer.decode(torch.stack(dreamed, dim=1))[0]
         return to_uint8(frames).cpu()
