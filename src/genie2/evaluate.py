@@ -134,8 +134,6 @@ def evaluate_world(
     info, model = DatasetInfo.load(data), getattr(world, "model", None)
     if model is not None and model.num_actions != info.num_actions:
         raise InputError(f"the model has {model.num_actions} actions but {data} has {info.num_actions}")
-    decoding = getattr(model, "decoding", None)  # what the report records: the mode, and its passes per frame
-    steps = decode_passes(model, decode_steps) if model is not None else None
     tile = model.tokenizer.config.downsample if model is not None else 8  # bad_tiles' squares: one code's
     k, rng = prompt_frames, np.random.default_rng(seed)
     scores: dict[str, list] = {}
@@ -167,15 +165,21 @@ def evaluate_world(
         episodes=len(per_step["psnr"]),
         horizon=horizon,
         prompt_frames=k,
-        decoding=decoding,
-        decode_steps=steps,
-        raster=raster_fill(model, raster) if model is not None else None,
-        cond_scale=cond_scale,
+        **decoding_report(model, decode_steps, raster, cond_scale),
         **summarise(per_step),
         frames_per_s=dreamed / seconds,
         videos=videos,
         outcomes=outcome_scores(model, paths, progress),
     )
+
+
+def decoding_report(model, decode_steps: int | None, raster: str | None, cond_scale: float) -> dict:
+    """How a report's frames were decoded: the model's mode, its passes a frame, the raster fill and the
+    guidance scale (None where the world has no model, as CopyLastFrame)."""
+    if model is None:
+        return dict(decoding=None, decode_steps=None, raster=None, cond_scale=cond_scale)
+    steps, fill = decode_passes(model, decode_steps), raster_fill(model, raster)
+    return dict(decoding=model.decoding, decode_steps=steps, raster=fill, cond_scale=cond_scale)
 
 
 @torch.no_grad()
