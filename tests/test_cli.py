@@ -64,6 +64,12 @@ def test_play_sampling_numbers_must_be_finite(flag, value, capsys, no_world):
     assert flag in line and "finite number" in line
 
 
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_eval_guidance_must_be_finite(value, capsys):
+    line = refused([*EVAL, f"--cond-scale={value}"], capsys)
+    assert "--cond-scale" in line and "finite number" in line
+
+
 def test_sampling_numbers_still_parse():
     args = cli.build_parser().parse_args(["play", "--temperature", "0.5", "--cond-scale", "2"])
     assert (args.temperature, args.cond_scale) == (0.5, 2.0)

@@ -142,9 +142,8 @@ def evaluate(args) -> None:
     from genie2.world import load, world_folder
 
     world = load(args.checkpoint)
-    knobs = (
-        "split episodes horizon prompt_frames seed skip_corrupt decode_steps raster cond_scale".split()
-    )  # its keywords' flags
+    # evaluate_world's keywords, each read from the flag of its name
+    knobs = "split episodes horizon prompt_frames seed skip_corrupt decode_steps raster cond_scale".split()
     report = evaluate_world(world, args.data, progress=not args.quiet, **{knob: getattr(args, knob) for knob in knobs})
     write_report(report, args.out, world_folder(args.checkpoint), {k: v for k, v in vars(args).items() if k != "fn"})
     m = report["metrics"]

@@ -120,8 +120,7 @@ class World:
             prompt_actions, step_actions = actions[:, :k], [actions[:, t] for t in steps]
         else:  # a model without actions: the null token throughout, as in training
             prompt_actions, step_actions = None, [None for _ in steps]
-        guided = cond_scale != 1 and exists(model.num_actions)
-        rollout = Rollout(model, codes, prompt_actions, sampling, guided, self.max_context_frames)
+        rollout = Rollout(model, codes, prompt_actions, sampling, sampling.guides(model), self.max_context_frames)
         dreamed = [rollout.step(step) for step in step_actions]
         frames = self.model.tokenizer.decode(torch.stack(dreamed, dim=1))[0]
         return to_uint8(frames).cpu()

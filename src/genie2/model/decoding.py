@@ -66,6 +66,10 @@ class Sampling:
         check_positive_int("decode_steps", self.decode_steps, allow_none=True)  # None: the model's
         check_raster(self.raster, allow_none=True)
 
+    def guides(self, model) -> bool:
+        """Whether rollouts of `model` run the null-action rows of guidance: a scale other than 1, and actions."""
+        return self.cond_scale != 1 and exists(model.num_actions)
+
 
 class Rollout:
     """Step-by-step decoding state for a batch of videos: the cache and the tokens still to feed.

@@ -48,7 +48,7 @@ class WorldModelSession:
         )
         self.max_context_frames = context_window(model, max_context_frames)  # default: the model's own
         self.compile = compile
-        self.guided = cond_scale != 1 and exists(model.num_actions)
+        self.guided = self.sampling.guides(model)
         self.rollout: Rollout | None = None
         if exists(frame) or exists(codes):
             self.reset(frame, codes=codes, action=action)
@@ -109,7 +109,7 @@ class WorldModelSession:
         )
         for knob in ("temperature", "cond_scale", "decode_steps", "raster"):
             setattr(s, knob, getattr(checked, knob))
-        guided = s.cond_scale != 1 and exists(self.model.num_actions)
+        guided = s.guides(self.model)
         if exists(self.rollout):  # the conditioned rows keep their cache; only the null-action rows change
             self.rollout.set_guided(guided, torch.cat(self.codes, dim=1))
         self.guided = guided
