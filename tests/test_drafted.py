@@ -111,7 +111,7 @@ def test_the_session_switches_the_raster_decoding_live_and_refuses_an_unknown_on
 
 def test_the_cli_offers_the_decodings_the_model_knows():
     """The CLI spells its choices out (it imports no torch before a verb runs): they must not drift."""
-    from genie2.cli import SHARED
+    from genie2.flags import SHARED
     from genie2.model.masking import RASTER_DECODINGS
 
     assert tuple(SHARED["--raster"]["choices"]) == RASTER_DECODINGS

@@ -6,6 +6,7 @@ Dimension legend: b batch, n sequence, d feature, l logits (codebook entries).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -134,3 +135,14 @@ def min_p_filter(logits: Tensor, min_p: float = 0.1) -> Tensor:
     probs = logits.softmax(dim=-1)
     limit = min_p * probs.amax(dim=-1, keepdim=True)
     return logits.masked_fill(probs < limit, float("-inf"))
+
+
+@contextmanager
+def frozen(quantizer):
+    """Quantize without updating the codebook (VQ's EMA and dead-code replacement run in train mode)."""
+    was_training = quantizer.training
+    quantizer.eval()
+    try:
+        yield
+    finally:
+        quantizer.train(was_training)

@@ -109,3 +109,18 @@ WORLD_PRESETS = {
     "gpu-small": world_gpu_small,
     "gpu-base": world_gpu_base,
 }
+
+
+def lam_tiny() -> dict:
+    """For tests: a latent action model that trains in seconds."""
+    model = dict(channels=(8, 16), num_latent_actions=4, dim_action=8)
+    return dict(model=model, steps=20, batch_size=8, checkpoint_every=10, eval_every=10, val_pairs=32)
+
+
+def lam_cpu() -> dict:
+    """The default latent action model: 8 latent actions, about 1M parameters, 3,000 steps of 64 frame
+    pairs (about 20 minutes on 2 CPU cores at 64x64)."""
+    return dict(steps=3000, batch_size=64)
+
+
+LAM_PRESETS = {"tiny": lam_tiny, "cpu": lam_cpu}

@@ -26,7 +26,7 @@ from vector_quantize_pytorch import VectorQuantize
 
 from genie2.checkpoint import Pretrained, config_from_dict
 from genie2.errors import InputError
-from genie2.helpers import default, exists
+from genie2.helpers import default, exists, frozen
 from genie2.model.actions import (
     ActionEmbed,
     MultiActionHead,
@@ -252,7 +252,7 @@ class Genie2(GenerationMixin, Pretrained, nn.Module):
             raise InputError(
                 f"state must be RGB frames (b, 3, t, {size}, {size}), uint8 or float in [0, 1], got {shape}"
             )
-        with self.tokenizer._frozen_codebook():  # uint8 or float: the tokenizer checks which
+        with frozen(self.tokenizer.quantizer):  # uint8 or float: the tokenizer checks which
             latents = self.tokenizer.encode_latents(rearrange(frames, "b c t h w -> b t h w c"))
             quantized, codes, _ = self.tokenizer.quantize(latents)
         return quantized.to(self.dtype), codes

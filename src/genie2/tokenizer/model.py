@@ -15,7 +15,6 @@ feature, n flattened tokens.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -28,6 +27,7 @@ from vector_quantize_pytorch import FSQ, VectorQuantize
 
 from genie2.checkpoint import Pretrained, config_from_dict
 from genie2.errors import InputError
+from genie2.helpers import frozen
 from genie2.model.layers import CausalConv3d, apply_temporal
 
 QUANTIZERS = ("vq", "fsq")
@@ -238,19 +238,9 @@ class Tokenizer(Pretrained, nn.Module):
     def encode(self, frames: Tensor) -> Tensor:
         """Frames (b t H W 3 or t H W 3; uint8, or float in [0, 1]) to codes (b t h w / t h w)."""
         single = isinstance(frames, Tensor) and frames.ndim == 4
-        with self._frozen_codebook():
+        with frozen(self.quantizer):
             _, codes, _ = self.quantize(self.encode_latents(frames[None] if single else frames))
         return codes[0] if single else codes
-
-    @contextmanager
-    def _frozen_codebook(self):
-        """Quantize without updating the codebook (VQ's EMA and dead-code replacement run in train mode)."""
-        was_training = self.quantizer.training
-        self.quantizer.eval()
-        try:
-            yield
-        finally:
-            self.quantizer.train(was_training)
 
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:

@@ -1,0 +1,112 @@
+"""The latent action model (issue 20): it finds the actions of a video whose frames are a pure function of an
+unseen action, reports a collapsed vocabulary, scores agreement with true actions honestly, and trains,
+saves, resumes and loads through `genie2 train-lam`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from genie2.cli import main
+from genie2.data.episode import DatasetInfo, Episode, episode_path
+from genie2.errors import InputError
+from genie2.lam.agreement import agreement, fit_table, visibly_changed
+from genie2.lam.model import LAMConfig, LatentActionModel, collapse, vocabulary_stats
+from genie2.lam.train import LAMTraining, train_lam
+
+PATTERNS = 5  # frame t+1 is pattern[action t]: only the action says what comes next
+
+
+def pure_video(root, episodes: int = 10, length: int = 64, seed: int = 0, static: bool = False) -> None:
+    """A dataset of 16x16 episodes whose every frame is one of PATTERNS random patterns, chosen by the action
+    that led into it (or one unchanging frame, `static`)."""
+    rng = np.random.default_rng(seed)
+    patterns = (np.random.default_rng(0).random((PATTERNS, 16, 16, 3)) > 0.5).astype(np.uint8) * 255
+    for e in range(episodes):
+        actions = rng.integers(0, PATTERNS, length)
+        frames = patterns[np.zeros_like(actions) if static else actions]
+        actions[0] = -1
+        zeros = np.zeros(length)
+        Episode(frames, actions, zeros, zeros.astype(bool), zeros.astype(bool)).save(episode_path(root, e))
+    names = [f"pattern-{i}" for i in range(PATTERNS)]
+    DatasetInfo("synthetic", "synthetic", 16, PATTERNS, names, num_episodes=episodes, num_frames=episodes * length).save(
+        root
+    )
+
+
+def small(steps: int, **model) -> LAMTraining:
+    """A LAM run small enough for a test, on 16x16 frames."""
+    model = dict(frame_size=16, channels=(16, 32), num_latent_actions=8, dim_action=8, **model)
+    return LAMTraining(model=LAMConfig(**model), steps=steps, batch_size=32, lr=2e-3, warmup=10, eval_every=steps)
+
+
+def test_a_tiny_lam_finds_the_unseen_actions_of_a_pure_function_video(tmp_path):
+    pure_video(tmp_path / "data")
+    result = train_lam(str(tmp_path / "data"), str(tmp_path / "lam"), small(400), progress=False, device="cpu")
+    assert result["mapped_accuracy"] >= 0.95, result  # the labels were never trained on
+    assert result["nmi"] > 0.9 and not result["collapsed"]
+
+
+def test_a_video_that_never_changes_is_reported_as_collapsed(tmp_path, capsys):
+    pure_video(tmp_path / "data", static=True)
+    result = train_lam(str(tmp_path / "data"), str(tmp_path / "lam"), small(20), progress=False, device="cpu")
+    assert result["collapsed"] and "collapsed" in capsys.readouterr().out
+    assert json.loads((tmp_path / "lam" / "eval.json").read_text())["collapsed"]
+
+
+def test_collapse_reads_the_vocabulary_stats():
+    assert collapse(vocabulary_stats(torch.zeros(100, dtype=torch.long), 8)) is not None
+    assert collapse(vocabulary_stats(torch.arange(100) % 8, 8)) is None
+
+
+def test_agreement_of_a_relabelling_is_perfect_and_unchanged_steps_are_scored_apart():
+    actions = torch.arange(60) % 3
+    latents = (actions + 5) % 8  # the same partition under other names
+    changed = torch.arange(60) < 45
+    latents[50:] = 0  # steps where nothing changed: the LAM cannot tell them, and they must not count
+    table = fit_table(latents, actions, changed, 8, 3)
+    found = agreement(latents, actions, changed, table, 3)
+    assert found["mapped_accuracy"] == 1.0 and found["nmi"] == pytest.approx(1.0)
+    assert found["changed_steps"] == 45 and found["unchanged_steps"] == 15 and found["unchanged_accuracy"] < 1
+    assert np.trace(np.array(found["confusion"])) == 45 and found["per_action"] == {0: 1.0, 1: 1.0, 2: 1.0}
+
+
+def test_agreement_of_a_random_labelling_is_poor():
+    actions, latents = torch.randint(0, 4, (2000,)), torch.randint(0, 8, (2000,))
+    changed = torch.ones(2000, dtype=torch.bool)
+    found = agreement(latents, actions, changed, fit_table(latents, actions, changed, 8, 4), 4)
+    assert found["nmi"] < 0.05 and found["mapped_accuracy"] < 0.4
+
+
+def test_visibly_changed_ignores_small_noise():
+    a = torch.zeros(3, 8, 8, 3, dtype=torch.uint8)
+    b = a.clone()
+    b[1, 2, 2, 0] = 5  # under the level: compression noise
+    b[2, 2, 2, 0] = 200
+    assert visibly_changed(a, b).tolist() == [False, False, True]
+
+
+def test_train_lam_verb_trains_resumes_and_loads(tmp_path, capsys):
+    pure_video(tmp_path / "data", episodes=6, length=20)
+    out = tmp_path / "lam"
+    args = ["train-lam", "--data", str(tmp_path / "data"), "--out", str(out), "--preset", "tiny", "--quiet"]
+    main([*args, "--device", "cpu"])
+    assert "mapped accuracy" in capsys.readouterr().out and (out / "samples").is_dir()
+    main([*args, "--device", "cpu", "--resume", "--steps", "30"])
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 30
+    lam = LatentActionModel.from_pretrained(out)
+    frames = torch.randint(0, 256, (5, 16, 16, 3), dtype=torch.uint8)
+    ids = lam.eval().infer(frames)
+    assert ids.shape == (4,) and ids.dtype == torch.long and int(ids.max()) < lam.num_actions
+    assert lam.predict(frames[:2], ids[:2]).shape == (2, 16, 16, 3)
+
+
+def test_bad_lam_input_says_what_to_fix():
+    lam = LatentActionModel(LAMConfig(frame_size=16, channels=(8, 16), num_latent_actions=4, dim_action=8))
+    with pytest.raises(InputError, match="t >= 2"):
+        lam.infer(torch.zeros(1, 16, 16, 3, dtype=torch.uint8))
+    with pytest.raises(InputError, match="latent actions are ids"):
+        lam.predict(torch.zeros(2, 16, 16, 3, dtype=torch.uint8), torch.tensor([0, 4]))
+    with pytest.raises(InputError, match="num_latent_actions"):
+        LAMConfig(num_latent_actions=1)
