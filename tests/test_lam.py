@@ -30,9 +30,9 @@ def pure_video(root, episodes: int = 10, length: int = 64, seed: int = 0, static
         zeros = np.zeros(length)
         Episode(frames, actions, zeros, zeros.astype(bool), zeros.astype(bool)).save(episode_path(root, e))
     names = [f"pattern-{i}" for i in range(PATTERNS)]
-    DatasetInfo("synthetic", "synthetic", 16, PATTERNS, names, num_episodes=episodes, num_frames=episodes * length).save(
-        root
-    )
+    DatasetInfo(
+        "synthetic", "synthetic", 16, PATTERNS, names, num_episodes=episodes, num_frames=episodes * length
+    ).save(root)
 
 
 def small(steps: int, **model) -> LAMTraining:
@@ -41,9 +41,17 @@ def small(steps: int, **model) -> LAMTraining:
     return LAMTraining(model=LAMConfig(**model), steps=steps, batch_size=32, lr=2e-3, warmup=10, eval_every=steps)
 
 
-def test_a_tiny_lam_finds_the_unseen_actions_of_a_pure_function_video(tmp_path):
-    pure_video(tmp_path / "data")
-    result = train_lam(str(tmp_path / "data"), str(tmp_path / "lam"), small(400), progress=False, device="cpu")
+@pytest.fixture(scope="module")
+def pure_lam(tmp_path_factory):
+    """A pure-function video and the LAM trained on it (its labels unused): (data, lam, final eval)."""
+    root = tmp_path_factory.mktemp("pure")
+    pure_video(root / "data")
+    result = train_lam(str(root / "data"), str(root / "lam"), small(400), progress=False, device="cpu")
+    return root / "data", root / "lam", result
+
+
+def test_a_tiny_lam_finds_the_unseen_actions_of_a_pure_function_video(pure_lam):
+    result = pure_lam[2]
     assert result["mapped_accuracy"] >= 0.95, result  # the labels were never trained on
     assert result["nmi"] > 0.9 and not result["collapsed"]
 
@@ -110,3 +118,58 @@ def test_bad_lam_input_says_what_to_fix():
         lam.predict(torch.zeros(2, 16, 16, 3, dtype=torch.uint8), torch.tensor([0, 4]))
     with pytest.raises(InputError, match="num_latent_actions"):
         LAMConfig(num_latent_actions=1)
+
+
+def test_label_and_map_the_latent_actions_of_a_dataset(pure_lam, tmp_path, capsys):
+    from genie2.data.clips import ClipDataset
+    from genie2.lam.mapping import ActionMap
+
+    data, lam, _ = pure_lam
+    out = tmp_path / "map"
+    main(["label", "--data", str(data), "--lam", str(lam), "--quiet"])
+    labels = next((data / "latent-actions").iterdir())
+    latent = ClipDataset(data, clip_frames=4, split="all", actions=labels)
+    assert latent.info.num_actions == 8 and latent.info.action_names[0] == "latent 1"
+    assert latent.info.source["latent_actions"]["num_latent_actions"] == 8
+    main(
+        [
+            "map-actions",
+            "--lam",
+            str(lam),
+            "--data",
+            str(data),
+            "--episodes",
+            "2",
+            "--eval-data",
+            str(data),
+            "--out",
+            str(out),
+        ]
+    )
+    assert "held-out:" in capsys.readouterr().out and (out / "confusion.png").is_file()
+    report = json.loads((out / "report.json").read_text())
+    assert report["held_out"]["mapped_accuracy"] >= 0.95 and report["episodes"] == 2
+    action_map = ActionMap.load(out)
+    # the map and its inverse agree: each real action's latent maps back to it
+    actions = torch.arange(PATTERNS)
+    assert torch.equal(action_map.to_actions(action_map.from_actions(actions)), actions)
+    true = ClipDataset(data, clip_frames=4, split="all")
+    item = latent[3]
+    mapped = action_map.to_actions(item["actions"][1:, 0])
+    assert torch.equal(mapped, true[3]["actions"][1:, 0])  # the labels beside the episodes are the LAM's
+    with pytest.raises(InputError, match="real actions are ids"):
+        action_map.from_actions(torch.tensor([PATTERNS]))
+
+
+def test_train_on_latent_actions_needs_a_lam_and_a_label_per_episode(tmp_path):
+    from genie2.data.clips import ClipDataset
+    from genie2.data.latent import LABELS_FILE
+
+    pure_video(tmp_path / "data", episodes=2, length=8)
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(tmp_path / "data"), "--tokenizer", "t", "--out", "o", "--actions", "latent"])
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    (labels / LABELS_FILE).write_text(json.dumps(dict(num_latent_actions=4)))
+    with pytest.raises(InputError, match="genie2 label"):
+        ClipDataset(tmp_path / "data", clip_frames=2, split="all", actions=labels)

@@ -83,8 +83,29 @@ def train(args) -> None:
     config.model = {**config.model, **{key: value for key, value in model.items() if value is not None}}
     codes = args.codes or str(default_codes_dir(args.data, args.tokenizer))
     resumable = (args.resume, not args.quiet, args.skip_corrupt)
-    out = run(args.data, codes, args.tokenizer, args.out, config, *resumable, cpu=args.cpu or None, steps=args.steps)
+    actions = latent_labels(args) if args.actions == "latent" else None
+    out = run(
+        args.data,
+        codes,
+        args.tokenizer,
+        args.out,
+        config,
+        *resumable,
+        cpu=args.cpu or None,
+        steps=args.steps,
+        actions=actions,
+    )
     print(f"world model saved in {out} (Genie2.from_pretrained)")
+
+
+def latent_labels(args) -> str:
+    """The latent-actions folder `genie2 train --actions latent` trains on: --lam's labels of --data, the
+    episodes it has not labelled yet labelled first (as `genie2 label` would)."""
+    from genie2.lam.label import label_dataset
+
+    if not args.lam:
+        raise InputError("--actions latent needs --lam: the LAM whose latent actions to train on (genie2 train-lam)")
+    return str(label_dataset(args.data, args.lam, skip_corrupt=args.skip_corrupt, progress=not args.quiet))
 
 
 def evaluate(args) -> None:
@@ -279,6 +300,9 @@ def add_train(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--raster", choices=SHARED["--raster"]["choices"], help=raster)
     rewards = "also learn each frame's reward sign and episode end from the data (WorldEnv returns them)"
     p.add_argument("--learn-rewards", action="store_true", default=None, help=rewards)
+    actions = "true: the episodes' own (default); latent: --lam's latent actions, learned without labels"
+    p.add_argument("--actions", choices=["true", "latent"], default="true", help=actions)
+    p.add_argument("--lam", default=None, help="with --actions latent: the LAM (from genie2 train-lam)")
     p.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
     add_shared(p, "--resume", "--skip-corrupt", "--quiet")
     p.set_defaults(fn=train)

@@ -31,13 +31,15 @@ from genie2.model.session import WorldModelSession
 WORLD_FILES = ("dataset.json", "start-frames.safetensors", "training.json")
 
 
-def write_world_files(folder: str | Path, data: str | Path, training: dict, skip_corrupt: bool = False) -> None:
-    """Save what a world model needs to play without its dataset: the dataset's description
-    (action names, env), a few validation start frames, and the training config (clip length)."""
+def write_world_files(
+    folder: str | Path, data: str | Path, training: dict, skip_corrupt: bool = False, info: DatasetInfo | None = None
+) -> None:
+    """Save what a world model needs to play without its dataset: the dataset's description (`info`,
+    default its dataset.json: action names, env), a few validation start frames, and the training config."""
     from genie2.data.clips import start_frames
 
     folder = Path(folder)
-    DatasetInfo.load(data).save(folder)
+    (info or DatasetInfo.load(data)).save(folder)
     frames = torch.from_numpy(start_frames(data, skip_corrupt=skip_corrupt))
     atomic_write(folder / WORLD_FILES[1], lambda tmp: save_file({"frames": frames}, str(tmp)))
     atomic_write(folder / WORLD_FILES[2], lambda tmp: tmp.write_text(json.dumps(training, indent=2)))

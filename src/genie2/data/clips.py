@@ -14,6 +14,7 @@ from safetensors import SafetensorError, safe_open
 from torch.utils.data import Dataset
 
 from genie2.data.episode import CorruptEpisodeError, DatasetInfo, episode_indices, episode_length, episode_path
+from genie2.data.latent import with_latent_actions
 from genie2.errors import InputError
 
 SPLITS = ("train", "val", "all")
@@ -84,7 +85,9 @@ class ClipDataset(Dataset):
     frames; an episode shorter than t is padded at the end, which `video_time_len` masks).
     With `codes` (a folder from `genie2 tokenize`) items hold codes (t h w int64) instead of
     frames; with `outcomes` they also hold the episode's rewards (t float32) and terminated (t bool),
-    0 and False where padded. Clips start every `stride` frames; reading goes through memory-mapped slices.
+    0 and False where padded. With `actions` (a folder from `genie2 label`) items hold the latent actions
+    written there instead of the episodes' own, and `info` counts those. Clips start every `stride` frames;
+    reading goes through memory-mapped slices.
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class ClipDataset(Dataset):
         skip_corrupt: bool = False,
         codes: str | Path | None = None,
         outcomes: bool = False,
+        actions: str | Path | None = None,
     ):
         if not isinstance(clip_frames, int) or clip_frames < 1:
             raise InputError(f"clip_frames must be a positive int, got {clip_frames!r}")
@@ -106,6 +110,9 @@ class ClipDataset(Dataset):
         self.root, self.clip_frames = Path(root), clip_frames
         self.stride = stride or max(1, clip_frames // 2)
         self.info = DatasetInfo.load(root)
+        self.actions = Path(actions) if actions else None  # a latent-actions folder to read actions from
+        if self.actions:
+            self.info = with_latent_actions(self.info, self.actions)
         self.array, self.outcomes = "codes" if codes else "frames", outcomes
         self.files: dict[int, Path] = {}
         self.episodes, lengths = [], []
@@ -114,6 +121,8 @@ class ClipDataset(Dataset):
             try:
                 if codes and not path.is_file():
                     raise CorruptEpisodeError(f"{path} is missing: run `genie2 tokenize` on {root} first")
+                if self.actions and not (self.actions / path.name).is_file():
+                    raise CorruptEpisodeError(f"{self.actions / path.name} is missing: run `genie2 label` on {root}")
                 lengths.append(episode_length(path) if not codes else _codes_length(path))
                 self.files[index] = path
                 self.episodes.append(index)
@@ -152,7 +161,9 @@ class ClipDataset(Dataset):
         f = self._file(self.episodes[position])
         stop = min(start + self.clip_frames, self.lengths[position])
         frames = f.get_slice(self.array)[start:stop]
-        actions = f.get_slice("actions")[start:stop]
+        index = self.episodes[position]
+        labels = self._file(index, self.actions / self.files[index].name) if self.actions else f
+        actions = labels.get_slice("actions")[start:stop]
         if actions.shape[1] < self.info.max_num_actions:  # episodes may record fewer keys than the dataset
             actions = np.pad(actions, ((0, 0), (0, self.info.max_num_actions - actions.shape[1])), constant_values=-1)
         length, pad = stop - start, self.clip_frames - (stop - start)

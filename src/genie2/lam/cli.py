@@ -50,4 +50,56 @@ def add_train_lam(verbs: argparse._SubParsersAction) -> None:
     p.set_defaults(fn=train_lam)
 
 
-VERBS = (add_train_lam,)
+def label(args) -> None:
+    """genie2 label: write the latent action of every step of a dataset, beside its episodes (resumable:
+    running it again labels only the episodes that are missing); `genie2 train --actions latent` trains on them."""
+    from genie2.lam.label import label_dataset
+
+    out = label_dataset(args.data, args.lam, args.out, args.batch_size, args.skip_corrupt, not args.quiet, args.device)
+    print(f"latent actions written to {out}")
+
+
+def add_label(verbs: argparse._SubParsersAction) -> None:
+    """The arguments of `genie2 label`."""
+    p = verbs.add_parser("label", help="label a dataset's steps with a LAM's latent actions")
+    p.description = label.__doc__
+    p.add_argument("--data", required=True, help="dataset folder (its frames are read; its actions are not)")
+    p.add_argument("--lam", required=True, help="LAM run or checkpoint folder (from genie2 train-lam)")
+    where = "labels folder (default: DATA/latent-actions/<first 12 hex digits of the LAM weights' SHA-256>)"
+    p.add_argument("--out", default=None, help=where)
+    p.add_argument("--batch-size", type=positive_int, default=256, help="frame pairs inferred at once (default 256)")
+    add_shared(p, "--skip-corrupt", "--device", "--quiet")
+    p.set_defaults(fn=label)
+
+
+def map_actions(args) -> None:
+    """genie2 map-actions: learn which real action each latent action is, and back, from the first
+    --episodes labelled episodes of --data; score it on them and on --eval-data (per-action accuracy over the
+    steps whose frame changed, the others apart; normalised mutual information; a confusion-matrix plot)."""
+    from genie2.lam.mapping import map_actions as run
+
+    report = run(args.lam, args.data, args.out, args.episodes, args.eval_data, skip_corrupt=args.skip_corrupt)
+    for name in ("fit", "held_out"):
+        if name in report:
+            found = report[name]
+            print(
+                f"{name.replace('_', '-')}: {found['mapped_accuracy']:.1%} of {found['changed_steps']} changed steps "
+                f"mapped to the true action (NMI {found['nmi']:.3f}; unchanged steps {found['unchanged_accuracy']:.1%})"
+            )
+    print(f"map written to {args.out}")
+
+
+def add_map_actions(verbs: argparse._SubParsersAction) -> None:
+    """The arguments of `genie2 map-actions`."""
+    p = verbs.add_parser("map-actions", help="map latent actions to real ones from a few labelled episodes")
+    p.description = map_actions.__doc__
+    p.add_argument("--lam", required=True, help="LAM run or checkpoint folder (from genie2 train-lam)")
+    p.add_argument("--data", required=True, help="dataset folder with action labels; its first --episodes are used")
+    p.add_argument("--out", required=True, help="folder for action-map.json, report.json and confusion.png")
+    p.add_argument("--episodes", type=positive_int, default=10, help="labelled episodes to fit on (default 10)")
+    p.add_argument("--eval-data", default=None, help="labelled held-out dataset to score the map on")
+    add_shared(p, "--skip-corrupt")
+    p.set_defaults(fn=map_actions)
+
+
+VERBS = (add_train_lam, add_label, add_map_actions)

@@ -31,6 +31,8 @@ from genie2.errors import InputError
 from genie2.helpers import frozen
 from genie2.tokenizer.model import QUANTIZERS, ResBlock, codebook_stats, to_unit_frames
 
+SYMMETRIES = ("none", "rot90")
+
 
 @dataclass
 class LAMConfig:
@@ -47,6 +49,9 @@ class LAMConfig:
     ema_decay: float = 0.9
     dead_code_threshold: float = 2.0  # vq codes used less than this (EMA count) are re-seeded; 0: never
     change_weight: float = 10.0  # pixels that change between the frames weigh 1 + this in the loss
+    # what the game's actions do not change under: "rot90", the frame turned by quarter turns (MiniGrid,
+    # whose actions turn and move relative to the agent's heading); "none" (screen-relative moves: Crafter)
+    symmetry: str = "none"
 
     def __post_init__(self):
         self.channels, self.fsq_levels = tuple(self.channels), tuple(self.fsq_levels)
@@ -58,6 +63,8 @@ class LAMConfig:
             raise InputError(f"frame_size {self.frame_size} must be divisible by the downsampling {self.downsample}")
         if self.quantizer == "vq" and (not isinstance(self.num_latent_actions, int) or self.num_latent_actions < 2):
             raise InputError(f"num_latent_actions must be an int >= 2, got {self.num_latent_actions!r}")
+        if self.symmetry not in SYMMETRIES:
+            raise InputError(f"symmetry must be one of {SYMMETRIES}, got {self.symmetry!r}")
         if self.change_weight < 0:
             raise InputError(f"change_weight must be >= 0, got {self.change_weight!r}")
 
@@ -157,8 +164,10 @@ class LatentActionModel(Pretrained, nn.Module):
         """Training loss on consecutive frame pairs (b 2 H W 3) and its parts (change-weighted MSE,
         commitment) with the ids (b) the encoder chose."""
         video = self._unit(frames)
+        quantized, ids, commit = self.encode(video[:, 0], video[:, 1])
+        if self.config.symmetry == "rot90":  # the action read from the pair must also predict the pair turned
+            video = turn(video, torch.randint(0, 4, (len(video),), device=video.device))
         prev, next = video[:, 0], video[:, 1]
-        quantized, ids, commit = self.encode(prev, next)
         pred = self.decode(prev, quantized)
         changed = ((next - prev).abs().amax(1, keepdim=True) > 1 / 255).float()  # b 1 H W
         weight = 1 + self.config.change_weight * changed
@@ -202,6 +211,11 @@ class LatentActionModel(Pretrained, nn.Module):
     def from_checkpoint_config(cls, config: dict, folder: Path) -> LatentActionModel:
         """A latent action model for a saved config."""
         return cls(config_from_dict(LAMConfig, config))
+
+
+def turn(video: Tensor, quarters: Tensor) -> Tensor:
+    """Each clip (b t c H W) turned by its number of quarter turns (b,) counter-clockwise."""
+    return torch.stack([torch.rot90(clip, int(k), dims=(-2, -1)) for clip, k in zip(video, quarters, strict=True)])
 
 
 def vocabulary_stats(ids: Tensor, num_actions: int) -> dict:

@@ -154,11 +154,13 @@ def train(
     cpu: bool | None = None,
     steps: int | None = None,
     deadline: float | None = None,
+    actions: str | None = None,
 ) -> Path:
     """Train (or resume) a world model; returns the run folder, itself a world-model checkpoint.
     Codes missing from `codes` are encoded first; resuming a run that has no whole checkpoint yet
     starts it again from step 0 (see `open_run`). With a `deadline` (a time.time()), a run slower
-    than planned trains fewer steps, re-planned as it goes, to finish by then."""
+    than planned trains fewer steps, re-planned as it goes, to finish by then. With `actions` (a folder
+    from `genie2 label`) it trains on those latent actions instead of the episodes' own."""
     out_dir, (checkpoint, state) = Path(out), open_run(out, resume)
     config = run_config(config, state, steps)
     config.check()
@@ -169,14 +171,16 @@ def train(
         if codes_missing:
             encode_dataset(data, tokenizer_path, codes, skip_corrupt=skip_corrupt, progress=progress)
     accelerator.wait_for_everyone()
-    clips = dict(skip_corrupt=skip_corrupt, codes=codes, outcomes=bool(config.model.get("learn_rewards")))
+    clips = dict(
+        skip_corrupt=skip_corrupt, codes=codes, outcomes=bool(config.model.get("learn_rewards")), actions=actions
+    )
     dataset, val = (ClipDataset(data, config.clip_frames, split, **clips) for split in ("train", "val"))
 
     torch.manual_seed(config.seed)
     model = _model(config, tokenizer_path, dataset, checkpoint, state, data)
 
     def world_files(folder: Path) -> None:  # the config as it is then: a re-planned run saves its new steps
-        write_world_files(folder, data, asdict(config), skip_corrupt)
+        write_world_files(folder, data, asdict(config), skip_corrupt, dataset.info)
 
     run, start = WorldRun.start(accelerator, config, model, dataset, val, state, out_dir, world_files)
     if accelerator.is_main_process:
