@@ -173,3 +173,39 @@ def test_train_on_latent_actions_needs_a_lam_and_a_label_per_episode(tmp_path):
     (labels / LABELS_FILE).write_text(json.dumps(dict(num_latent_actions=4)))
     with pytest.raises(InputError, match="genie2 label"):
         ClipDataset(tmp_path / "data", clip_frames=2, split="all", actions=labels)
+
+
+def test_load_lam_finds_the_map_beside_it_and_refuses_unknown_names(pure_lam, tmp_path):
+    import genie2
+
+    data, lam_dir, _ = pure_lam
+    lam = genie2.load_lam(lam_dir)
+    with pytest.raises(InputError, match="no action map"):
+        lam.to_actions(torch.tensor([0]))
+    main(["map-actions", "--lam", str(lam_dir), "--data", str(data), "--episodes", "3", "--out", str(tmp_path)])
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / name).write_bytes((lam_dir / name).read_bytes())
+    lam = genie2.load_lam(tmp_path)
+    episode = Episode.load(episode_path(data, 9))
+    frames, true = torch.from_numpy(episode.frames), torch.from_numpy(episode.actions[1:, 0])
+    changed = visibly_changed(frames[:-1], frames[1:])
+    assert (lam.to_actions(lam.infer(frames))[changed] == true[changed]).float().mean() >= 0.95
+    with pytest.raises(InputError, match="no LAM named"):
+        genie2.load_lam("no-such-lam")
+
+
+def test_a_world_with_an_action_map_rolls_out_real_actions_as_their_latent_ones():
+    from conftest import tiny_world
+
+    from genie2.lam.mapping import ActionMap
+
+    world = tiny_world(num_actions=4)
+    action_map = ActionMap(to_action=[1, 0, 2, 2], from_action=[1, 0, 3], action_names=["a", "b", "c"])
+    mapped = type(world)(world.model, action_map=action_map)
+    assert mapped.action_names == ["a", "b", "c"]
+    prompt = torch.randint(0, 256, (1, 16, 16, 3), dtype=torch.uint8)
+    real = torch.tensor([-1, 0, 2, 1, -1])
+    latent = torch.tensor([-1, 1, 3, 0, -1])
+    assert torch.equal(mapped.rollout(prompt, real), world.rollout(prompt, latent))
+    with pytest.raises(InputError, match="real actions are ids"):
+        mapped.rollout(prompt, torch.tensor([-1, 3]))

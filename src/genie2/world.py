@@ -22,6 +22,7 @@ from genie2.checkpoint import CONFIG_FILE
 from genie2.data.episode import DatasetInfo, atomic_write
 from genie2.errors import InputError
 from genie2.helpers import exists, to_uint8
+from genie2.lam.mapping import MAP_FILE, ActionMap
 from genie2.model.actions import check_actions
 from genie2.model.decoding import Rollout, Sampling, context_window
 from genie2.model.genie2 import Genie2
@@ -67,12 +68,17 @@ class World:
         max_context_frames: int | None = None,
         action_names: list[str] | None = None,
         start_frames: np.ndarray | None = None,
+        action_map: ActionMap | None = None,
     ):
         if not exists(model.tokenizer):
             raise InputError("World needs a Genie2 with a tokenizer (frames in, frames out)")
         self.model = model.eval()
         self.max_context_frames = context_window(model, max_context_frames)  # default: the model's own
         self.action_names, self.start_frames = action_names, start_frames  # from the training data, if known
+        # a world trained on latent actions, played with real ones: rollout maps them (action_names: the real)
+        self.action_map = action_map
+        if action_map is not None:
+            self.action_names = action_map.action_names
 
     def _to_unit(self, frames: Tensor | np.ndarray) -> Tensor:
         """uint8 frames (n h w 3) as the model's input (1 3 n h w) in [0, 1]."""
@@ -95,6 +101,7 @@ class World:
     ) -> Tensor:
         """The H frames (uint8 H h w 3) after k real `prompt_frames` (uint8 k h w 3), given one
         action per frame of the whole clip (k + H entries, or (k + H, a) keys; -1: no key pressed).
+        A world with an `action_map` takes real actions and plays their latent ones.
         A decoding="parallel" model fills each frame in `decode_steps` passes (None: its own), a raster one
         as `raster` says (None: its own; Sampling.raster); `cond_scale` above 1 guides toward the actions."""
         video = self._to_unit(prompt_frames)
@@ -104,6 +111,8 @@ class World:
             raise InputError(f"actions must be integer action ids (-1: no key), got {given.dtype} values")
         actions = torch.from_numpy(given).long()
         actions = actions[:, None] if actions.ndim == 1 else actions
+        if self.action_map is not None:  # real actions to the latent ones the model was trained on
+            actions = torch.where(actions >= 0, self.action_map.from_actions(actions.clamp(min=0)), -1)
         if actions.ndim != 2 or actions.shape[0] <= k:
             raise InputError(
                 f"actions needs one entry per frame: more than the {k} prompt frames, got {tuple(actions.shape)}"
@@ -163,4 +172,6 @@ def load(checkpoint: str | Path | None = None, device: str = "cpu", **kwargs) ->
             )
     found = read_world_files(checkpoint)
     names, frames = found.get("action_names"), found.get("start_frames")
+    if (checkpoint / MAP_FILE).is_file():  # a world of latent actions, with the map to play it by real ones
+        kwargs.setdefault("action_map", ActionMap.load(checkpoint))
     return World(Genie2.from_pretrained(checkpoint, device), action_names=names, start_frames=frames, **kwargs)

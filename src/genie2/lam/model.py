@@ -203,6 +203,14 @@ class LatentActionModel(Pretrained, nn.Module):
         pred = self.decode(prev, self.action_features(ids.to(self.device)))
         return rearrange(pred.clamp(-1, 1) * 0.5 + 0.5, "b c h w -> b h w c")
 
+    def to_actions(self, ids: Tensor) -> Tensor:
+        """The real actions of latent action ids (any shape), by the map `load_lam` found beside the LAM."""
+        if getattr(self, "action_map", None) is None:
+            raise InputError(
+                "this LAM has no action map: make one with `genie2 map-actions --lam LAM --data LABELLED --out LAM`"
+            )
+        return self.action_map.to_actions(ids)
+
     def checkpoint_config(self) -> dict:
         """The config as config.json holds it."""
         return asdict(self.config)
@@ -211,6 +219,26 @@ class LatentActionModel(Pretrained, nn.Module):
     def from_checkpoint_config(cls, config: dict, folder: Path) -> LatentActionModel:
         """A latent action model for a saved config."""
         return cls(config_from_dict(LAMConfig, config))
+
+
+SHIPPED_LAMS = {"minigrid": Path(__file__).parents[1] / "pretrained" / "minigrid-lam"}
+
+
+def load_lam(name_or_path: str | Path | None = None, device: str = "cpu") -> LatentActionModel:
+    """A latent action model in eval mode: a shipped one by name (SHIPPED_LAMS; None: minigrid) or a
+    `genie2 train-lam` folder, with its action map (`to_actions`) where action-map.json lies beside it."""
+    from genie2.lam.mapping import MAP_FILE, ActionMap
+
+    name = "minigrid" if name_or_path is None else name_or_path
+    folder = (
+        SHIPPED_LAMS[name] if isinstance(name, str) and name in SHIPPED_LAMS and not Path(name).exists() else Path(name)
+    )
+    if not folder.is_dir():
+        shipped = ", ".join(SHIPPED_LAMS)
+        raise InputError(f"no LAM named {str(name)!r} and no such folder: shipped LAMs are {shipped}, or give a folder")
+    lam = LatentActionModel.from_pretrained(folder, device).eval()
+    lam.action_map = ActionMap.load(folder) if (folder / MAP_FILE).is_file() else None
+    return lam
 
 
 def turn(video: Tensor, quarters: Tensor) -> Tensor:
@@ -238,4 +266,4 @@ def collapse(stats: dict) -> str | None:
     return None
 
 
-__all__ = ["LAMConfig", "LatentActionModel", "collapse", "vocabulary_stats"]
+__all__ = ["LAMConfig", "LatentActionModel", "collapse", "load_lam", "vocabulary_stats"]
