@@ -19,7 +19,7 @@ def train_lam(args) -> None:
     from genie2.lam.train import train_lam as run
 
     config = LAMTraining.preset(args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    model = dict(num_latent_actions=args.latent_actions, change_weight=args.change_weight)
+    model = dict(num_latent_actions=args.latent_actions, change_weight=args.change_weight, symmetry=args.symmetry)
     if any(value is not None for value in model.values()):
         values = {key: value for key, value in model.items() if value is not None}
         config.model = LAMConfig(**{**config.model.__dict__, **values})
@@ -46,6 +46,12 @@ def add_train_lam(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--latent-actions", type=positive_int, default=None, help="vocabulary size K (default 8)")
     weight = "pixels that change between two frames weigh 1 + this in the loss (default 10)"
     p.add_argument("--change-weight", type=float, default=None, help=weight)
+    symmetry = (
+        "what the game's actions mean the same under: rot90, the frame turned by quarter turns (MiniGrid, whose "
+        "agent turns and moves relative to its heading: without it latent actions name headings, not turns); "
+        "none (default: actions move things the same way on screen, as in Crafter)"
+    )
+    p.add_argument("--symmetry", choices=["none", "rot90"], default=None, help=symmetry)
     add_shared(p, "--resume", "--skip-corrupt", "--device", "--quiet")
     p.set_defaults(fn=train_lam)
 
