@@ -209,3 +209,20 @@ def test_a_world_with_an_action_map_rolls_out_real_actions_as_their_latent_ones(
     assert torch.equal(mapped.rollout(prompt, real), world.rollout(prompt, latent))
     with pytest.raises(InputError, match="real actions are ids"):
         mapped.rollout(prompt, torch.tensor([-1, 3]))
+
+
+def test_a_world_of_latent_actions_trains_maps_and_evaluates_with_real_actions(pure_lam, tmp_path, capsys):
+    data, lam, _ = pure_lam
+    tok, world, report = tmp_path / "tok", tmp_path / "world", tmp_path / "eval"
+    main(["train-tokenizer", "--data", str(data), "--out", str(tok), "--preset", "tiny", "--quiet", "--device", "cpu"])
+    main(
+        ["train", "--data", str(data), "--tokenizer", str(tok), "--out", str(world), "--preset", "tiny", "--quiet"]
+        + ["--actions", "latent", "--lam", str(lam), "--cpu"]
+    )
+    info = json.loads((world / "dataset.json").read_text())
+    assert info["num_actions"] == 8 and info["source"]["latent_actions"]["num_latent_actions"] == 8
+    main(["map-actions", "--lam", str(lam), "--data", str(data), "--episodes", "3", "--out", str(world)])
+    evaluate = ["eval", "--world", str(world), "--data", str(data), "--split", "all", "--episodes", "2"]
+    main([*evaluate, "--horizon", "3", "--out", str(report), "--lam", str(lam), "--quiet"])
+    found = json.loads((report / "report.json").read_text())["latent_agreement"]
+    assert found["mapped_accuracy"] >= 0.95 and "mapped to the true one" in capsys.readouterr().out

@@ -117,6 +117,15 @@ def evaluate(args) -> None:
     # evaluate_world's keywords, each read from the flag of its name
     knobs = "split episodes horizon prompt_frames seed skip_corrupt decode_steps raster cond_scale".split()
     report = evaluate_world(world, args.data, progress=not args.quiet, **{knob: getattr(args, knob) for knob in knobs})
+    if args.lam:  # a world of latent actions: how its LAM's actions, through the map, agree with the true ones
+        from genie2.lam.mapping import world_agreement
+        from genie2.lam.model import lam_folder
+
+        if world.action_map is None:
+            raise InputError("--lam scores a world of latent actions, with action-map.json beside it; this has none")
+        found = world_agreement(lam_folder(args.lam), world.action_map, args.data, args.split, args.episodes)
+        report["latent_agreement"] = found
+        print(f"latent actions mapped to the true one on {found['mapped_accuracy']:.1%} of changed steps")
     write_report(report, args.out, world_folder(args.checkpoint), {k: v for k, v in vars(args).items() if k != "fn"})
     m = report["metrics"]
     print(
@@ -321,6 +330,10 @@ def add_evaluate(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-frames", type=int, default=1, help="real frames given first (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random actions (default 0)")
     p.add_argument("--decode-steps", type=positive_int, metavar="K", help=f"{DECODE_STEPS} (default: the model's)")
+    lam = (
+        "a world of latent actions: also score how this LAM's actions agree with the data's (a shipped name or folder)"
+    )
+    p.add_argument("--lam", default=None, help=lam)
     add_shared(p, "--raster", "--cond-scale", "--skip-corrupt", "--quiet")
     p.set_defaults(fn=evaluate)
 

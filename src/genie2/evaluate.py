@@ -132,8 +132,10 @@ def evaluate_world(
     for name, value in (("episodes", episodes), ("horizon", horizon), ("prompt_frames", prompt_frames)):
         check_positive_int(name, value)
     info, model = DatasetInfo.load(data), getattr(world, "model", None)
-    if model is not None and model.num_actions != info.num_actions:
-        raise InputError(f"the model has {model.num_actions} actions but {data} has {info.num_actions}")
+    action_map = getattr(world, "action_map", None)  # a world of latent actions plays the data's real ones
+    played = len(action_map.from_action) if action_map is not None else model.num_actions if model else None
+    if played is not None and played != info.num_actions:
+        raise InputError(f"the world plays {played} actions but {data} has {info.num_actions}")
     tile = model.tokenizer.config.downsample if model is not None else 8  # bad_tiles' squares: one code's
     k, rng = prompt_frames, np.random.default_rng(seed)
     scores: dict[str, list] = {}

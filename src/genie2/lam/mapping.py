@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from genie2.data.clips import episode_files
+from genie2.data.clips import episode_files, split_episodes
 from genie2.data.codes import weights_hash
 from genie2.data.episode import DatasetInfo, Episode, atomic_write
 from genie2.errors import InputError
@@ -66,14 +66,18 @@ class ActionMap:
         return cls(**json.loads(path.read_text()))
 
 
-def labelled_steps(lam, data: str | Path, episodes: int | None = None, skip_corrupt: bool = False) -> dict:
+def labelled_steps(
+    lam, data: str | Path, episodes: int | None = None, skip_corrupt: bool = False, split: str = "all"
+) -> dict:
     """The latent action, true action and whether the frame visibly changed (n each) at every step of the
-    first `episodes` episodes of `data` (all by default), with the dataset's info."""
+    first `episodes` episodes of a split of `data` (all by default), with the dataset's info."""
     info = DatasetInfo.load(data)
     if info.max_num_actions != 1:
         raise InputError(f"{data} records several keys a step; mapping latent actions needs one action a step")
+    chosen = set(split_episodes([index for index, _ in episode_files(data, skip_corrupt)], split))
+    paths = [path for index, path in episode_files(data, skip_corrupt) if index in chosen][:episodes]
     latents, actions, changed = [], [], []
-    for _, path in episode_files(data, skip_corrupt)[:episodes]:
+    for path in paths:
         episode = Episode.load(path)
         if len(episode.frames) < 2:
             continue
@@ -111,6 +115,17 @@ def score(action_map: ActionMap, steps: dict) -> dict:
     found = agreement(steps["latents"], steps["actions"], steps["changed"], table, len(action_map.action_names))
     found["per_action"] = {action_map.action_names[a]: v for a, v in found["per_action"].items()}
     return found
+
+
+def world_agreement(lam_folder: str | Path, action_map: ActionMap, data: str | Path, split: str, episodes: int) -> dict:
+    """How the latent actions of the LAM in `lam_folder`, through the map, agree with the true actions of
+    held-out episodes (`score`; the first `episodes` of `split`, as `genie2 eval` picks them)."""
+    from genie2.lam.model import LatentActionModel
+
+    if action_map.lam_sha256 and action_map.lam_sha256 != weights_hash(lam_folder):
+        raise InputError(f"the action map was fitted on another LAM's latent actions than {lam_folder}'s")
+    lam = LatentActionModel.from_pretrained(lam_folder).eval()
+    return score(action_map, labelled_steps(lam, data, episodes, split=split))
 
 
 def plot_confusion(matrix: list[list[int]], names: list[str], path: Path, title: str) -> None:

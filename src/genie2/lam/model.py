@@ -224,18 +224,24 @@ class LatentActionModel(Pretrained, nn.Module):
 SHIPPED_LAMS = {"minigrid": Path(__file__).parents[1] / "pretrained" / "minigrid-lam"}
 
 
+def lam_folder(name_or_path: str | Path | None = None) -> Path:
+    """The folder of a LAM: a shipped one by name (SHIPPED_LAMS; None: minigrid; a folder of that name in
+    the working directory comes first) or the folder given."""
+    name = "minigrid" if name_or_path is None else name_or_path
+    named = isinstance(name, str) and name in SHIPPED_LAMS and not Path(name).exists()
+    folder = SHIPPED_LAMS[name] if named else Path(name)
+    if not folder.is_dir():
+        shipped = ", ".join(SHIPPED_LAMS)
+        raise InputError(f"no LAM named {str(name)!r} and no such folder: shipped LAMs are {shipped}, or give a folder")
+    return folder
+
+
 def load_lam(name_or_path: str | Path | None = None, device: str = "cpu") -> LatentActionModel:
     """A latent action model in eval mode: a shipped one by name (SHIPPED_LAMS; None: minigrid) or a
     `genie2 train-lam` folder, with its action map (`to_actions`) where action-map.json lies beside it."""
     from genie2.lam.mapping import MAP_FILE, ActionMap
 
-    name = "minigrid" if name_or_path is None else name_or_path
-    folder = (
-        SHIPPED_LAMS[name] if isinstance(name, str) and name in SHIPPED_LAMS and not Path(name).exists() else Path(name)
-    )
-    if not folder.is_dir():
-        shipped = ", ".join(SHIPPED_LAMS)
-        raise InputError(f"no LAM named {str(name)!r} and no such folder: shipped LAMs are {shipped}, or give a folder")
+    folder = lam_folder(name_or_path)
     lam = LatentActionModel.from_pretrained(folder, device).eval()
     lam.action_map = ActionMap.load(folder) if (folder / MAP_FILE).is_file() else None
     return lam
