@@ -226,3 +226,19 @@ def test_a_world_of_latent_actions_trains_maps_and_evaluates_with_real_actions(p
     main([*evaluate, "--horizon", "3", "--out", str(report), "--lam", str(lam), "--quiet"])
     found = json.loads((report / "report.json").read_text())["latent_agreement"]
     assert found["mapped_accuracy"] >= 0.95 and "mapped to the true one" in capsys.readouterr().out
+
+
+def test_a_mapped_world_session_steps_real_actions_as_their_latent_ones():
+    from conftest import tiny_world
+
+    from genie2.lam.mapping import ActionMap
+
+    world = tiny_world(num_actions=4)
+    mapped = type(world)(world.model, action_map=ActionMap([1, 0, 2, 2], [1, 0, 3], ["a", "b", "c"]))
+    assert mapped.num_actions == 3 and world.num_actions == 4
+    frame = torch.randint(0, 256, (16, 16, 3), dtype=torch.uint8)
+    plain, real = (w.session(frame, temperature=0.0) for w in (world, mapped))
+    for latent, action in ((1, 0), (3, 2), (0, 1)):
+        assert torch.equal(plain.step(latent), real.step(action))
+    with pytest.raises(InputError, match="action ids must be in"):
+        real.step(3)

@@ -173,7 +173,7 @@ def test_terminal_play_refuses_a_dataset_with_other_actions(world, tmp_path, cap
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert exit_info.value.code == 2 and f"the model has {len(NAMES)} actions but {data} has 4" in line, line
     frame = np.zeros((16, 16, 3), np.uint8)
-    with pytest.raises(InputError, match="4 action names for a model with 7 actions"):
+    with pytest.raises(InputError, match="4 action names for a world with 7 actions"):
         play_terminal(world, frame, tmp_path / "f.png", False, ["a", "b", "c", "d"], input_fn=lambda p: "q")
 
 

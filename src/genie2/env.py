@@ -136,7 +136,7 @@ class WorldEnv(gymnasium.Env):
         self.world = open_world(world, max_episode_steps, temperature, render_mode)
         self.observation_space, self.action_space = (
             frame_space(self.world),
-            spaces.Discrete(self.world.model.num_actions),
+            spaces.Discrete(self.world.num_actions),
         )
         self.max_episode_steps, self.temperature, self.render_mode = max_episode_steps, temperature, render_mode
         self.session_kwargs, self.session, self.frame, self.steps = session_kwargs, None, None, 0
@@ -190,7 +190,7 @@ class WorldVectorEnv(gymnasium.vector.VectorEnv):
             raise InputError("a vector env restarts envs within one session: its world needs max_context_frames")
         self.num_envs = num_envs
         self.single_observation_space = frame_space(self.world)
-        self.single_action_space = spaces.Discrete(self.world.model.num_actions)
+        self.single_action_space = spaces.Discrete(self.world.num_actions)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.max_episode_steps, self.temperature, self.render_mode = max_episode_steps, temperature, render_mode

@@ -142,7 +142,14 @@ class World:
         if isinstance(frame, np.ndarray) or (isinstance(frame, Tensor) and frame.dtype == torch.uint8):
             frame = self._to_unit(torch.as_tensor(frame)[None])[0, :, 0]
         kwargs.setdefault("max_context_frames", self.max_context_frames)
+        if self.action_map is not None:  # steps take real actions, played as their latent ones
+            kwargs.setdefault("action_lookup", torch.tensor(self.action_map.from_action))
         return WorldModelSession(self.model, frame, **kwargs)
+
+    @property
+    def num_actions(self) -> int | None:
+        """The actions a rollout or a session step takes: the map's real ones, else the model's."""
+        return len(self.action_map.from_action) if self.action_map is not None else self.model.num_actions
 
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "minigrid-doorkey"

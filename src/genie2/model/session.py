@@ -41,8 +41,11 @@ class WorldModelSession:
         compile: bool = False,
         decode_steps: int | None = None,
         raster: str | None = None,
+        action_lookup: Tensor | None = None,
     ):
         self.model = model.eval()
+        # the model's action for each action id `step` is given (a world of latent actions played with real ones)
+        self.action_lookup = action_lookup
         self.sampling = Sampling(
             temperature, min_p, cond_scale, generator=generator, decode_steps=decode_steps, raster=raster
         )
@@ -150,6 +153,14 @@ class WorldModelSession:
         frame = self.model._last_frame(self.codes, self.compile)
         return frame[0] if self.unbatched else frame
 
+    def _looked_up(self, action: Tensor) -> Tensor:
+        """Action ids (b a; -1 no key) as the model's own actions, through `action_lookup`."""
+        count = len(self.action_lookup)
+        if ((action < -1) | (action >= count)).any():
+            raise InputError(f"action ids must be in [0, {count}) or -1 (no key), got {action.tolist()}")
+        lookup = self.action_lookup.to(action.device)
+        return torch.where(action >= 0, lookup[action.clamp(min=0)], -1)
+
     def _actions(self, action) -> Tensor | None:
         """Normalise a user action into action ids (b a; -1 for no key), checked against the model;
         None for a model without actions."""
@@ -172,6 +183,8 @@ class WorldModelSession:
             action = action.expand(self.batch, -1)
         if action.ndim == 1:
             action = action[:, None] if action.shape[0] == self.batch and self.batch > 1 else action[None]
+        if exists(self.action_lookup):
+            action = self._looked_up(action)
         actions = check_actions(
             rearrange(action.to(model.device), "b a -> b 1 a"),
             self.batch,

@@ -154,9 +154,9 @@ class PlayServer:
             raise InputError(f"start frames must be uint8 (n, {self.size}, {self.size}, 3), got {start_frames.shape}")
         if model.num_actions is None:
             raise InputError("the browser player needs a world model with actions (num_actions is None)")
-        names = list(action_names or [str(i) for i in range(model.num_actions)])
-        if len(names) != model.num_actions:
-            raise InputError(f"{len(names)} action names for a model with {model.num_actions} actions")
+        names = list(action_names or [str(i) for i in range(world.num_actions)])
+        if len(names) != world.num_actions:
+            raise InputError(f"{len(names)} action names for a world with {world.num_actions} actions")
         self.world, self.model, self.start_frames, self.names, self.config = world, model, start_frames, names, config
         self.players: dict[str, Player | None] = {}  # None: a tab that has not reset yet
         self.warm: set[bool] = set()  # with compile on: the modes (guided or not) whose decode step has compiled
@@ -304,9 +304,9 @@ class PlayServer:
         """Checked action ids of a step (its "keys" field): sorted, at most what the model takes at once."""
         if not isinstance(keys, list) or not all(isinstance(k, int) and not isinstance(k, bool) for k in keys):
             raise BadMessage(f"keys must be a list of action ids, got {keys!r}")
-        bad = [k for k in keys if not 0 <= k < self.model.num_actions]
+        bad = [k for k in keys if not 0 <= k < len(self.names)]
         if bad:
-            raise BadMessage(f"action ids must be in [0, {self.model.num_actions}), got {bad}")
+            raise BadMessage(f"action ids must be in [0, {len(self.names)}), got {bad}")
         actions = sorted(set(keys))
         if len(actions) > 1 and not self.model.allow_multiple_actions:
             actions = actions[-1:]  # one action per step: keep one of the keys held

@@ -54,8 +54,8 @@ def play_terminal(
 ) -> int:
     """Read actions and show dreamed frames until 'q', end of input or Ctrl-C; returns frames played."""
     model = world.model
-    if action_names and len(action_names) != model.num_actions:
-        raise InputError(f"{len(action_names)} action names for a model with {model.num_actions} actions")
+    if action_names and len(action_names) != world.num_actions:
+        raise InputError(f"{len(action_names)} action names for a world with {world.num_actions} actions")
     colour = supports_colour() if colour is None else colour
     session = world.session(first_frame, **session_kwargs)
     if action_names:
@@ -68,7 +68,7 @@ def play_terminal(
         print_fn(f"frame {played} saved to {path}")
         try:
             actions = prompt_action(
-                played + 1, model.num_actions, model.allow_multiple_actions, model.max_num_actions, input_fn, print_fn
+                played + 1, world.num_actions, model.allow_multiple_actions, model.max_num_actions, input_fn, print_fn
             )
             frame = session.step(actions).cpu()
         except (QuitInteractive, KeyboardInterrupt) as stop:  # Ctrl-C too: a play session has nothing to resume
