@@ -242,3 +242,29 @@ def test_a_mapped_world_session_steps_real_actions_as_their_latent_ones():
         assert torch.equal(plain.step(latent), real.step(action))
     with pytest.raises(InputError, match="action ids must be in"):
         real.step(3)
+
+
+def test_a_video_without_an_action_log_becomes_a_world_of_latent_actions(tmp_path, capsys):
+    import imageio.v3 as iio
+
+    patterns = (np.random.default_rng(0).random((PATTERNS, 16, 16, 3)) > 0.5).astype(np.uint8) * 255
+    data = str(tmp_path / "data")
+    for seed in (1, 2):  # two recordings: one to train on, one held out for validation
+        video = tmp_path / f"v{seed}.gif"
+        iio.imwrite(video, patterns[np.random.default_rng(seed).integers(0, PATTERNS, 40)], duration=50)
+        main(["import-video", str(video), "--out", data, "--frame-size", "16"])
+    episode = Episode.load(episode_path(data, 0))
+    assert (episode.actions == -1).all() and len(episode.frames) > 20  # no labels (a GIF merges repeated frames)
+    quiet = ["--preset", "tiny", "--quiet"]
+    main(["train-lam", "--data", data, "--out", str(tmp_path / "lam"), *quiet, "--device", "cpu"])
+    assert "mapped accuracy" not in capsys.readouterr().out  # nothing to agree with
+    main(["train-tokenizer", "--data", data, "--out", str(tmp_path / "tok"), *quiet, "--device", "cpu"])
+    world = tmp_path / "world"
+    latent = ["--actions", "latent", "--lam", str(tmp_path / "lam"), "--cpu"]
+    main(["train", "--data", data, "--tokenizer", str(tmp_path / "tok"), "--out", str(world), *quiet, *latent])
+    assert json.loads((world / "dataset.json").read_text())["action_names"] == [
+        "latent 1",
+        "latent 2",
+        "latent 3",
+        "latent 4",
+    ]

@@ -235,7 +235,10 @@ def add_import_video(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("import-video", help="turn a video and its action CSV into a dataset episode")
     p.description = import_video.__doc__
     p.add_argument("video", help="the video file (anything PyAV reads: mp4, webm, gif, ...)")
-    p.add_argument("--actions", required=True, help="CSV with an 'action' column, one row per frame (see docs)")
+    csv = "CSV with an 'action' column, one row per frame (see docs); without it the steps carry no action, and "
+    p.add_argument(
+        "--actions", help=csv + "`genie2 train-lam` then `train --actions latent` learn them from the frames"
+    )
     p.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
     p.add_argument("--frame-size", type=int, default=64, help="frames are resized to this square size (default 64)")
     p.add_argument("--num-actions", type=int, default=None, help="size of the action space (default: largest id + 1)")

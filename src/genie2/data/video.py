@@ -166,25 +166,27 @@ def refuse_duplicate(info: DatasetInfo, identity: dict, video: Path, out: Path) 
 
 def import_video(
     video: str | Path,
-    actions_csv: str | Path,
+    actions_csv: str | Path | None,
     out: str | Path,
     frame_size: int = 64,
     num_actions: int | None = None,
     action_names: list[str] | None = None,
 ) -> DatasetInfo:
     """Add one recording to the dataset at `out` as its next episode (creating the dataset); a video
-    already imported there is refused."""
+    already imported there is refused. Without `actions_csv` its steps carry no action (-1)."""
     video, out = Path(video), Path(out)
-    actions = read_actions_csv(actions_csv)
     if not video.is_file():
         raise FileNotFoundError(f"video {video} does not exist")
+    frames = read_video(video, frame_size) if actions_csv is None else None
+    # without an action log every step is -1 (no label): `genie2 train-lam` and `label` supply latent actions
+    actions = read_actions_csv(actions_csv) if actions_csv is not None else np.full((len(frames), 1), -1, np.int64)
     largest = int(actions.max())
     info = dataset_for(out, frame_size, largest, num_actions, action_names)
     if largest >= info.num_actions:
         raise InputError(f"{actions_csv} uses action {largest} but num_actions is {info.num_actions}")
     identity = video_identity(video)
     refuse_duplicate(info, identity, video, out)
-    frames = read_video(video, frame_size)
+    frames = read_video(video, frame_size) if frames is None else frames
     if len(actions) != len(frames):
         raise InputError(
             f"{actions_csv} has {count(len(actions), 'action row')} but {video} has {count(len(frames), 'frame')}; "
@@ -196,7 +198,8 @@ def import_video(
     Episode(frames, actions, np.zeros(t, np.float32), flags, flags.copy()).save(episode_path(out, index))
     info.max_num_actions = max(info.max_num_actions, actions.shape[1])
     info.source["videos"].append(str(video))
-    info.source.setdefault("imports", []).append(dict(identity, actions=str(actions_csv), episode=index))
+    log = str(actions_csv) if actions_csv is not None else None
+    info.source.setdefault("imports", []).append(dict(identity, actions=log, episode=index))
     info.num_episodes += 1
     info.num_frames += t
     info.save(out)

@@ -11,6 +11,13 @@ that change weigh `change_weight` times more in its loss, so the few pixels a mo
 drowned by the many it leaves alone. Against collapse onto one code: vector-quantize-pytorch re-seeds codes
 used less than `dead_code_threshold` (EMA count) from the batch; `collapse` reports a collapsed vocabulary.
 
+A bottleneck alone does not make a code mean the same action everywhere. MiniGrid's agent turns and moves
+relative to its heading, and a LAM over its frames names the heading the agent ends up with ("faces up"),
+which is one turn from one heading and the other from another. `symmetry="rot90"` asks the action read
+from a pair to predict the pair turned by a random number of quarter turns too, so a code must mean the
+same under any turn of the board: "turn left", not "face up" (the README's "Learning from video without
+actions" measures both).
+
 Dimension legend: b batch, t time, c channels, H W frame size, h w feature map size, d action feature,
 k latent actions.
 """
