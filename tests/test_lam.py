@@ -78,6 +78,10 @@ def test_agreement_of_a_relabelling_is_perfect_and_unchanged_steps_are_scored_ap
     assert found["mapped_accuracy"] == 1.0 and found["nmi"] == pytest.approx(1.0)
     assert found["changed_steps"] == 45 and found["unchanged_steps"] == 15 and found["unchanged_accuracy"] < 1
     assert np.trace(np.array(found["confusion"])) == 45 and found["per_action"] == {0: 1.0, 1: 1.0, 2: 1.0}
+    table[table == 0] = -1  # a latent the map never saw: its steps are wrong, in mapped and per-action alike
+    found = agreement(latents, actions, changed, table, 3)
+    assert found["mapped_accuracy"] < 1  # each true action has 15 changed steps: the mean of per-action is the whole
+    assert found["mapped_accuracy"] == pytest.approx(sum(found["per_action"].values()) / 3)
 
 
 def test_agreement_of_a_random_labelling_is_poor():
@@ -207,8 +211,11 @@ def test_a_world_with_an_action_map_rolls_out_real_actions_as_their_latent_ones(
     real = torch.tensor([-1, 0, 2, 1, -1])
     latent = torch.tensor([-1, 1, 3, 0, -1])
     assert torch.equal(mapped.rollout(prompt, real), world.rollout(prompt, latent))
-    with pytest.raises(InputError, match="real actions are ids"):
-        mapped.rollout(prompt, torch.tensor([-1, 3]))
+    for bad in (3, -2):  # past the real actions, or below "no key"
+        with pytest.raises(InputError, match="real actions are ids"):
+            mapped.rollout(prompt, torch.tensor([-1, bad]))
+    with pytest.raises(InputError, match="latent actions but the world has"):
+        type(world)(world.model, action_map=ActionMap([0, 1], [0, 1], ["a", "b"]))
 
 
 def test_a_world_of_latent_actions_trains_maps_and_evaluates_with_real_actions(pure_lam, tmp_path, capsys):

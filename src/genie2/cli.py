@@ -83,7 +83,8 @@ def train(args) -> None:
     config.model = {**config.model, **{key: value for key, value in model.items() if value is not None}}
     codes = args.codes or str(default_codes_dir(args.data, args.tokenizer))
     resumable = (args.resume, not args.quiet, args.skip_corrupt)
-    actions = latent_labels(args) if args.actions == "latent" else None
+    if (args.actions == "latent") != bool(args.lam):
+        raise InputError("--actions latent and --lam go together: the LAM whose latent actions to train on")
     out = run(
         args.data,
         codes,
@@ -93,19 +94,9 @@ def train(args) -> None:
         *resumable,
         cpu=args.cpu or None,
         steps=args.steps,
-        actions=actions,
+        lam=args.lam if args.actions == "latent" else None,
     )
     print(f"world model saved in {out} (Genie2.from_pretrained)")
-
-
-def latent_labels(args) -> str:
-    """The latent-actions folder `genie2 train --actions latent` trains on: --lam's labels of --data, the
-    episodes it has not labelled yet labelled first (as `genie2 label` would)."""
-    from genie2.lam.label import label_dataset
-
-    if not args.lam:
-        raise InputError("--actions latent needs --lam: the LAM whose latent actions to train on (genie2 train-lam)")
-    return str(label_dataset(args.data, args.lam, skip_corrupt=args.skip_corrupt, progress=not args.quiet))
 
 
 def evaluate(args) -> None:
@@ -114,15 +105,18 @@ def evaluate(args) -> None:
     from genie2.world import load, world_folder
 
     world = load(args.checkpoint)
+    if args.lam and world.action_map is None:  # before the rollouts, not after
+        raise InputError(
+            "--lam scores a world of latent actions with action-map.json beside it; this has none "
+            "(genie2 map-actions --lam LAM --data LABELLED --out WORLD)"
+        )
     # evaluate_world's keywords, each read from the flag of its name
     knobs = "split episodes horizon prompt_frames seed skip_corrupt decode_steps raster cond_scale".split()
     report = evaluate_world(world, args.data, progress=not args.quiet, **{knob: getattr(args, knob) for knob in knobs})
-    if args.lam:  # a world of latent actions: how its LAM's actions, through the map, agree with the true ones
+    if args.lam:  # how the LAM's actions, through the world's map, agree with the data's
         from genie2.lam.mapping import world_agreement
         from genie2.lam.model import lam_folder
 
-        if world.action_map is None:
-            raise InputError("--lam scores a world of latent actions, with action-map.json beside it; this has none")
         found = world_agreement(lam_folder(args.lam), world.action_map, args.data, args.split, args.episodes)
         report["latent_agreement"] = found
         print(f"latent actions mapped to the true one on {found['mapped_accuracy']:.1%} of changed steps")

@@ -112,6 +112,18 @@ def randomised_actions(actions: Tensor, k: int, num_actions: int, rng: np.random
     return drawn
 
 
+def check_actions_match(model, action_map, info: DatasetInfo, data) -> None:
+    """A clear error where the data's actions are not the ones the world plays (a world of latent actions
+    plays the real ones of its `action_map`)."""
+    played = len(action_map.from_action) if action_map is not None else model.num_actions if model else None
+    if info.num_actions == 0:
+        raise InputError(
+            f"{data} has no action labels (a video imported without --actions): evaluate on labelled episodes"
+        )
+    if played is not None and played != info.num_actions:
+        raise InputError(f"the world plays {played} actions but {data} has {info.num_actions}")
+
+
 def evaluate_world(
     world,
     data: str | Path,
@@ -131,11 +143,8 @@ def evaluate_world(
     say, guided toward the actions by `cond_scale` (1: no guidance)."""
     for name, value in (("episodes", episodes), ("horizon", horizon), ("prompt_frames", prompt_frames)):
         check_positive_int(name, value)
-    info, model = DatasetInfo.load(data), getattr(world, "model", None)
-    action_map = getattr(world, "action_map", None)  # a world of latent actions plays the data's real ones
-    played = len(action_map.from_action) if action_map is not None else model.num_actions if model else None
-    if played is not None and played != info.num_actions:
-        raise InputError(f"the world plays {played} actions but {data} has {info.num_actions}")
+    info, model, action_map = DatasetInfo.load(data), getattr(world, "model", None), getattr(world, "action_map", None)
+    check_actions_match(model, action_map, info, data)
     tile = model.tokenizer.config.downsample if model is not None else 8  # bad_tiles' squares: one code's
     k, rng = prompt_frames, np.random.default_rng(seed)
     scores: dict[str, list] = {}
@@ -171,7 +180,7 @@ def evaluate_world(
         **summarise(per_step),
         frames_per_s=dreamed / seconds,
         videos=videos,
-        outcomes=outcome_scores(model, paths, progress),
+        outcomes=outcome_scores(model, paths, progress, action_map),
     )
 
 
@@ -185,11 +194,12 @@ def decoding_report(model, decode_steps: int | None, raster: str | None, cond_sc
 
 
 @torch.no_grad()
-def outcome_scores(model, paths: list[Path], progress: bool = True) -> dict | None:
+def outcome_scores(model, paths: list[Path], progress: bool = True, action_map=None) -> dict | None:
     """How well a model's outcome heads (learn_rewards) tell rewards and episode ends on whole
     episodes, each frame teacher-forced through the rollout a WorldEnv steps: precision and recall of
     the frames with a positive reward (the goal reached) and of the frames that end an episode, with
-    how many there were; None for a model without the heads."""
+    how many there were; None for a model without the heads. A world of latent actions takes the
+    episodes' real actions through its `action_map`."""
     from torchmetrics.functional.classification import binary_precision, binary_recall
 
     if getattr(model, "outcomes", None) is None:
@@ -199,7 +209,8 @@ def outcome_scores(model, paths: list[Path], progress: bool = True) -> dict | No
         episode = Episode.load(path)
         video = rearrange(torch.from_numpy(episode.frames), "t h w c -> 1 c t h w").to(model.device)
         _, codes, _ = model.encode_state(video.float() / 255)
-        actions = torch.from_numpy(episode.actions).long()[None].to(model.device)  # 1 t a
+        actions = torch.from_numpy(episode.actions).long()
+        actions = (action_map.from_actions(actions) if action_map is not None else actions)[None].to(model.device)
         rollout = Rollout(model, codes[:, :1], actions[:, :1], Sampling(temperature=0.0, raster="speculative"), False)
         for t in range(1, codes.shape[1]):  # a frame's reward is received on arriving at it
             rollout.step(actions[:, t], codes=codes[:, t])

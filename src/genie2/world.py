@@ -78,6 +78,11 @@ class World:
         # a world trained on latent actions, played with real ones: rollout maps them (action_names: the real)
         self.action_map = action_map
         if action_map is not None:
+            if len(action_map.to_action) != model.num_actions:
+                raise InputError(
+                    f"the action map is for {len(action_map.to_action)} latent actions but the world has "
+                    f"{model.num_actions}: make it with the LAM the world was trained on (genie2 map-actions)"
+                )
             self.action_names = action_map.action_names
 
     def _to_unit(self, frames: Tensor | np.ndarray) -> Tensor:
@@ -112,7 +117,7 @@ class World:
         actions = torch.from_numpy(given).long()
         actions = actions[:, None] if actions.ndim == 1 else actions
         if self.action_map is not None:  # real actions to the latent ones the model was trained on
-            actions = torch.where(actions >= 0, self.action_map.from_actions(actions.clamp(min=0)), -1)
+            actions = self.action_map.from_actions(actions)
         if actions.ndim != 2 or actions.shape[0] <= k:
             raise InputError(
                 f"actions needs one entry per frame: more than the {k} prompt frames, got {tuple(actions.shape)}"
@@ -180,5 +185,9 @@ def load(checkpoint: str | Path | None = None, device: str = "cpu", **kwargs) ->
     found = read_world_files(checkpoint)
     names, frames = found.get("action_names"), found.get("start_frames")
     if (checkpoint / MAP_FILE).is_file():  # a world of latent actions, with the map to play it by real ones
-        kwargs.setdefault("action_map", ActionMap.load(checkpoint))
+        action_map = ActionMap.load(checkpoint)
+        labelled_by = json.loads((checkpoint / WORLD_FILES[0]).read_text()).get("source", {}).get("latent_actions", {})
+        if action_map.lam_sha256 and labelled_by.get("lam_sha256") not in (None, action_map.lam_sha256):
+            raise InputError(f"{checkpoint}'s action map was fitted on another LAM than its world was trained on")
+        kwargs.setdefault("action_map", action_map)
     return World(Genie2.from_pretrained(checkpoint, device), action_names=names, start_frames=frames, **kwargs)

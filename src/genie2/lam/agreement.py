@@ -24,14 +24,16 @@ def visibly_changed(prev: Tensor, next: Tensor, level: int = CHANGE_LEVEL) -> Te
 def fit_table(latents: Tensor, actions: Tensor, changed: Tensor, num_latents: int, num_actions: int) -> Tensor:
     """The true action (k,) each latent action most often was, over the changed steps (over all steps for
     a latent seen on no changed step; -1 for a latent never seen)."""
-    weight = changed.float() * 1e6 + 1  # changed steps decide; unchanged ones only where a latent has none
-    counts = torch.zeros(num_latents, num_actions).index_put_((latents.long(), actions.long()), weight, accumulate=True)
+    weight = changed.double() * 1e9 + 1  # changed steps decide; unchanged ones only where a latent has none
+    counts = torch.zeros(num_latents, num_actions, dtype=torch.float64).index_put_(
+        (latents.long(), actions.long()), weight, accumulate=True
+    )
     seen = counts.sum(1) > 0
     return torch.where(seen, counts.argmax(1), -1)
 
 
 def confusion(predicted: Tensor, actions: Tensor, num_actions: int) -> Tensor:
-    """Counts (a a): row = true action, column = predicted (a -1 prediction counts nowhere)."""
+    """Counts (a a): row = true action, column = predicted (a -1 prediction, unmapped, counts nowhere)."""
     known = predicted >= 0
     pairs = actions[known].long() * num_actions + predicted[known].long()
     return torch.bincount(pairs, minlength=num_actions * num_actions).reshape(num_actions, num_actions)
@@ -49,7 +51,8 @@ def agreement(latents: Tensor, actions: Tensor, changed: Tensor, table: Tensor, 
     right = mapped == actions
     moved = changed.bool()
     matrix = confusion(mapped[moved], actions[moved], num_actions)
-    per_action = {a: float(matrix[a, a] / matrix[a].sum()) for a in range(num_actions) if matrix[a].sum()}
+    steps = torch.bincount(actions[moved].long(), minlength=num_actions)  # unmapped (-1) steps count as wrong
+    per_action = {a: float(matrix[a, a] / steps[a]) for a in range(num_actions) if steps[a]}
     with warnings.catch_warnings():  # torchmetrics builds a sparse matrix and warns that it skips checks
         warnings.filterwarnings("ignore", message="Sparse invariant checks")
         nmi = normalized_mutual_info_score(latents[moved].long(), actions[moved].long()) if moved.sum() > 1 else 0.0

@@ -46,10 +46,16 @@ class ActionMap:
         return torch.tensor(self.to_action, dtype=torch.long)[latents.long().cpu()]
 
     def from_actions(self, actions: Tensor) -> Tensor:
-        """Latent action ids for real action ids (any shape)."""
-        if actions.numel() and (actions.min() < 0 or actions.max() >= len(self.from_action)):
-            raise InputError(f"real actions are ids in [0, {len(self.from_action)}), got {actions.tolist()}")
-        return torch.tensor(self.from_action, dtype=torch.long)[actions.long().cpu()]
+        """Latent action ids for real action ids (any shape; -1, no key, stays -1)."""
+        actions = torch.as_tensor(actions)
+        if actions.dtype.is_floating_point or actions.dtype == torch.bool:
+            raise InputError(f"real actions are integer ids, got {actions.dtype}")
+        if actions.numel() and (actions.min() < -1 or actions.max() >= len(self.from_action)):
+            raise InputError(
+                f"real actions are ids in [0, {len(self.from_action)}) or -1 (no key), got {actions.tolist()}"
+            )
+        table = torch.tensor(self.from_action, dtype=torch.long, device=actions.device)
+        return torch.where(actions >= 0, table[actions.long().clamp(min=0)], -1)
 
     def save(self, folder: str | Path) -> Path:
         """Write FOLDER/action-map.json atomically."""
@@ -98,11 +104,16 @@ def fit_action_map(lam, lam_path: str | Path, data: str | Path, episodes: int, s
     steps = labelled_steps(lam, data, episodes, skip_corrupt)
     k, a = lam.num_actions, steps["info"].num_actions
     table = fit_table(steps["latents"], steps["actions"], steps["changed"], k, a)
+    # each real action's most frequent latent, on changed steps first: a key that rarely changes the frame
+    # (MiniGrid's done) gets the latent of its unchanged steps, not "no key"
+    inverse = fit_table(steps["actions"], steps["latents"], steps["changed"], a, k)
     moved = steps["changed"]
-    counts = torch.zeros(k, a).index_put_(
-        (steps["latents"][moved].long(), steps["actions"][moved].long()), torch.ones(int(moved.sum())), accumulate=True
+    counts = torch.zeros(k, a, dtype=torch.float64)
+    counts.index_put_(
+        (steps["latents"][moved].long(), steps["actions"][moved].long()),
+        torch.ones(int(moved.sum()), dtype=torch.float64),
+        accumulate=True,
     )
-    inverse = torch.where(counts.sum(0) > 0, counts.argmax(0), -1)
     used = min(episodes, len(episode_files(data, skip_corrupt)))
     names = steps["info"].action_names
     action_map = ActionMap(table.tolist(), inverse.tolist(), names, weights_hash(lam_path), used, counts.tolist())
@@ -117,7 +128,9 @@ def score(action_map: ActionMap, steps: dict) -> dict:
     return found
 
 
-def world_agreement(lam_folder: str | Path, action_map: ActionMap, data: str | Path, split: str, episodes: int) -> dict:
+def world_agreement(
+    lam_folder: str | Path, action_map: ActionMap, data: str | Path, split: str, episodes: int, skip_corrupt=False
+) -> dict:
     """How the latent actions of the LAM in `lam_folder`, through the map, agree with the true actions of
     held-out episodes (`score`; the first `episodes` of `split`, as `genie2 eval` picks them)."""
     from genie2.lam.model import LatentActionModel
@@ -125,7 +138,7 @@ def world_agreement(lam_folder: str | Path, action_map: ActionMap, data: str | P
     if action_map.lam_sha256 and action_map.lam_sha256 != weights_hash(lam_folder):
         raise InputError(f"the action map was fitted on another LAM's latent actions than {lam_folder}'s")
     lam = LatentActionModel.from_pretrained(lam_folder).eval()
-    return score(action_map, labelled_steps(lam, data, episodes, split=split))
+    return score(action_map, labelled_steps(lam, data, episodes, skip_corrupt, split))
 
 
 def plot_confusion(matrix: list[list[int]], names: list[str], path: Path, title: str) -> None:

@@ -186,14 +186,20 @@ class LatentActionModel(Pretrained, nn.Module):
     def infer(self, frames: Tensor, batch_size: int = 256) -> Tensor:
         """The latent action (int64) between each pair of consecutive frames: (t H W 3) -> (t - 1,),
         or (b t H W 3) -> (b, t - 1); uint8 or float in [0, 1]."""
-        single = isinstance(frames, Tensor) and frames.ndim == 4
-        video = self._unit(frames[None] if single else frames)
-        b = video.shape[0]
-        prev, next = (rearrange(x, "b t c h w -> (b t) c h w") for x in (video[:, :-1], video[:, 1:]))
-        with frozen(self.quantizer):
-            pairs = zip(prev.split(batch_size), next.split(batch_size), strict=True)
-            ids = torch.cat([self.encode(p, n)[1] for p, n in pairs])
-        ids = rearrange(ids, "(b t) -> b t", b=b).long().cpu()
+        frames = torch.as_tensor(frames)
+        single = frames.ndim == 4
+        frames = frames[None] if single else frames
+        if frames.ndim != 5 or frames.shape[1] < 2:
+            raise InputError(
+                f"frames must be (t >= 2, H, W, 3) or (b, t >= 2, H, W, 3), got {getattr(frames, 'shape', None)}"
+            )
+        ids = []
+        with frozen(self.quantizer):  # windows of batch_size + 1 frames: a long video never sits whole on the device
+            for start in range(0, frames.shape[1] - 1, batch_size):
+                video = self._unit(frames[:, start : start + batch_size + 1])
+                prev, next = (rearrange(x, "b t c h w -> (b t) c h w") for x in (video[:, :-1], video[:, 1:]))
+                ids.append(rearrange(self.encode(prev, next)[1], "(b t) -> b t", b=len(frames)))
+        ids = torch.cat(ids, dim=1).long().cpu()
         return ids[0] if single else ids
 
     @torch.no_grad()

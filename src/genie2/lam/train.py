@@ -63,7 +63,9 @@ def val_pairs(data: str, count: int, skip_corrupt: bool = False, split: str = "v
     action between each pair's frames (n,; -1 where the data has none, or several keys a step)."""
     dataset = ClipDataset(data, clip_frames=2, split=split, stride=1, skip_corrupt=skip_corrupt)
     picks = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)
-    items = [dataset[int(i)] for i in picks]
+    items = [item for i in picks if (item := dataset[int(i)])["video_time_len"] == 2]  # not a one-frame episode
+    if not items:
+        raise InputError(f"{data} has no two consecutive frames in its {split} split to validate a LAM on")
     actions = torch.stack([item["actions"][1, 0] for item in items])  # the key leading into frame t+1
     if dataset.info.max_num_actions != 1:
         actions = torch.full_like(actions, -1)
@@ -74,7 +76,7 @@ def val_pairs(data: str, count: int, skip_corrupt: bool = False, split: str = "v
 def evaluate(lam: LatentActionModel, pairs: dict, batch_size: int = 256) -> dict:
     """On frame pairs (`val_pairs`): the PSNR of the predicted next frame and of copying frame t, the
     vocabulary's use (and a collapse warning), and, where the pairs have true actions, their agreement
-    with the latent ones under the best latent -> action table for these pairs."""
+    with the latent ones (on the labelled pairs) under the best latent -> action table for these pairs."""
     frames, actions = pairs["frames"], pairs["actions"]
     latents = lam.infer(frames, batch_size)[:, 0]
     chunks = zip(frames.split(batch_size), latents.split(batch_size), strict=True)
@@ -85,7 +87,9 @@ def evaluate(lam: LatentActionModel, pairs: dict, batch_size: int = 256) -> dict
         psnr=float(psnr(predicted, target).mean()), copy_psnr=float(psnr(frames[:, 0].float() / 255, target).mean())
     )
     scores.update(stats, collapsed=collapse(stats) is not None)
-    if (actions >= 0).all():
+    labelled = actions >= 0  # steps with a true action to agree with (none in a video without a log)
+    if labelled.any():
+        latents, actions, frames = latents[labelled], actions[labelled], frames[labelled]
         changed = visibly_changed(frames[:, 0], frames[:, 1])
         num_actions = pairs["info"].num_actions
         table = fit_table(latents, actions, changed, lam.num_actions, num_actions)

@@ -156,6 +156,8 @@ class WorldModelSession:
     def _looked_up(self, action: Tensor) -> Tensor:
         """Action ids (b a; -1 no key) as the model's own actions, through `action_lookup`."""
         count = len(self.action_lookup)
+        if action.dtype.is_floating_point or action.dtype == torch.bool:
+            raise InputError(f"action ids must be integers, got {action.dtype}")
         if ((action < -1) | (action >= count)).any():
             raise InputError(f"action ids must be in [0, {count}) or -1 (no key), got {action.tolist()}")
         lookup = self.action_lookup.to(action.device)

@@ -39,6 +39,7 @@ from genie2.data.codes import encode_dataset, weights_hash
 from genie2.data.episode import atomic_write, episode_indices, episode_path
 from genie2.errors import InputError
 from genie2.helpers import to_uint8
+from genie2.lam.label import default_labels_dir, label_dataset
 from genie2.model.config import Genie2Config
 from genie2.model.genie2 import Genie2
 from genie2.presets import WORLD_PRESETS, PresetConfig
@@ -154,13 +155,13 @@ def train(
     cpu: bool | None = None,
     steps: int | None = None,
     deadline: float | None = None,
-    actions: str | None = None,
+    lam: str | None = None,
 ) -> Path:
     """Train (or resume) a world model; returns the run folder, itself a world-model checkpoint.
     Codes missing from `codes` are encoded first; resuming a run that has no whole checkpoint yet
     starts it again from step 0 (see `open_run`). With a `deadline` (a time.time()), a run slower
-    than planned trains fewer steps, re-planned as it goes, to finish by then. With `actions` (a folder
-    from `genie2 label`) it trains on those latent actions instead of the episodes' own."""
+    than planned trains fewer steps, re-planned as it goes, to finish by then. With `lam` (a LAM folder) it
+    trains on that LAM's latent actions instead of the episodes' own, labelling the missing ones first."""
     out_dir, (checkpoint, state) = Path(out), open_run(out, resume)
     config = run_config(config, state, steps)
     config.check()
@@ -170,7 +171,10 @@ def train(
         tidy_run(out_dir, state)
         if codes_missing:
             encode_dataset(data, tokenizer_path, codes, skip_corrupt=skip_corrupt, progress=progress)
+        if lam:  # resumable: only the episodes not labelled yet
+            label_dataset(data, lam, skip_corrupt=skip_corrupt, progress=progress, device="cpu")
     accelerator.wait_for_everyone()
+    actions = str(default_labels_dir(data, lam)) if lam else None
     clips = dict(
         skip_corrupt=skip_corrupt, codes=codes, outcomes=bool(config.model.get("learn_rewards")), actions=actions
     )
