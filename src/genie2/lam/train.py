@@ -13,7 +13,6 @@ Dimension legend: b batch, t time (2: a frame and the next), H W frame size, k l
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -27,13 +26,22 @@ from genie2.data.clips import ClipDataset
 from genie2.data.episode import atomic_write
 from genie2.errors import InputError
 from genie2.evaluate import psnr
-from genie2.helpers import resolve_device, to_uint8
+from genie2.helpers import to_uint8
 from genie2.lam.agreement import agreement, fit_table, visibly_changed
 from genie2.lam.model import LAMConfig, LatentActionModel, collapse, vocabulary_stats
 from genie2.presets import LAM_PRESETS, PresetConfig
 from genie2.tokenizer.train import FrameBatches
-from genie2.train.loop import Run, Schedule, TrainLoop, make_accelerator
-from genie2.train.run import cosine_lr, open_run, resume_from, run_config, save_checkpoint, tidy_run, train_state
+from genie2.train.loop import Run, Schedule, TrainLoop, float32_accelerator
+from genie2.train.run import (
+    cosine_lr,
+    open_run,
+    resume_from,
+    run_config,
+    save_checkpoint,
+    tidy_run,
+    train_state,
+    write_eval,
+)
 
 
 @dataclass
@@ -139,9 +147,7 @@ def train_lam(
     out_dir, (checkpoint, state) = Path(out), open_run(out, resume)
     config = run_config(config, state, steps)
     check_training(config)
-    accelerator = make_accelerator(out_dir, cpu=resolve_device(device).type == "cpu", mixed_precision="no")
-    if config.batch_size % accelerator.num_processes:
-        raise InputError(f"batch_size {config.batch_size} must divide by processes = {accelerator.num_processes}")
+    accelerator = float32_accelerator(out_dir, device, config.batch_size)
     dataset = ClipDataset(data, clip_frames=2, split="train", stride=1, skip_corrupt=skip_corrupt)
     if dataset.info.frame_size != config.model.frame_size:
         config.model = LAMConfig(**{**asdict(config.model), "frame_size": dataset.info.frame_size})
@@ -219,6 +225,4 @@ class LAMRun(Run):
         result["parameters"] = sum(p.numel() for p in self.unwrapped.parameters())
         if warning := collapse(result):
             print(f"warning: {warning}")
-        text = json.dumps(result, indent=2)
-        atomic_write(self.out / "eval.json", lambda tmp: tmp.write_text(text))
-        return result
+        return write_eval(self.out, result)

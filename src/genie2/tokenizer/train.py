@@ -12,7 +12,6 @@ Dimension legend: b batch, t time, H W frame size.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,10 +27,10 @@ from genie2.data.clips import ClipDataset
 from genie2.data.episode import atomic_write
 from genie2.errors import InputError
 from genie2.evaluate import bad_tiles, psnr
-from genie2.helpers import resolve_device, to_uint8
+from genie2.helpers import to_uint8
 from genie2.presets import TOKENIZER_PRESETS, PresetConfig
 from genie2.tokenizer.model import Tokenizer, TokenizerConfig, codebook_stats
-from genie2.train.loop import Run, Schedule, TrainLoop, make_accelerator
+from genie2.train.loop import Run, Schedule, TrainLoop, float32_accelerator
 from genie2.train.run import (
     SeededBatches,
     cosine_lr,
@@ -41,6 +40,7 @@ from genie2.train.run import (
     save_checkpoint,
     tidy_run,
     train_state,
+    write_eval,
 )
 
 
@@ -205,7 +205,7 @@ def train_tokenizer(
     out_dir, (checkpoint, state) = Path(out), open_run(out, resume)
     config = run_config(config, state, steps)
     check_training(config)
-    accelerator = _accelerator(config, out_dir, device)
+    accelerator = float32_accelerator(out_dir, device, config.batch_size)
     dataset = ClipDataset(data, clip_frames=1, split="train", stride=1, skip_corrupt=skip_corrupt)
     if dataset.info.frame_size != config.model.frame_size:
         config.model = TokenizerConfig(**{**asdict(config.model), "frame_size": dataset.info.frame_size})
@@ -222,18 +222,6 @@ def train_tokenizer(
     loop = TrainLoop(accelerator, out_dir, schedule, run.step, run.evaluate, run.save, names, "tokenizer", progress)
     loop.run(start)
     return run.final_eval()
-
-
-def _accelerator(config: TokenizerTraining, out_dir: Path, device: str | None):
-    """The run's Accelerator: on the CPU when `device` is "cpu", else on the GPU Accelerate picks
-    (CUDA_VISIBLE_DEVICES chooses which); by default on the GPU when there is one. Once the batch is
-    known to split evenly over its processes."""
-    device = resolve_device(device)
-    # float32 on GPUs too: bf16 autocast for the codebook's distances and its seeding is untried
-    accelerator = make_accelerator(out_dir, cpu=device.type == "cpu", mixed_precision="no")
-    if config.batch_size % accelerator.num_processes:
-        raise InputError(f"batch_size {config.batch_size} must divide by processes = {accelerator.num_processes}")
-    return accelerator
 
 
 @dataclass
@@ -287,9 +275,7 @@ class TokenizerRun(Run):
             return {}
         result = evaluate(self.unwrapped, self.val)
         result["parameters"] = sum(p.numel() for p in self.unwrapped.parameters())
-        text = json.dumps(result, indent=2)
-        atomic_write(self.out / "eval.json", lambda tmp: tmp.write_text(text))
-        return result
+        return write_eval(self.out, result)
 
 
 def train_step(

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import torch
 from tqdm.auto import tqdm
 
+from genie2.errors import InputError
 from genie2.train.run import METRICS_FILE, StopFlag, export_latest, latest_checkpoint
 
 
@@ -53,6 +54,19 @@ def make_accelerator(out: Path, cpu: bool, mixed_precision: str, grad_accum: int
         # the tokenizer's codebook before quantization starts)
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
+
+
+def float32_accelerator(out: Path, device: str | None, batch_size: int):
+    """The Accelerator of a frame model's run (tokenizer, LAM): on the CPU when `device` is "cpu", else on
+    the GPU Accelerate picks (CUDA_VISIBLE_DEVICES chooses which; by default the GPU when there is one), in
+    float32 (bf16 autocast for VQ codebook distances and their seeding is untried); once the batch is known
+    to split evenly over its processes."""
+    from genie2.helpers import resolve_device
+
+    accelerator = make_accelerator(out, cpu=resolve_device(device).type == "cpu", mixed_precision="no")
+    if batch_size % accelerator.num_processes:
+        raise InputError(f"batch_size {batch_size} must divide by processes = {accelerator.num_processes}")
+    return accelerator
 
 
 @dataclass

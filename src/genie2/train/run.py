@@ -341,3 +341,10 @@ def _symlink(target: str, path: Path) -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(target, tmp)
     os.replace(tmp, path)
+
+
+def write_eval(out: str | Path, result: dict) -> dict:
+    """Write a trained model's final scores to RUN/eval.json (atomically); returns them."""
+    text = json.dumps(result, indent=2)
+    atomic_write(Path(out) / "eval.json", lambda tmp: tmp.write_text(text))
+    return result
