@@ -200,7 +200,6 @@ def test_load_lam_finds_the_map_beside_it_and_refuses_unknown_names(pure_lam, tm
 
 def test_a_world_with_an_action_map_rolls_out_real_actions_as_their_latent_ones():
     from conftest import tiny_world
-
     from genie2.lam.mapping import ActionMap
 
     world = tiny_world(num_actions=4)
@@ -237,7 +236,6 @@ def test_a_world_of_latent_actions_trains_maps_and_evaluates_with_real_actions(p
 
 def test_a_mapped_world_session_steps_real_actions_as_their_latent_ones():
     from conftest import tiny_world
-
     from genie2.lam.mapping import ActionMap
 
     world = tiny_world(num_actions=4)

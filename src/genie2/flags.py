@@ -49,7 +49,9 @@ SHARED = {
 }
 DECODE_STEPS = "passes per frame of a parallel (MaskGIT) model: fewer passes, faster frames"
 ENV = f"a preset ({', '.join(PRESETS)}) or any Gymnasium env id with rgb_array frames (default {DEFAULT_ENV})"
-WORLD = "a shipped world (minigrid, crafter) or a world-model run or checkpoint folder from genie2 train"
+WORLD = (
+    "a shipped world (minigrid, crafter, minigrid-latent) or a world-model run or checkpoint folder from genie2 train"
+)
 
 
 def add_shared(p: argparse.ArgumentParser, *flags: str) -> None:

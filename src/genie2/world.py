@@ -158,7 +158,15 @@ class World:
 
 
 PRETRAINED = Path(__file__).parent / "pretrained" / "minigrid-doorkey"
-SHIPPED = {"minigrid": PRETRAINED, "crafter": PRETRAINED.parent / "crafter"}  # the worlds in the package, by name
+# the worlds in the package, by name; minigrid-latent learned its actions from frames alone (genie2 train-lam)
+SHIPPED = {
+    name: PRETRAINED.parent / folder
+    for name, folder in (
+        ("minigrid", "minigrid-doorkey"),
+        ("crafter", "crafter"),
+        ("minigrid-latent", "minigrid-latent"),
+    )
+}
 
 
 def world_folder(checkpoint: str | Path | None = None) -> Path:
