@@ -14,6 +14,7 @@ from genie2.errors import InputError
 from genie2.lam.agreement import agreement, fit_table, visibly_changed
 from genie2.lam.model import LAMConfig, LatentActionModel, collapse, vocabulary_stats
 from genie2.lam.train import LAMTraining, train_lam
+from genie2.train.world_model import check_same_actions
 
 PATTERNS = 5  # frame t+1 is pattern[action t]: only the action says what comes next
 
@@ -227,6 +228,9 @@ def test_a_world_of_latent_actions_trains_maps_and_evaluates_with_real_actions(p
     )
     info = json.loads((world / "dataset.json").read_text())
     assert info["num_actions"] == 8 and info["source"]["latent_actions"]["num_latent_actions"] == 8
+    with pytest.raises(InputError, match="resume with the same --actions and --lam"):  # not on the true actions
+        check_same_actions(world, None)
+    check_same_actions(world, str(lam))
     main(["map-actions", "--lam", str(lam), "--data", str(data), "--episodes", "3", "--out", str(world)])
     evaluate = ["eval", "--world", str(world), "--data", str(data), "--split", "all", "--episodes", "2"]
     main([*evaluate, "--horizon", "3", "--out", str(report), "--lam", str(lam), "--quiet"])

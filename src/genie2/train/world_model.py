@@ -165,6 +165,8 @@ def train(
     out_dir, (checkpoint, state) = Path(out), open_run(out, resume)
     config = run_config(config, state, steps)
     config.check()
+    if state:
+        check_same_actions(out_dir, lam)
     codes_missing = _codes_missing(data, codes, tokenizer_path)
     accelerator = _accelerator(config, out_dir, cpu)
     if accelerator.is_main_process:  # the others wait: one process writes the run folder and the codes
@@ -218,6 +220,22 @@ def _accelerator(config: Training, out_dir: Path, cpu: bool | None):
     if config.batch_size % world:
         raise InputError(f"batch_size {config.batch_size} must divide by processes x grad_accum = {world}")
     return accelerator
+
+
+def check_same_actions(out: Path, lam: str | None) -> None:
+    """Refuse to resume a run on other actions than it began with: the episodes' own, or one LAM's latent
+    actions (the run's dataset.json records which)."""
+    saved = out / "dataset.json"
+    if not saved.is_file():
+        return
+    began = json.loads(saved.read_text()).get("source", {}).get("latent_actions", {}).get("lam_sha256")
+    now = weights_hash(lam) if lam else None
+    if began != now:
+        what = {None: "the episodes' own actions"}
+        raise InputError(
+            f"{out} began training on {what.get(began, 'latent actions of LAM ' + str(began)[:12])} and would go on "
+            f"with {what.get(now, 'latent actions of LAM ' + str(now)[:12])}: resume with the same --actions and --lam"
+        )
 
 
 def _model(config: Training, tokenizer_path: str, dataset: ClipDataset, checkpoint, state, data: str) -> Genie2:
