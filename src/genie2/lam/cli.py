@@ -19,7 +19,12 @@ def train_lam(args) -> None:
     from genie2.lam.train import train_lam as run
 
     config = LAMTraining.preset(args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    model = dict(num_latent_actions=args.latent_actions, change_weight=args.change_weight, symmetry=args.symmetry)
+    model = dict(
+        num_latent_actions=args.latent_actions,
+        change_weight=args.change_weight,
+        symmetry=args.symmetry,
+        dead_code_threshold=args.dead_code_threshold,
+    )
     if any(value is not None for value in model.values()):
         values = {key: value for key, value in model.items() if value is not None}
         config.model = LAMConfig(**{**config.model.__dict__, **values})
@@ -52,6 +57,8 @@ def add_train_lam(verbs: argparse._SubParsersAction) -> None:
         "none (default: actions move things the same way on screen, as in Crafter)"
     )
     p.add_argument("--symmetry", choices=["none", "rot90"], default=None, help=symmetry)
+    dead = "latent actions used less than this (EMA count) are re-seeded from the batch, against collapse; 0: never"
+    p.add_argument("--dead-code-threshold", type=float, default=None, help=f"{dead} (default 2)")
     add_shared(p, "--resume", "--skip-corrupt", "--device", "--quiet")
     p.set_defaults(fn=train_lam)
 
