@@ -12,9 +12,9 @@ from genie2.cli import main
 from genie2.data.episode import DatasetInfo, Episode, episode_path
 from genie2.errors import InputError
 from genie2.lam.agreement import agreement, fit_table, visibly_changed
+from genie2.lam.label import check_same_actions
 from genie2.lam.model import LAMConfig, LatentActionModel, collapse, vocabulary_stats
 from genie2.lam.train import LAMTraining, train_lam
-from genie2.train.world_model import check_same_actions
 
 PATTERNS = 5  # frame t+1 is pattern[action t]: only the action says what comes next
 

@@ -80,3 +80,19 @@ def label_dataset(
             atomic_write(out / path.name, lambda tmp, actions=actions: save_file({"actions": actions}, str(tmp)))
             bar.update(1)
     return out
+
+
+def check_same_actions(out: Path, lam: str | None) -> None:
+    """Refuse to resume a run on other actions than it began with: the episodes' own, or one LAM's latent
+    actions (the run's dataset.json records which)."""
+    saved = out / "dataset.json"
+    if not saved.is_file():
+        return
+    began = json.loads(saved.read_text()).get("source", {}).get("latent_actions", {}).get("lam_sha256")
+    now = weights_hash(lam) if lam else None
+    if began != now:
+        what = {None: "the episodes' own actions"}
+        raise InputError(
+            f"{out} began training on {what.get(began, 'latent actions of LAM ' + str(began)[:12])} and would go on "
+            f"with {what.get(now, 'latent actions of LAM ' + str(now)[:12])}: resume with the same --actions and --lam"
+        )

@@ -39,7 +39,7 @@ from genie2.data.codes import encode_dataset, weights_hash
 from genie2.data.episode import atomic_write, episode_indices, episode_path
 from genie2.errors import InputError
 from genie2.helpers import to_uint8
-from genie2.lam.label import default_labels_dir, label_dataset
+from genie2.lam.label import check_same_actions, default_labels_dir, label_dataset
 from genie2.model.config import Genie2Config
 from genie2.model.genie2 import Genie2
 from genie2.presets import WORLD_PRESETS, PresetConfig
@@ -220,22 +220,6 @@ def _accelerator(config: Training, out_dir: Path, cpu: bool | None):
     if config.batch_size % world:
         raise InputError(f"batch_size {config.batch_size} must divide by processes x grad_accum = {world}")
     return accelerator
-
-
-def check_same_actions(out: Path, lam: str | None) -> None:
-    """Refuse to resume a run on other actions than it began with: the episodes' own, or one LAM's latent
-    actions (the run's dataset.json records which)."""
-    saved = out / "dataset.json"
-    if not saved.is_file():
-        return
-    began = json.loads(saved.read_text()).get("source", {}).get("latent_actions", {}).get("lam_sha256")
-    now = weights_hash(lam) if lam else None
-    if began != now:
-        what = {None: "the episodes' own actions"}
-        raise InputError(
-            f"{out} began training on {what.get(began, 'latent actions of LAM ' + str(began)[:12])} and would go on "
-            f"with {what.get(now, 'latent actions of LAM ' + str(now)[:12])}: resume with the same --actions and --lam"
-        )
 
 
 def _model(config: Training, tokenizer_path: str, dataset: ClipDataset, checkpoint, state, data: str) -> Genie2:
