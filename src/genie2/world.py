@@ -47,13 +47,16 @@ def write_world_files(
 
 
 def read_world_files(folder: str | Path) -> dict:
-    """What players read of write_world_files's files, where present: action_names and
-    start_frames (uint8 n h w 3). (training.json is for people; Genie2.from_pretrained reads
-    clip_frames there only for configs saved before max_context_frames was one.)"""
+    """What players read of write_world_files's files, where present: action_names, start_frames
+    (uint8 n h w 3) and, for a world of latent actions, the hash of the LAM that labelled them
+    (lam_sha256). (training.json is for people; Genie2.from_pretrained reads clip_frames there only
+    for configs saved before max_context_frames was one.)"""
     info, frames = (Path(folder) / name for name in WORLD_FILES[:2])
     found = {}
     if info.is_file():
-        found["action_names"] = json.loads(info.read_text())["action_names"]
+        described = json.loads(info.read_text())
+        found["action_names"] = described["action_names"]
+        found["lam_sha256"] = described.get("source", {}).get("latent_actions", {}).get("lam_sha256")
     if frames.is_file():
         found["start_frames"] = load_file(str(frames))["frames"].numpy()
     return found
@@ -194,8 +197,7 @@ def load(checkpoint: str | Path | None = None, device: str = "cpu", **kwargs) ->
     names, frames = found.get("action_names"), found.get("start_frames")
     if (checkpoint / MAP_FILE).is_file():  # a world of latent actions, with the map to play it by real ones
         action_map = ActionMap.load(checkpoint)
-        labelled_by = json.loads((checkpoint / WORLD_FILES[0]).read_text()).get("source", {}).get("latent_actions", {})
-        if action_map.lam_sha256 and labelled_by.get("lam_sha256") not in (None, action_map.lam_sha256):
+        if action_map.lam_sha256 and found.get("lam_sha256") not in (None, action_map.lam_sha256):
             raise InputError(f"{checkpoint}'s action map was fitted on another LAM than its world was trained on")
         kwargs.setdefault("action_map", action_map)
     return World(Genie2.from_pretrained(checkpoint, device), action_names=names, start_frames=frames, **kwargs)

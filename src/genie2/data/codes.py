@@ -40,17 +40,18 @@ def weights_hash(tokenizer_path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _encoded(codes_path: Path, episode: Path) -> bool:
-    """Whether `codes_path` holds whole codes for this episode (same length; else encode again)."""
+def written_whole(path: Path, episode: Path, array: str = "codes") -> bool:
+    """Whether `path`, a file written beside an episode (its codes, its latent actions), holds `array` for
+    every frame of the episode (else it is written again)."""
     from safetensors import SafetensorError, safe_open
 
     from genie2.data.episode import episode_length
 
-    if not codes_path.is_file():
+    if not path.is_file():
         return False
     try:
-        with safe_open(str(codes_path), "np") as f:
-            return f.get_slice("codes").get_shape()[0] == episode_length(episode)
+        with safe_open(str(path), "np") as f:
+            return f.get_slice(array).get_shape()[0] == episode_length(episode)
     except (SafetensorError, OSError, KeyError):
         return False
 
@@ -104,7 +105,7 @@ def encode_dataset(
             raise InputError(f"{out} holds codes of another tokenizer ({old.get('tokenizer')}); choose another --out")
     atomic_write(out / "codes.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
     episodes = episode_files(data, skip_corrupt)
-    todo = [(index, path) for index, path in episodes if not _encoded(out / path.name, path)]
+    todo = [(index, path) for index, path in episodes if not written_whole(out / path.name, path)]
     frames_done, start = 0, time.perf_counter()
     bar = tqdm(
         total=len(episodes), initial=len(episodes) - len(todo), desc="tokenize", unit="episode", disable=not progress

@@ -18,8 +18,8 @@ from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
 from genie2.data.clips import episode_files
-from genie2.data.codes import weights_hash
-from genie2.data.episode import Episode, atomic_write, episode_length
+from genie2.data.codes import weights_hash, written_whole
+from genie2.data.episode import Episode, atomic_write
 from genie2.data.latent import LABELS_DIR, LABELS_FILE, LABELS_FORMAT, read_labels_info
 from genie2.errors import InputError
 
@@ -27,17 +27,6 @@ from genie2.errors import InputError
 def default_labels_dir(data: str | Path, lam_path: str | Path) -> Path:
     """DATA/latent-actions/<first 12 hex digits of the LAM weights' hash>."""
     return Path(data) / LABELS_DIR / weights_hash(lam_path)[:12]
-
-
-def _labelled(path: Path, episode: Path) -> bool:
-    """Whether `path` holds whole labels for this episode (one per frame)."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), "np") as f:
-            return f.get_slice("actions").get_shape()[0] == episode_length(episode)
-    except (SafetensorError, OSError, KeyError):
-        return False
 
 
 @torch.no_grad()
@@ -68,7 +57,7 @@ def label_dataset(
     )
     atomic_write(out / LABELS_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
     episodes = episode_files(data, skip_corrupt)
-    todo = [path for _, path in episodes if not _labelled(out / path.name, path)]
+    todo = [path for _, path in episodes if not written_whole(out / path.name, path, "actions")]
     bar = tqdm(
         total=len(episodes), initial=len(episodes) - len(todo), desc="label", unit="episode", disable=not progress
     )

@@ -80,8 +80,9 @@ def labelled_steps(
     info = DatasetInfo.load(data)
     if info.max_num_actions != 1:
         raise InputError(f"{data} records several keys a step; mapping latent actions needs one action a step")
-    chosen = set(split_episodes([index for index, _ in episode_files(data, skip_corrupt)], split))
-    paths = [path for index, path in episode_files(data, skip_corrupt) if index in chosen][:episodes]
+    files = episode_files(data, skip_corrupt)
+    chosen = set(split_episodes([index for index, _ in files], split))
+    paths = [path for index, path in files if index in chosen][:episodes]
     latents, actions, changed = [], [], []
     for path in paths:
         episode = Episode.load(path)
@@ -96,7 +97,7 @@ def labelled_steps(
     steps = dict(latents=torch.cat(latents), actions=torch.cat(actions), changed=torch.cat(changed))
     if (steps["actions"] < 0).any():
         raise InputError(f"{data} has steps without an action label; map-actions needs labelled episodes")
-    return dict(steps, info=info)
+    return dict(steps, info=info, episodes=len(latents))
 
 
 def fit_action_map(lam, lam_path: str | Path, data: str | Path, episodes: int, skip_corrupt: bool = False):
@@ -108,14 +109,9 @@ def fit_action_map(lam, lam_path: str | Path, data: str | Path, episodes: int, s
     # (MiniGrid's done) gets the latent of its unchanged steps, not "no key"
     inverse = fit_table(steps["actions"], steps["latents"], steps["changed"], a, k)
     moved = steps["changed"]
-    counts = torch.zeros(k, a, dtype=torch.float64)
-    counts.index_put_(
-        (steps["latents"][moved].long(), steps["actions"][moved].long()),
-        torch.ones(int(moved.sum()), dtype=torch.float64),
-        accumulate=True,
-    )
-    used = min(episodes, len(episode_files(data, skip_corrupt)))
-    names = steps["info"].action_names
+    pairs = steps["latents"][moved].long() * a + steps["actions"][moved].long()
+    counts = torch.bincount(pairs, minlength=k * a).reshape(k, a).double()
+    names, used = steps["info"].action_names, steps["episodes"]
     action_map = ActionMap(table.tolist(), inverse.tolist(), names, weights_hash(lam_path), used, counts.tolist())
     return action_map, steps
 
@@ -132,7 +128,7 @@ def world_agreement(
     lam_folder: str | Path, action_map: ActionMap, data: str | Path, split: str, episodes: int, skip_corrupt=False
 ) -> dict:
     """How the latent actions of the LAM in `lam_folder`, through the map, agree with the true actions of
-    held-out episodes (`score`; the first `episodes` of `split`, as `genie2 eval` picks them)."""
+    held-out episodes (`score`: every step of the first `episodes` episodes of `split`)."""
     from genie2.lam.model import LatentActionModel
 
     if action_map.lam_sha256 and action_map.lam_sha256 != weights_hash(lam_folder):
